@@ -1,0 +1,66 @@
+"""The exceptions and warnings dlutils raises for its own failures."""
+
+from __future__ import annotations
+
+__all__ = [
+    "DownloadError",
+    "InvalidInputError",
+    "UnsafePathError",
+    "UnsupportedSchemeError",
+    "IncompleteDownloadError",
+    "ChecksumMismatchError",
+    "RemoteChangedError",
+    "DownloadAborted",
+    "CacheMismatchWarning",
+]
+
+
+class DownloadError(Exception):
+    """Root of every error dlutils raises for its own failures.
+
+    Errors of the source libraries (``requests.HTTPError``, botocore's
+    ``ClientError``) pass through unchanged where their users expect them.
+    """
+
+
+class InvalidInputError(DownloadError, ValueError):
+    """An argument was malformed: the message names the value and what would be right."""
+
+
+class UnsafePathError(InvalidInputError):
+    """A name would land outside its destination folder (``..``, an absolute path, ``~/``)."""
+
+
+class UnsupportedSchemeError(InvalidInputError):
+    """A link's scheme is not one dlutils reads."""
+
+
+class IncompleteDownloadError(DownloadError):
+    """The connection ended before all the bytes arrived; the ``.part`` file is kept for resume."""
+
+    def __init__(self, message: str, *, received: int | None = None, expected: int | None = None):
+        super().__init__(message)
+        self.received = received
+        self.expected = expected
+
+
+class ChecksumMismatchError(DownloadError):
+    """The downloaded bytes do not have the expected checksum; nothing was placed."""
+
+    def __init__(self, message: str, *, algorithm: str = "", expected: str = "", actual: str = ""):
+        super().__init__(message)
+        self.algorithm = algorithm
+        self.expected = expected
+        self.actual = actual
+
+
+class RemoteChangedError(DownloadError):
+    """The remote object changed while it was being downloaded in pieces."""
+
+
+class DownloadAborted(DownloadError):
+    """The download was stopped on request; its ``.part`` file is kept for resume."""
+
+
+class CacheMismatchWarning(UserWarning):
+    """A file already on disk does not match the remote object and is being replaced."""
