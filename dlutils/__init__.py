@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from ._version import __version__ as __version__
 from .errors import (
     CacheMismatchWarning,
     ChecksumMismatchError,
@@ -12,11 +13,11 @@ from .errors import (
     IncompleteDownloadError,
     InvalidInputError,
     RemoteChangedError,
+    SizeMismatchError,
     UnsafePathError,
     UnsupportedSchemeError,
 )
-
-__version__ = "0.1.0"
+from .sources.http import http_download
 
 logging.getLogger("dlutils").addHandler(logging.NullHandler())
 
@@ -28,6 +29,8 @@ __all__ = [
     "IncompleteDownloadError",
     "InvalidInputError",
     "RemoteChangedError",
+    "SizeMismatchError",
     "UnsafePathError",
     "UnsupportedSchemeError",
+    "http_download",
 ]

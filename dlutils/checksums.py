@@ -28,7 +28,7 @@ class Hasher(Protocol):
 
 @dataclass(frozen=True)
 class Checksum:
-    """An expected digest: ``algorithm`` (``"sha256"``, ``"md5"``, ...) and lowercase ``hexdigest``."""
+    """An expected digest: ``algorithm`` (``"sha256"``, ``"md5"``...) and its lowercase hex."""
 
     algorithm: str
     hexdigest: str
@@ -63,8 +63,8 @@ def parse_checksum(spec: str | Checksum | None) -> Checksum | None:
     >>> parse_checksum("sha256:xyz")
     Traceback (most recent call last):
     ...
-    dlutils.errors.InvalidInputError: checksum 'sha256:xyz' is not valid: sha256 needs 64 hex digits, \
-got 'xyz'; write it as 'sha256:<64 hex digits>', for instance 'sha256:e3b0c442...b855'
+    dlutils.errors.InvalidInputError: checksum 'sha256:xyz' is not valid: sha256 needs 64 hex \
+digits, got 'xyz'; write it as 'sha256:<64 hex digits>', for instance 'sha256:e3b0c442...b855'
     """
     if spec is None or isinstance(spec, Checksum):
         return spec

@@ -10,6 +10,7 @@ __all__ = [
     "IncompleteDownloadError",
     "ChecksumMismatchError",
     "RemoteChangedError",
+    "SizeMismatchError",
     "DownloadAborted",
     "CacheMismatchWarning",
 ]
@@ -52,6 +53,10 @@ class ChecksumMismatchError(DownloadError):
         self.algorithm = algorithm
         self.expected = expected
         self.actual = actual
+
+
+class SizeMismatchError(DownloadError):
+    """The object's size differs from the size it was expected to have; nothing was placed."""
 
 
 class RemoteChangedError(DownloadError):

@@ -1,0 +1,816 @@
+"""Decide whether a local copy is still current, and keep a manifest of what came from where."""
+
+from __future__ import annotations
+
+import json
+import logging
+import operator
+import os
+import re
+import sqlite3
+import stat
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, fields
+from email.utils import parsedate_to_datetime
+from pathlib import PurePath
+from typing import Any, ClassVar
+from urllib.parse import urlsplit, urlunsplit
+
+from .checksums import b64_to_hex, new_hasher
+from .errors import DownloadError, InvalidInputError, UnsafePathError
+
+__all__ = ["ObjectAttrs", "attrs_from_headers", "same_object", "file_attrs", "Manifest"]
+
+logger = logging.getLogger("dlutils")
+
+#: Digest fields of :class:`ObjectAttrs` -> number of hex digits.
+_DIGESTS: dict[str, int] = {"md5": 32, "crc32c": 8, "sha256": 64}
+_HEX = re.compile(r"^[0-9a-fA-F]+$")
+_CONTENT_RANGE = re.compile(r"^\s*bytes\s+(?:\d+\s*-\s*\d+|\*)\s*/\s*(\d+|\*)\s*$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class ObjectAttrs:
+    """What is known about one object: size, version, validators and digests.
+
+    Every field is optional (``None`` = unknown); empty strings become ``None`` and
+    digests are stored as lowercase hex.
+
+    Attributes
+    ----------
+    size : int or None
+        Size in bytes.
+    version : str or None
+        S3 version id, GCS generation or HuggingFace commit.
+    etag : str or None
+        The ``ETag`` exactly as the server sent it (quotes and ``W/`` kept), ready to be
+        sent back in ``If-None-Match`` or ``If-Range``.
+    md5, crc32c, sha256 : str or None
+        Lowercase hex digests (crc32c: 8 digits, big-endian value).
+    last_modified : str or None
+        The ``Last-Modified`` HTTP-date as sent.
+    source : str or None
+        Where the object came from, credentials removed (``"s3://bucket/key"``, a URL).
+
+    Examples
+    --------
+    >>> from dlutils.freshness import ObjectAttrs
+    >>> a = ObjectAttrs(size=3, etag='W/"abc"', md5="D41D8CD98F00B204E9800998ECF8427E")
+    >>> a.md5, a.strong_etag
+    ('d41d8cd98f00b204e9800998ecf8427e', None)
+    >>> a.to_dict() == {"size": 3, "etag": 'W/"abc"', "md5": "d41d8cd98f00b204e9800998ecf8427e"}
+    True
+    >>> ObjectAttrs.from_dict(a.to_dict()) == a
+    True
+    """
+
+    size: int | None = None
+    version: str | None = None
+    etag: str | None = None
+    md5: str | None = None
+    crc32c: str | None = None
+    sha256: str | None = None
+    last_modified: str | None = None
+    source: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.size is not None:
+            try:
+                size = -1 if isinstance(self.size, bool) else operator.index(self.size)
+            except TypeError:
+                size = -1
+            if size < 0:
+                raise InvalidInputError(
+                    f"ObjectAttrs size {self.size!r} is not valid: give a byte count >= 0, or None"
+                )
+            object.__setattr__(self, "size", size)
+        for name in _FIELDS[1:]:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if not isinstance(value, str):
+                raise InvalidInputError(
+                    f"ObjectAttrs {name} {value!r} is not valid: give a string, or None"
+                )
+            if value == "":
+                object.__setattr__(self, name, None)
+            elif name in _DIGESTS:
+                width = _DIGESTS[name]
+                if len(value) != width or not _HEX.match(value):
+                    raise InvalidInputError(
+                        f"ObjectAttrs {name} {value!r} is not valid: give {width} hex digits"
+                    )
+                object.__setattr__(self, name, value.lower())
+
+    @property
+    def strong_etag(self) -> str | None:
+        """The ETag as sent when it is a strong validator (fit for ``If-Range``), else None."""
+        if self.etag is None or self.etag.startswith("W/"):
+            return None
+        return self.etag
+
+    def to_dict(self) -> dict[str, Any]:
+        """The known fields as a JSON-ready ``dict`` (unknown fields left out)."""
+        return {k: v for k in _FIELDS if (v := getattr(self, k)) is not None}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ObjectAttrs:
+        """Build from :meth:`to_dict` output; keys this version does not know are ignored."""
+        return cls(**{k: v for k, v in data.items() if k in _FIELDS})
+
+    def merged(self, other: ObjectAttrs) -> ObjectAttrs:
+        """A copy whose unknown fields are filled in from ``other`` (known fields win).
+
+        Examples
+        --------
+        >>> from dlutils.freshness import ObjectAttrs
+        >>> ObjectAttrs(size=3).merged(ObjectAttrs(size=4, version="7"))
+        ObjectAttrs(size=3, version='7', etag=None, md5=None, crc32c=None, sha256=None, \
+last_modified=None, source=None)
+        """
+        mine = self.to_dict()
+        return ObjectAttrs(**{**other.to_dict(), **mine})
+
+    def conditional_headers(self) -> dict[str, str]:
+        """``If-None-Match`` / ``If-Modified-Since`` headers that let a server answer 304.
+
+        Examples
+        --------
+        >>> from dlutils.freshness import ObjectAttrs
+        >>> ObjectAttrs(etag='"v1"').conditional_headers()
+        {'If-None-Match': '"v1"'}
+        """
+        headers = {}
+        if self.etag is not None:
+            headers["If-None-Match"] = self.etag
+        if self.last_modified is not None:
+            headers["If-Modified-Since"] = self.last_modified
+        return headers
+
+
+_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(ObjectAttrs))  # "size" first
+
+
+# --------------------------------------------------------------------------- headers
+
+
+def _collect(headers: Mapping[str, str]) -> dict[str, list[str]]:
+    """Lowercased name -> every value (``http.client`` messages repeat names in items())."""
+    out: dict[str, list[str]] = {}
+    for name, value in headers.items():
+        out.setdefault(name.lower(), []).append(str(value).strip())
+    return out
+
+
+def _parse_size(value: str | None) -> int | None:
+    if value is None:
+        return None
+    parts = {p.strip() for p in value.split(",")}  # duplicates may arrive comma-joined
+    if len(parts) != 1:
+        return None
+    text = parts.pop()
+    return int(text) if text.isdigit() else None
+
+
+def _b64_digest(value: str | None, field: str) -> str | None:
+    if not value:
+        return None
+    digest = b64_to_hex(value)
+    return digest if digest is not None and len(digest) == _DIGESTS[field] else None
+
+
+def _opaque(etag: str) -> str:
+    """The opaque tag of an ETag: ``W/`` and enclosing quotes removed."""
+    tag = etag.strip()
+    if tag.startswith("W/"):
+        tag = tag[2:]
+    if len(tag) >= 2 and tag[0] == tag[-1] == '"':
+        tag = tag[1:-1]
+    return tag
+
+
+def _strip_credentials(url: str) -> str:
+    scheme, netloc, path, query, fragment = urlsplit(url)
+    if "@" not in netloc:
+        return url
+    return urlunsplit((scheme, netloc.rpartition("@")[2], path, query, fragment))
+
+
+def _is_s3(url: str, h: dict[str, list[str]]) -> bool:
+    if any(name.startswith("x-amz-") for name in h):
+        return True
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2].partition(":")[0].lower()
+    return parts.scheme == "s3" or host.endswith((".amazonaws.com", ".amazonaws.com.cn"))
+
+
+def attrs_from_headers(url: str, headers: Mapping[str, str]) -> ObjectAttrs:
+    """Read an object's attributes from the headers of a HEAD or GET response.
+
+    Parameters
+    ----------
+    url : str
+        The object's link, recorded as ``source`` (a ``user:password@`` part is dropped;
+        remove signed query strings before calling).
+    headers : Mapping[str, str]
+        Response headers; names are matched case-insensitively. ``requests`` and
+        ``http.client`` header objects both work.
+
+    Returns
+    -------
+    ObjectAttrs
+
+    Notes
+    -----
+    - Everywhere: ``ETag`` (kept as sent), ``Last-Modified``, ``Content-MD5``. Size comes
+      from the first present of ``X-Linked-Size``, ``x-goog-stored-content-length``, the
+      total of ``Content-Range: bytes a-b/TOTAL`` (a ``*`` total means unknown) and
+      ``Content-Length``.
+    - S3 (``x-amz-*`` headers, ``s3://`` or an amazonaws host): ``x-amz-version-id``
+      (but not ``"null"``) is the version; a strong ETag of 32 hex digits with no ``-N``
+      multipart suffix is the md5, unless the object is SSE-KMS or SSE-C encrypted;
+      full-object ``x-amz-checksum-sha256`` / ``x-amz-checksum-crc32c`` are digests.
+    - GCS: ``x-goog-generation`` is the version; ``x-goog-hash`` gives crc32c and md5.
+    - HuggingFace: ``X-Linked-Etag`` is the ETag and (64 hex digits) the sha256 of an LFS
+      file, ``X-Linked-Size`` the size. ``X-Repo-Commit`` is not used: it names the
+      commit of the whole repository, so it changes when any other file does.
+
+    Examples
+    --------
+    >>> from dlutils.freshness import attrs_from_headers
+    >>> a = attrs_from_headers("https://b.s3.amazonaws.com/k", {
+    ...     "ETag": '"9e107d9d372bb6826bd81d3542a419d6"', "Content-Length": "43",
+    ...     "x-amz-version-id": "3HL4kqtJlcpXroDTDmJ"})
+    >>> a.size, a.version, a.md5
+    (43, '3HL4kqtJlcpXroDTDmJ', '9e107d9d372bb6826bd81d3542a419d6')
+    >>> a.etag  # kept as sent, for If-None-Match
+    '"9e107d9d372bb6826bd81d3542a419d6"'
+    >>> attrs_from_headers("https://x.org/f", {"content-range": "bytes 0-9/1000"}).size
+    1000
+    """
+    h = _collect(headers)
+
+    def first(name: str) -> str | None:
+        values = h.get(name)
+        return values[0] if values and values[0] else None
+
+    found: dict[str, Any] = {"source": _strip_credentials(url)}
+    found["etag"] = first("etag")
+    found["last_modified"] = first("last-modified")
+    found["md5"] = _b64_digest(first("content-md5"), "md5")
+
+    # Size: the whole object's, not this response body's.
+    size = _parse_size(first("content-length"))
+    content_range = first("content-range")
+    if content_range is not None:
+        match = _CONTENT_RANGE.match(content_range)
+        size = int(match.group(1)) if match and match.group(1) != "*" else None
+    for name in ("x-goog-stored-content-length", "x-linked-size"):
+        if first(name) is not None:
+            size = _parse_size(first(name))
+    found["size"] = size
+
+    if _is_s3(url, h):
+        version = first("x-amz-version-id")
+        found["version"] = version if version != "null" else None
+        etag = found["etag"]
+        encrypted = first("x-amz-server-side-encryption") == "aws:kms" or (
+            "x-amz-server-side-encryption-customer-algorithm" in h
+        )
+        if etag and not etag.startswith("W/") and not encrypted and found["md5"] is None:
+            tag = _opaque(etag)
+            if len(tag) == 32 and _HEX.match(tag):
+                found["md5"] = tag.lower()
+        if (first("x-amz-checksum-type") or "").upper() != "COMPOSITE":
+            found["sha256"] = _b64_digest(first("x-amz-checksum-sha256"), "sha256")
+            found["crc32c"] = _b64_digest(first("x-amz-checksum-crc32c"), "crc32c")
+
+    if first("x-goog-generation") is not None:
+        found["version"] = first("x-goog-generation")
+    for value in h.get("x-goog-hash", []):  # repeated, or comma-joined
+        for item in value.split(","):
+            algorithm, _, b64 = item.strip().partition("=")
+            algorithm = algorithm.strip().lower()
+            if algorithm in ("md5", "crc32c"):
+                found[algorithm] = _b64_digest(b64, algorithm) or found.get(algorithm)
+
+    linked = first("x-linked-etag")
+    if linked is not None:
+        found["etag"] = linked
+        tag = _opaque(linked)
+        if len(tag) == 64 and _HEX.match(tag):
+            found["sha256"] = tag.lower()
+
+    return ObjectAttrs(**found)
+
+
+# --------------------------------------------------------------------------- comparison
+
+
+def _same_time(a: str, b: str) -> bool:
+    try:
+        return parsedate_to_datetime(a) == parsedate_to_datetime(b)
+    except (TypeError, ValueError):
+        return a.strip() == b.strip()
+
+
+def _compare(local: ObjectAttrs, remote: ObjectAttrs) -> tuple[bool, str]:
+    """``(current?, reason)``; the reason names the deciding attribute."""
+    if local.size is not None and remote.size is not None and local.size != remote.size:
+        return False, f"size {local.size} != {remote.size} remote"
+
+    matched: set[str] = set()  # values already counted, to count each piece of evidence once
+    count = 0
+    trusted = False
+    for name in ("sha256", "md5", "crc32c"):
+        mine, theirs = getattr(local, name), getattr(remote, name)
+        if mine is None or theirs is None:
+            continue
+        if mine != theirs:
+            return False, f"{name} {mine} != {theirs} remote"
+        count += 1
+        matched.add(mine)
+        trusted = trusted or name != "crc32c"
+
+    # version, ETag and Last-Modified are answers of one server about one object: they
+    # say nothing when the two sides come from different known sources.
+    if local.source is None or remote.source is None or local.source == remote.source:
+        if local.version is not None and remote.version is not None:
+            if local.version != remote.version:
+                return False, f"version {local.version} != {remote.version} remote"
+            if local.version.lower() not in matched:
+                count += 1
+                matched.add(local.version.lower())
+        if local.last_modified is not None and remote.last_modified is not None:
+            if not _same_time(local.last_modified, remote.last_modified):
+                return False, f"last-modified {local.last_modified} != {remote.last_modified}"
+        if local.etag is not None and remote.etag is not None:
+            mine, theirs = _opaque(local.etag), _opaque(remote.etag)
+            if mine != theirs:
+                return False, f"ETag {local.etag} != {remote.etag} remote"
+            strong = local.strong_etag is not None and remote.strong_etag is not None
+            if strong and mine.lower() not in matched:
+                count += 1
+                trusted = trusted or (local.source is not None and local.source == remote.source)
+
+    if trusted:
+        return True, "a trusted checksum or ETag matches"
+    if count >= 2:
+        return True, f"{count} independent attributes match"
+    return False, f"only {count} independent attribute(s) match, and none is trusted alone"
+
+
+def same_object(local: ObjectAttrs, remote: ObjectAttrs) -> bool:
+    """True when the local copy is the remote object, by the AIStore downloader's rule.
+
+    Parameters
+    ----------
+    local : ObjectAttrs
+        What is known of the local copy (a :class:`Manifest` record, merged with
+        :func:`file_attrs`).
+    remote : ObjectAttrs
+        What the remote says now (:func:`attrs_from_headers`, a listing).
+
+    Returns
+    -------
+    bool
+        ``False`` means download again.
+
+    Notes
+    -----
+    An attribute counts only when known on both sides; known on both sides and
+    different, it makes the answer ``False`` at once.
+
+    1. **Size** is a gate, never evidence: known on both sides, it must agree. Unknown
+       on either side (a chunked response), the gate is skipped, as in AIStore, and the
+       other attributes decide alone.
+    2. **Evidence**, each counted at most once:
+
+       ============  ==================  ====================================================
+       attribute     trusted alone       notes
+       ============  ==================  ====================================================
+       sha256, md5   yes                 content digests, compared whatever the sources
+       crc32c        no                  a 32-bit CRC collides too easily to decide alone
+       version       no                  S3 version id, GCS generation, HF commit
+       strong ETag   yes, if ``source``  not counted when its value equals a matched digest
+                     is known and equal  or version (an S3 single-part ETag *is* the md5)
+       weak ETag     never counted       different opaque tags still mean ``False``
+       last_modified never counted       a mismatch means ``False``; one-second resolution,
+                                         and often the very input of the ETag
+       ============  ==================  ====================================================
+
+    3. **Current** when one trusted attribute matches, or two counted ones do.
+
+    version, ETag and Last-Modified belong to one server's view of one object: when both
+    ``source`` values are known and differ they are neither compared nor counted, and
+    only content digests decide. ``source`` itself is never a conflict.
+
+    Examples
+    --------
+    >>> from dlutils.freshness import ObjectAttrs, same_object
+    >>> url = "https://example.org/a.bin"
+    >>> same_object(ObjectAttrs(size=5, etag='"x1"', source=url),
+    ...             ObjectAttrs(size=5, etag='"x1"', source=url))
+    True
+    >>> same_object(ObjectAttrs(size=5, crc32c="e3069283"), ObjectAttrs(size=5, crc32c="e3069283"))
+    False
+    >>> same_object(ObjectAttrs(size=5, crc32c="e3069283", version="7"),
+    ...             ObjectAttrs(size=5, crc32c="e3069283", version="7"))
+    True
+    >>> same_object(ObjectAttrs(size=5, etag='"x1"', source=url),
+    ...             ObjectAttrs(size=6, etag='"x1"', source=url))
+    False
+    """
+    current, reason = _compare(local, remote)
+    logger.debug("freshness of %s: %s (%s)", remote.source or local.source, current, reason)
+    return current
+
+
+def file_attrs(path: str | os.PathLike, *, checksums: Iterable[str] = ()) -> ObjectAttrs:
+    """Size of a local file plus the digests asked for, read in one pass.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    checksums : iterable of str
+        Any of ``"md5"``, ``"crc32c"``, ``"sha256"``.
+
+    Returns
+    -------
+    ObjectAttrs
+        With ``size`` and the requested digests; ``source`` is None.
+
+    Raises
+    ------
+    dlutils.InvalidInputError
+        For an algorithm :class:`ObjectAttrs` has no field for.
+    OSError
+        When the file cannot be read.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from dlutils.freshness import file_attrs
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     p = os.path.join(d, "f.txt")
+    ...     _ = open(p, "wb").write(b"123456789")
+    ...     file_attrs(p, checksums=["crc32c"])
+    ObjectAttrs(size=9, version=None, etag=None, md5=None, crc32c='e3069283', sha256=None, \
+last_modified=None, source=None)
+    """
+    wanted = [checksums] if isinstance(checksums, str) else list(checksums)
+    algorithms = list(dict.fromkeys(a.lower().replace("-", "") for a in wanted))
+    for algorithm in algorithms:
+        if algorithm not in _DIGESTS:
+            raise InvalidInputError(
+                f"checksum algorithm {algorithm!r} cannot be recorded in ObjectAttrs; "
+                f"use some of {', '.join(_DIGESTS)}, for instance checksums=['sha256']"
+            )
+    hashers = {a: new_hasher(a) for a in algorithms}
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        while hashers and (block := f.read(1 << 20)):
+            for hasher in hashers.values():
+                hasher.update(block)
+    return ObjectAttrs(size=size, **{a: h.hexdigest() for a, h in hashers.items()})
+
+
+# --------------------------------------------------------------------------- manifest
+
+_SCHEMA_VERSION = 1
+_INHERITED: list[sqlite3.Connection] = []  # a forked child's copies of its parent's connections
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS objects (
+    key TEXT PRIMARY KEY NOT NULL,
+    attrs TEXT NOT NULL,
+    local_size INTEGER NOT NULL,
+    local_mtime_ns INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS partials (
+    key TEXT PRIMARY KEY NOT NULL,
+    info TEXT NOT NULL
+) WITHOUT ROWID;
+"""
+
+
+def _prefix_end(prefix: str) -> str | None:
+    """Smallest string greater than every string starting with ``prefix`` (None: no bound)."""
+    while prefix:
+        code = ord(prefix[-1]) + 1
+        if code == 0xD800:  # surrogates cannot be stored; skip them
+            code = 0xE000
+        if code <= 0x10FFFF:
+            return prefix[:-1] + chr(code)
+        prefix = prefix[:-1]
+    return None
+
+
+class Manifest:
+    """A record, kept beside the data, of what was downloaded from where.
+
+    One SQLite file, :attr:`FILENAME`, directly in ``root``, created by the first write.
+    Keys are paths relative to ``root`` with ``/`` separators; every method takes an
+    absolute path or one relative to ``root``.
+
+    Safe from many threads and processes at once. Each thread gets its own connection,
+    so readers never wait on a Python lock and no connection is shared mid-statement;
+    this process's writers take turns on one lock, so they never meet in SQLite's busy
+    handler, whose sleeps of many milliseconds make tail latency erratic; other
+    processes wait on SQLite's own lock (WAL journal, ``synchronous=NORMAL``, a busy
+    timeout of ``timeout`` seconds). Each write is one short transaction. A forked
+    child opens its own connections. :meth:`close` closes every connection opened, in
+    any thread; call it once those threads are done.
+
+    Parameters
+    ----------
+    root : str or os.PathLike
+        The destination folder the manifest describes.
+    timeout : float
+        Seconds to wait for another process's write before giving up.
+
+    Raises
+    ------
+    dlutils.UnsafePathError
+        (a ``ValueError``) from any method given a path outside ``root``.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from dlutils.freshness import Manifest, ObjectAttrs
+    >>> with tempfile.TemporaryDirectory() as root, Manifest(root) as manifest:
+    ...     print(manifest.get("data.bin"), os.listdir(root))
+    ...     _ = open(os.path.join(root, "data.bin"), "wb").write(b"abc")
+    ...     manifest.put("data.bin", ObjectAttrs(size=3, etag='"v1"', source="https://x.org/d"))
+    ...     print(manifest.get(os.path.join(root, "data.bin")).etag, "data.bin" in manifest)
+    ...     _ = open(os.path.join(root, "data.bin"), "ab").write(b"d")  # edited by hand
+    ...     print(manifest.get("data.bin"))
+    None []
+    "v1" True
+    None
+    """
+
+    FILENAME: ClassVar[str] = ".dlutils-manifest.sqlite"
+    _PAGE: ClassVar[int] = 512
+
+    def __init__(self, root: str | os.PathLike, *, timeout: float = 60.0) -> None:
+        self.root = os.path.abspath(os.fspath(root))
+        self.path = os.path.join(self.root, self.FILENAME)
+        self.timeout = timeout
+        self._reset()
+
+    def _reset(self) -> None:
+        self._pid = os.getpid()
+        self._lock = threading.Lock()  # guards _conns and _ready
+        self._write_lock = threading.Lock()  # one writer at a time in this process
+        self._local = threading.local()
+        self._conns: list[sqlite3.Connection] = []
+        self._ready = False
+
+    def __reduce__(self):
+        return (type(self), (self.root,), {"timeout": self.timeout})
+
+    def __setstate__(self, state: dict) -> None:
+        self.timeout = state["timeout"]
+
+    def __repr__(self) -> str:
+        return f"Manifest({self.root!r})"
+
+    def __enter__(self) -> Manifest:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close every connection this manifest opened, in any thread; reopened on next use."""
+        with self._lock:
+            conns, self._conns = self._conns, []
+            self._local = threading.local()
+            self._ready = False
+        for conn in conns:
+            conn.close()
+
+    # -- plumbing
+
+    def _key(self, path: str | os.PathLike) -> str:
+        given = os.fsdecode(os.fspath(path))
+        full = os.path.normpath(os.path.join(self.root, given))
+        try:
+            rel = os.path.relpath(full, self.root)
+        except ValueError:  # another drive, on Windows
+            rel = os.pardir
+        if rel == os.curdir:
+            raise UnsafePathError(
+                f"path {given!r} is the manifest root itself, not a file under it; give a file "
+                f"path under {self.root!r}, absolute or relative to it, such as 'sub/file.bin'"
+            )
+        if rel == os.pardir or rel.startswith(os.pardir + os.sep):
+            raise UnsafePathError(
+                f"path {given!r} is outside the manifest root {self.root!r}; give a file path "
+                f"under that folder, absolute or relative to it, such as 'sub/file.bin'"
+            )
+        return PurePath(rel).as_posix()
+
+    def _connect(self, create: bool) -> sqlite3.Connection | None:
+        """This thread's connection; None when reading a manifest that does not exist."""
+        if self._pid != os.getpid():  # forked: inherited connections must not be used
+            _INHERITED.extend(self._conns)  # ... nor closed, so keep them from the collector
+            self._reset()
+        local = self._local
+        conn = getattr(local, "conn", None)
+        if conn is None:
+            if not create and not os.path.exists(self.path):
+                return None
+            conn = sqlite3.connect(
+                self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
+            )
+            with self._lock:
+                self._conns.append(conn)
+            local.conn, local.writer = conn, False
+            self._check_version(conn)
+        if create and not local.writer:
+            try:  # persistent in the file; a no-op once any connection has set it
+                conn.execute("PRAGMA journal_mode = WAL")
+            except sqlite3.OperationalError as exc:  # e.g. no shared memory (network filesystem)
+                logger.debug("manifest %s keeps the default journal: %s", self.path, exc)
+            if str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal":
+                conn.execute("PRAGMA synchronous = NORMAL")  # durable in WAL, and no fsync per put
+            local.writer = True
+        if create and not self._ready:
+            self._create_schema(conn)
+        return conn
+
+    def _create_schema(self, conn: sqlite3.Connection) -> None:
+        """Create the tables if absent; safe when several processes do it at once."""
+        with self._write_lock:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._check_version(conn)
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        self._ready = True
+
+    def _check_version(self, conn: sqlite3.Connection) -> None:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > _SCHEMA_VERSION:
+            raise DownloadError(
+                f"manifest {self.path!r} has schema version {version}, newer than the "
+                f"{_SCHEMA_VERSION} this dlutils reads; upgrade dlutils"
+            )
+
+    def _write(self, *statements: tuple[str, tuple], create: bool = True) -> None:
+        """Run ``(sql, params)`` statements in one short transaction.
+
+        With ``create=False`` (removals) a missing manifest is left missing.
+        """
+        conn = self._connect(create)
+        if conn is None:
+            return
+        with self._write_lock:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                for sql, params in statements:
+                    conn.execute(sql, params)
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                missing = isinstance(exc, sqlite3.OperationalError) and "no such table" in str(exc)
+                if not (missing and not create):  # file made by another process, tables not yet
+                    raise
+
+    def _query(self, sql: str, params: tuple) -> list[tuple]:
+        conn = self._connect(False)
+        if conn is None:
+            return []
+        try:
+            return conn.execute(sql, params).fetchall()
+        except sqlite3.OperationalError as exc:  # file created, tables not yet
+            if "no such table" in str(exc):
+                return []
+            raise
+
+    def _valid(self, key: str, size: int, mtime_ns: int) -> bool:
+        try:
+            st = os.stat(os.path.join(self.root, key))
+        except OSError:
+            return False
+        return stat.S_ISREG(st.st_mode) and st.st_size == size and st.st_mtime_ns == mtime_ns
+
+    # -- records
+
+    def put(self, path: str | os.PathLike, attrs: ObjectAttrs) -> None:
+        """Record ``attrs`` for the file at ``path`` as it is now (size and mtime).
+
+        Also drops the partial-download record of ``path``, in the same transaction.
+
+        Raises
+        ------
+        FileNotFoundError
+            When the file is not there.
+        """
+        key = self._key(path)
+        st = os.stat(os.path.join(self.root, key))
+        data = json.dumps(attrs.to_dict(), separators=(",", ":"), sort_keys=True)
+        self._write(
+            (
+                "INSERT OR REPLACE INTO objects VALUES (?, ?, ?, ?)",
+                (key, data, st.st_size, st.st_mtime_ns),
+            ),
+            ("DELETE FROM partials WHERE key = ?", (key,)),
+        )
+
+    def get(self, path: str | os.PathLike) -> ObjectAttrs | None:
+        """The recorded attrs, or None when there is none or the file changed since.
+
+        A file whose size or mtime (ns) differs from what :meth:`put` saw, or that is
+        gone, has no valid record.
+        """
+        key = self._key(path)
+        rows = self._query(
+            "SELECT attrs, local_size, local_mtime_ns FROM objects WHERE key = ?", (key,)
+        )
+        if not rows or not self._valid(key, rows[0][1], rows[0][2]):
+            return None
+        return ObjectAttrs.from_dict(json.loads(rows[0][0]))
+
+    def __contains__(self, path: str | os.PathLike) -> bool:
+        return self.get(path) is not None
+
+    def remove(self, path: str | os.PathLike) -> None:
+        """Forget ``path`` (its record and any partial-download record)."""
+        key = self._key(path)
+        self._write(
+            ("DELETE FROM objects WHERE key = ?", (key,)),
+            ("DELETE FROM partials WHERE key = ?", (key,)),
+            create=False,
+        )
+
+    def records(self, prefix: str = "") -> Iterator[tuple[str, ObjectAttrs]]:
+        """Yield ``(key, attrs)``, in key order, for the valid records under ``prefix``.
+
+        ``prefix`` is a plain string prefix of keys, as a bucket prefix is (``"a/b"``
+        matches ``"a/bc"``). Records of files changed by hand since are skipped, as in
+        :meth:`get`. Reads a page at a time: memory stays flat however many records there
+        are, no read lock is held between pages, and writing while iterating is fine.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> from dlutils.freshness import Manifest
+        >>> with tempfile.TemporaryDirectory() as root:
+        ...     list(Manifest(root).records("train/"))
+        []
+        """
+        end = _prefix_end(prefix)
+        last: str | None = None
+        while True:
+            sql = "SELECT key, attrs, local_size, local_mtime_ns FROM objects WHERE key >= ?"
+            params: list[Any] = [prefix]
+            if end is not None:
+                sql += " AND key < ?"
+                params.append(end)
+            if last is not None:
+                sql += " AND key > ?"
+                params.append(last)
+            rows = self._query(sql + " ORDER BY key LIMIT ?", (*params, self._PAGE))
+            for key, data, size, mtime_ns in rows:
+                if self._valid(key, size, mtime_ns):
+                    yield key, ObjectAttrs.from_dict(json.loads(data))
+            if len(rows) < self._PAGE:
+                return
+            last = rows[-1][0]
+
+    # -- partial-download journal, keyed by the final path (not the .part name)
+
+    def put_partial(self, path: str | os.PathLike, info: Mapping[str, Any]) -> None:
+        """Save the resume state of the download that will end at ``path``.
+
+        ``info`` must be JSON-serialisable, e.g. ``{"validator": '"etag"', "total": 123,
+        "segments": [[start, end, done], ...]}``.
+        """
+        key = self._key(path)
+        try:
+            data = json.dumps(dict(info), separators=(",", ":"))
+        except (TypeError, ValueError) as exc:
+            raise InvalidInputError(
+                f"partial-download info for {key!r} must be JSON-serialisable: {exc}"
+            ) from exc
+        self._write(("INSERT OR REPLACE INTO partials VALUES (?, ?)", (key, data)))
+
+    def get_partial(self, path: str | os.PathLike) -> dict[str, Any] | None:
+        """The resume state saved by :meth:`put_partial`, or None."""
+        rows = self._query("SELECT info FROM partials WHERE key = ?", (self._key(path),))
+        return json.loads(rows[0][0]) if rows else None
+
+    def drop_partial(self, path: str | os.PathLike) -> None:
+        """Forget the resume state of ``path``."""
+        self._write(("DELETE FROM partials WHERE key = ?", (self._key(path),)), create=False)

@@ -1,0 +1,184 @@
+"""From links to safe local names: derivation, validation, joining, and credential redaction."""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import re
+from email.message import Message
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+
+from .errors import InvalidInputError, UnsafePathError
+
+__all__ = [
+    "name_from_url",
+    "name_from_content_disposition",
+    "check_name",
+    "join_inside",
+    "redact",
+]
+
+# Query parameters whose values are credentials (signed URLs of S3, GCS, Azure, CloudFront, ...).
+_SECRET_PARAM = re.compile(
+    r"(sig|signature|token|secret|password|passwd|credential|key|auth|session|policy)",
+    re.IGNORECASE,
+)
+
+
+def redact(link: str) -> str:
+    """Return ``link`` with its credentials removed, fit for messages, logs and descriptions.
+
+    The password of ``user:password@host`` and the values of query parameters that
+    carry secrets (``X-Amz-Signature``, ``X-Amz-Credential``, ``sig``, ``token``,
+    ``access_token``, ``key``, ...) are replaced by ``REDACTED``.
+
+    Examples
+    --------
+    >>> from dlutils.names import redact
+    >>> redact("https://bob:hunter2@example.org/a.bin?X-Amz-Signature=abc&part=1")
+    'https://bob:REDACTED@example.org/a.bin?X-Amz-Signature=REDACTED&part=1'
+    >>> redact("s3://bucket/key.tgz")
+    's3://bucket/key.tgz'
+    """
+    try:
+        parts = urlsplit(link)
+    except ValueError:
+        return "<unparsable link>"
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, hostport = netloc.rpartition("@")
+        user = userinfo.split(":", 1)[0]
+        netloc = f"{user}:REDACTED@{hostport}" if ":" in userinfo else f"REDACTED@{hostport}"
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        if any(_SECRET_PARAM.search(k) for k, _ in pairs):
+            query = urlencode(
+                [(k, "REDACTED" if _SECRET_PARAM.search(k) else v) for k, v in pairs], safe="/"
+            )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def name_from_url(url: str) -> str:
+    """Derive a file name from a link, as pyvo does, percent-decoded.
+
+    The last element of the link's path, query and fragment removed; when it has
+    no ``.``, the base name of the first query value that has one. The result may
+    be empty (``http://host/``) and is not yet checked: see :func:`check_name`.
+
+    Examples
+    --------
+    >>> from dlutils.names import name_from_url
+    >>> name_from_url("https://example.com/files/my%20file.pdf?user_id=123#top")
+    'my file.pdf'
+    >>> name_from_url("http://x/service?file=/location/myfile.pdf&size=large")
+    'myfile.pdf'
+    >>> name_from_url("https://example.com/files/README")
+    'README'
+    """
+    parts = urlsplit(url)
+    name = unquote(parts.path.rsplit("/", 1)[-1])
+    if "." not in name and parts.query:
+        for _, value in parse_qsl(parts.query, keep_blank_values=False):
+            candidate = posixpath.basename(value.replace("\\", "/"))
+            if "." in candidate.strip("."):
+                return candidate
+    return name
+
+
+def name_from_content_disposition(value: str | None) -> str | None:
+    """The file name a ``Content-Disposition`` header proposes, or ``None``.
+
+    ``filename*`` (RFC 5987, e.g. ``UTF-8''na%C3%AFve.txt``) wins over ``filename``.
+    The name is returned as the server sent it; callers check it with :func:`check_name`.
+
+    Examples
+    --------
+    >>> from dlutils.names import name_from_content_disposition
+    >>> name_from_content_disposition('attachment; filename="data.csv"')
+    'data.csv'
+    >>> name_from_content_disposition("attachment; filename*=UTF-8''na%C3%AFve.txt")
+    'naïve.txt'
+    """
+    if not value:
+        return None
+    msg = Message()
+    msg["content-disposition"] = value
+    name = msg.get_filename()
+    return name or None
+
+
+def check_name(name: str, *, what: str = "name") -> str:
+    """Check that ``name`` is a safe relative path and return it with ``/`` separators.
+
+    Rejected, with :class:`~dlutils.UnsafePathError` (a ``ValueError``): an empty
+    name, one ending in ``/``, an absolute path, one starting with ``~``, a drive
+    letter, a NUL byte, or any ``.`` or ``..`` segment (``\\`` counts as a
+    separator too, so Windows-style traversal is caught everywhere).
+
+    Examples
+    --------
+    >>> from dlutils.names import check_name
+    >>> check_name("train/shard-0001.tar")
+    'train/shard-0001.tar'
+    >>> check_name("../etc/passwd")
+    Traceback (most recent call last):
+    ...
+    dlutils.errors.UnsafePathError: name '../etc/passwd' is not safe: it has a '..' segment; \
+a name must be a relative path inside the destination, such as 'train/shard-0001.tar'
+    """
+    example = (
+        "a name must be a relative path inside the destination, such as 'train/shard-0001.tar'"
+    )
+    if not isinstance(name, str):
+        raise InvalidInputError(f"{what} {name!r} is not valid: expected a string; {example}")
+
+    def bad(reason: str) -> UnsafePathError:
+        return UnsafePathError(f"{what} {name!r} is not safe: {reason}; {example}")
+
+    if not name:
+        raise bad("it is empty")
+    if "\x00" in name:
+        raise bad("it contains a NUL byte")
+    if name.endswith(("/", "\\")):
+        raise bad("it ends with a separator, so it names a folder, not a file")
+    if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
+        raise bad("it is an absolute path")
+    if name.startswith("~"):
+        raise bad("it starts with '~'")
+    segments = re.split(r"[/\\]", name)
+    for segment in segments:
+        if segment == "..":
+            raise bad("it has a '..' segment")
+        if segment == ".":
+            raise bad("it has a '.' segment")
+        if segment == "":
+            raise bad("it has an empty segment ('//')")
+    return "/".join(segments)
+
+
+def join_inside(folder: str | os.PathLike, name: str, *, what: str = "name") -> str:
+    """Join a checked ``name`` under ``folder``; refuse anything that would land outside it.
+
+    Besides :func:`check_name`, existing symbolic links along the way are resolved
+    and must stay inside ``folder``, so a link planted in the destination cannot
+    redirect a download elsewhere. Returns ``os.path.join(folder, name)`` (not
+    resolved), so relative folders give relative paths.
+
+    Examples
+    --------
+    >>> from dlutils.names import join_inside
+    >>> join_inside("data", "train/a.bin")
+    'data/train/a.bin'
+    """
+    clean = check_name(name, what=what)
+    folder = os.fspath(folder)
+    path = os.path.join(folder, *clean.split("/"))
+    root = os.path.realpath(folder)
+    resolved = os.path.realpath(path)
+    if resolved != root and not resolved.startswith(root.rstrip(os.sep) + os.sep):
+        raise UnsafePathError(
+            f"{what} {name!r} is not safe: through a symbolic link it resolves to {resolved!r}, "
+            f"outside the destination {folder!r}"
+        )
+    return path

@@ -1,0 +1,129 @@
+"""Progress reporting: a do-nothing callback, a throttle, and a lazy tqdm adapter."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["Callback", "FunctionCallback", "Throttled", "TqdmCallback", "as_callback"]
+
+
+class Callback:
+    """Receives the size of a transfer and its progress in bytes; does nothing by default.
+
+    Subclass it, or pass a plain function ``f(nbytes)`` wherever a callback is
+    accepted: it receives byte increments.
+    """
+
+    def set_size(self, size: int | None) -> None:
+        """The total number of bytes expected, or ``None`` when unknown."""
+
+    def update(self, nbytes: int) -> None:
+        """``nbytes`` more bytes arrived (negative when a restart discards bytes)."""
+
+    def close(self) -> None:
+        """The transfer ended, successfully or not."""
+
+
+class FunctionCallback(Callback):
+    """Adapts a function ``f(nbytes)`` to :class:`Callback`."""
+
+    def __init__(self, func: Callable[[int], Any]):
+        self.func = func
+
+    def update(self, nbytes: int) -> None:
+        self.func(nbytes)
+
+
+def as_callback(progress: Callback | Callable[[int], Any] | None) -> Callback:
+    """Return a :class:`Callback` for a callback, a function or ``None``."""
+    if progress is None:
+        return Callback()
+    if isinstance(progress, Callback):
+        return progress
+    if callable(progress):
+        return FunctionCallback(progress)
+    raise TypeError(f"progress={progress!r} is not valid: pass a dlutils Callback or f(nbytes)")
+
+
+class Throttled(Callback):
+    """Forwards updates to ``inner`` at most once per ``interval`` seconds (thread-safe).
+
+    Bytes are accumulated between calls, so nothing is lost; :meth:`flush` (called by
+    :meth:`close`) delivers the remainder.
+    """
+
+    def __init__(
+        self,
+        inner: Callback,
+        interval: float = 0.1,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.inner = inner
+        self.interval = interval
+        self.clock = clock
+        self._pending = 0
+        self._last = clock()
+        self._lock = threading.Lock()
+
+    def set_size(self, size: int | None) -> None:
+        self.inner.set_size(size)
+
+    def update(self, nbytes: int) -> None:
+        with self._lock:
+            self._pending += nbytes
+            now = self.clock()
+            if now - self._last < self.interval:
+                return
+            pending, self._pending, self._last = self._pending, 0, now
+        if pending:
+            self.inner.update(pending)
+
+    def flush(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, 0
+        if pending:
+            self.inner.update(pending)
+
+    def close(self) -> None:
+        self.flush()
+        self.inner.close()
+
+
+class TqdmCallback(Callback):
+    """A ``tqdm.auto`` byte bar, created on first use."""
+
+    def __init__(self, desc: str = "", **tqdm_kwargs: Any):
+        self.desc = desc
+        self.kwargs = tqdm_kwargs
+        self._bar: Any = None
+
+    def _ensure(self, total: int | None = None) -> Any:
+        if self._bar is None:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(
+                total=total,
+                desc=self.desc,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                **self.kwargs,
+            )
+        return self._bar
+
+    def set_size(self, size: int | None) -> None:
+        bar = self._ensure(size)
+        if bar.total != size:
+            bar.total = size
+            bar.refresh()
+
+    def update(self, nbytes: int) -> None:
+        self._ensure().update(nbytes)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()

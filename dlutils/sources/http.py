@@ -1,0 +1,475 @@
+"""HTTP(S) source: ``http_download``, pyvo-compatible, over the shared transfer engine."""
+
+from __future__ import annotations
+
+import http.client
+import logging
+import os
+import re
+import threading
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from typing import Any
+
+import requests
+import urllib3
+
+from .._version import __version__
+from ..errors import (
+    CacheMismatchWarning,
+    DownloadError,
+    IncompleteDownloadError,
+    InvalidInputError,
+    UnsafePathError,
+    UnsupportedSchemeError,
+)
+from ..freshness import Manifest, ObjectAttrs, attrs_from_headers, same_object
+from ..names import check_name, join_inside, name_from_content_disposition, name_from_url, redact
+from ..progress import Callback, TqdmCallback
+from ..retry import FATAL_STATUS, RETRYABLE_STATUS, RetryPolicy, parse_retry_after
+from ..transfer import SEGMENT_THRESHOLD, Body, TransferResult, call_with_retries, download
+
+__all__ = ["http_download", "HttpRemote", "default_session", "DEFAULT_TIMEOUT"]
+
+log = logging.getLogger("dlutils")
+
+#: (connect, read) seconds used when ``timeout=None``: a silent server is never waited for forever.
+DEFAULT_TIMEOUT = (30.0, 120.0)
+
+_local = threading.local()
+_CONTENT_RANGE = re.compile(r"bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)", re.IGNORECASE)
+
+
+def default_session() -> requests.Session:
+    """This thread's pooled :class:`requests.Session` (sessions are not thread-safe)."""
+    session = getattr(_local, "session", None)
+    if session is None:
+        session = requests.Session()
+        adapter = requests.adapters.HTTPAdapter(pool_connections=16, pool_maxsize=16, max_retries=0)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        session.headers["User-Agent"] = (
+            f"dlutils/{__version__} {requests.utils.default_user_agent()}"
+        )
+        _local.session = session
+    return session
+
+
+def check_http_url(url: Any) -> str:
+    """Return ``url`` if it is an http(s) link, else raise a clear error naming it."""
+    if not isinstance(url, str) or not url.strip():
+        raise InvalidInputError(
+            f"url {url!r} is not valid: expected a link such as 'https://example.org/data.csv'"
+        )
+    scheme = url.split(":", 1)[0].lower() if ":" in url else ""
+    if scheme not in ("http", "https"):
+        raise UnsupportedSchemeError(
+            f"url {redact(url)!r} is not an http(s) link (scheme {scheme or 'missing'!r}); "
+            "http_download reads links such as 'https://example.org/data.csv'"
+        )
+    return url
+
+
+def _parse_range(headers: Mapping[str, str], status: int) -> tuple[int, int | None, int | None]:
+    """(start, end, total) of a response from its Content-Range / Content-Length."""
+    content_range = headers.get("Content-Range")
+    if content_range:
+        match = _CONTENT_RANGE.match(content_range.strip())
+        if match:
+            start = int(match.group(1)) if match.group(1) else 0
+            end = int(match.group(2)) if match.group(2) else None
+            total = int(match.group(3)) if match.group(3) != "*" else None
+            return start, end, total
+    length = headers.get("Content-Length")
+    total = int(length) if status == 200 and length and length.isdigit() else None
+    return 0, None, total
+
+
+def _validator(headers: Mapping[str, str]) -> str | None:
+    etag = headers.get("ETag")
+    if etag and not etag.startswith("W/"):
+        return etag
+    return headers.get("Last-Modified") or None
+
+
+class HttpRemote:
+    """Opens one http(s) link for the transfer engine (see :class:`dlutils.transfer.Remote`)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        session: requests.Session | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: Any = None,
+        auth: Any = None,
+    ):
+        self.url = url
+        self.display = redact(url)
+        self.session = session if session is not None else default_session()
+        self.headers = dict(headers or {})
+        if not any(k.lower() == "accept-encoding" for k in self.headers):
+            # Bytes are stored as served, never decompressed on the way.
+            self.headers["Accept-Encoding"] = "identity"
+        self.timeout = DEFAULT_TIMEOUT if timeout is None else timeout
+        self.auth = auth
+
+    def open(
+        self,
+        start: int = 0,
+        end: int | None = None,
+        *,
+        if_range: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Body:
+        request_headers = dict(self.headers)
+        if start or end is not None:
+            request_headers["Range"] = f"bytes={start}-{'' if end is None else end}"
+            if if_range:
+                request_headers["If-Range"] = if_range
+        if headers:
+            request_headers.update(headers)
+        response = self.session.get(
+            self.url,
+            headers=request_headers,
+            stream=True,
+            timeout=self.timeout,
+            auth=self.auth,
+            allow_redirects=True,
+        )
+        status = response.status_code
+        if status == 416:
+            _, _, total = _parse_range(response.headers, status)
+            response.close()
+            return Body(416, start, total, None, True, response.headers, lambda n: b"", _noop)
+        if status == 304:
+            response.close()
+            return Body(
+                304,
+                0,
+                None,
+                _validator(response.headers),
+                False,
+                response.headers,
+                lambda n: b"",
+                _noop,
+            )
+        if status >= 400:
+            self._raise(response)
+        if status not in (200, 206):
+            response.close()
+            raise requests.HTTPError(
+                f"{status} {response.reason} for url: {self.display} (expected 200 or 206)",
+                response=response,
+            )
+        first, last, total = _parse_range(response.headers, status)
+        if response.headers.get("Content-Encoding", "identity").lower() not in ("identity", ""):
+            total = total if status == 206 else None
+        accepts = status == 206 or response.headers.get("Accept-Ranges", "").lower() == "bytes"
+        return Body(
+            status=status,
+            start=first if status == 206 else 0,
+            end=last,
+            total=total,
+            validator=_validator(response.headers),
+            accepts_ranges=accepts,
+            headers=response.headers,
+            read=self._reader(response),
+            close=response.close,
+        )
+
+    def _raise(self, response: requests.Response) -> None:
+        try:
+            response.raw.read(4096, decode_content=False)
+        except Exception:  # noqa: BLE001 - the status is what matters
+            pass
+        response.close()
+        raise requests.HTTPError(
+            f"{response.status_code} {'Client' if response.status_code < 500 else 'Server'} "
+            f"Error: {response.reason} for url: {self.display}",
+            response=response,
+        )
+
+    def _reader(self, response: requests.Response) -> Callable[[int], bytes]:
+        raw = response.raw
+        display = self.display
+
+        def read(size: int) -> bytes:
+            try:
+                return raw.read(size, decode_content=False)
+            except urllib3.exceptions.ReadTimeoutError as exc:
+                raise requests.exceptions.ReadTimeout(
+                    f"{display} sent nothing for too long: {exc}"
+                ) from exc
+            except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError) as exc:
+                raise IncompleteDownloadError(f"{display}: connection broken: {exc}") from exc
+
+        return read
+
+    def classify(self, exc: BaseException) -> tuple[bool, float | None]:
+        if isinstance(exc, requests.HTTPError) and exc.response is not None:
+            status = exc.response.status_code
+            retry_after = parse_retry_after(exc.response.headers.get("Retry-After"))
+            if status in FATAL_STATUS:
+                return False, None
+            if status in RETRYABLE_STATUS or status >= 500:
+                return True, retry_after if status in (429, 503) else None
+            return False, None
+        if isinstance(
+            exc,
+            (
+                requests.ConnectionError,
+                requests.Timeout,
+                requests.exceptions.ChunkedEncodingError,
+                urllib3.exceptions.HTTPError,
+                http.client.HTTPException,
+                ConnectionError,
+                TimeoutError,
+            ),
+        ):
+            return True, None
+        return False, None
+
+
+def _noop() -> None:
+    pass
+
+
+def http_download(
+    url: str,
+    local_filepath: str | os.PathLike | None = None,
+    cache: bool = True,
+    timeout: Any = None,
+    session: requests.Session | None = None,
+    auth: Any = None,
+    verbose: bool = False,
+    *,
+    headers: Mapping[str, str] | None = None,
+    checksum: str | None = None,
+    expected_size: int | None = None,
+    retries: int = 5,
+    backoff: float = 0.5,
+    progress: Callback | Callable[[int], Any] | None = None,
+    limiter: Any = None,
+    abort: threading.Event | None = None,
+    manifest: Manifest | bool | None = None,
+    segments: int = 8,
+    segment_threshold: int = SEGMENT_THRESHOLD,
+    fsync: bool = False,
+    sleep: Callable[[float], Any] | None = None,
+) -> str:
+    """Download an http(s) link to a local file and return the file's path.
+
+    A drop-in for ``pyvo.utils.download.http_download``, but the bytes go to
+    ``NAME.part`` and are verified before they are placed, an interrupted download
+    resumes where it stopped, and failures are retried with backoff.
+
+    Parameters
+    ----------
+    url : str
+        The link, ``http://`` or ``https://``.
+    local_filepath : str or PathLike, optional
+        Where to write. ``None`` derives a name in the current folder (returned
+        relative, as pyvo does); an existing folder derives the name inside it.
+        Names come from a safe ``Content-Disposition`` filename, else the last
+        element of the link's path, else a query value with a ``.`` in it
+        (``?file=/location/myfile.pdf`` gives ``myfile.pdf``).
+    cache : bool
+        Reuse a file already there when it is current. With a record of an
+        earlier download (the folder's manifest), a conditional GET asks the
+        server; without one, the sizes are compared as pyvo does, and a file of
+        the wrong size is replaced with a :class:`~dlutils.CacheMismatchWarning`.
+        ``False`` always downloads.
+    timeout : float or (connect, read), optional
+        Seconds a connection may stay silent; ``None`` means ``DEFAULT_TIMEOUT``.
+    session : requests.Session, optional
+        Session to use; by default a pooled one per thread.
+    auth : optional
+        Passed to requests (``("user", "password")`` or any requests auth).
+    verbose : bool
+        Show a progress bar and say when a cached file is used.
+    headers : mapping, optional
+        Extra request headers.
+    checksum : str, optional
+        Expected ``"sha256:<hex>"``, ``"md5:<hex>"`` or ``"crc32c:<hex>"``.
+    expected_size : int, optional
+        Size the file must have.
+    retries, backoff : int, float
+        Retry policy (see :class:`dlutils.retry.RetryPolicy`).
+    progress : Callback or callable, optional
+        Receives byte counts.
+    limiter, abort, segments, segment_threshold, fsync
+        Passed to :func:`dlutils.transfer.download`.
+    manifest : Manifest, bool or None
+        The record of downloads used for caching and resume. ``None`` keeps one
+        (``.dlutils-manifest.sqlite``) in the file's folder; ``False`` keeps none,
+        and then an interrupted download restarts from zero.
+
+    Returns
+    -------
+    str
+        The path of the local file.
+
+    Raises
+    ------
+    requests.HTTPError
+        The server answered with an error status (404, 403, ...).
+    dlutils.DownloadError
+        A failure of dlutils' own: incomplete after all retries, checksum mismatch,
+        an unsafe name (:class:`~dlutils.UnsafePathError`), an unsupported scheme.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from dlutils import http_download
+    >>> from dlutils.localserver import LocalServer
+    >>> with LocalServer({"data/table.csv": b"a,b\\n1,2\\n"}) as server, \\
+    ...         tempfile.TemporaryDirectory() as folder:
+    ...     path = http_download(server.url_for("data/table.csv"), folder)
+    ...     print(os.path.basename(path), open(path).read().splitlines())
+    table.csv ['a,b', '1,2']
+    """
+    check_http_url(url)
+    policy = RetryPolicy(retries=retries, backoff=backoff)
+    remote = HttpRemote(url, session=session, headers=headers, timeout=timeout, auth=auth)
+    source = redact(url)
+    explicit = local_filepath is not None and not os.path.isdir(local_filepath)
+    if explicit:
+        target: str | None = os.fspath(local_filepath)  # type: ignore[arg-type]
+        folder = os.path.dirname(target) or ""
+    else:
+        target = None
+        folder = os.fspath(local_filepath) if local_filepath is not None else ""
+    candidate = target or _safe_join(folder, name_from_url(url))
+    own_manifest = manifest is None
+    if manifest is None:
+        manifest = Manifest(folder or ".")
+    record_keeper = manifest if isinstance(manifest, Manifest) else None
+    bar = progress if progress is not None else (TqdmCallback(source) if verbose else None)
+    try:
+        cached_record = None
+        if cache and candidate and os.path.isfile(candidate) and record_keeper is not None:
+            cached_record = record_keeper.get(os.path.abspath(candidate))
+        first = None
+        if not (explicit and not (cache and os.path.exists(target))):
+            conditional = cached_record.conditional_headers() if cached_record else {}
+            first = call_with_retries(
+                lambda: remote.open(headers=conditional),
+                classify=remote.classify,
+                retry=policy,
+                abort=abort,
+                sleep=sleep,
+            )
+            if first.status == 304:
+                return _hit(candidate, verbose)
+            if target is None:
+                target = _derive_target(url, folder, first)
+            if cache and os.path.isfile(target):
+                remote_attrs = attrs_from_headers(source, first.headers)
+                if _is_current(target, remote_attrs, record_keeper, source):
+                    first.close()
+                    return _hit(target, verbose)
+        assert target is not None
+        result = download(
+            remote,
+            target,
+            first=first,
+            checksum=checksum,
+            expected_size=expected_size,
+            progress=bar,
+            limiter=limiter,
+            abort=abort,
+            journal=record_keeper,
+            retry=policy,
+            segments=segments,
+            segment_threshold=segment_threshold,
+            fsync=fsync,
+            **({"sleep": sleep} if sleep is not None else {}),
+        )
+        if result.outcome == "downloaded" and record_keeper is not None:
+            attrs = attrs_from_headers(source, result.headers)
+            attrs = _with_checksum(attrs, result)
+            _put(record_keeper, target, attrs)
+        return os.fspath(local_filepath) if explicit else target  # type: ignore[arg-type]
+    finally:
+        if bar is not None and progress is None:
+            bar.close()
+        if own_manifest and record_keeper is not None:
+            record_keeper.close()
+
+
+def _safe_join(folder: str, name: str) -> str | None:
+    try:
+        return join_inside(folder, name)
+    except (UnsafePathError, InvalidInputError):
+        return None
+
+
+def _derive_target(url: str, folder: str, first: Body) -> str:
+    proposed = name_from_content_disposition(first.headers.get("Content-Disposition"))
+    if proposed:
+        try:
+            if "/" in proposed or "\\" in proposed:
+                raise UnsafePathError(f"Content-Disposition filename {proposed!r} has a separator")
+            return join_inside(folder, check_name(proposed, what="Content-Disposition filename"))
+        except UnsafePathError as exc:
+            log.warning("ignoring unsafe Content-Disposition of %s: %s", redact(url), exc)
+    name = name_from_url(url)
+    if not name:
+        first.close()
+        raise InvalidInputError(
+            f"cannot derive a file name from {redact(url)!r}: its path ends with '/' and the "
+            "server sent no Content-Disposition; pass local_filepath='name.ext'"
+        )
+    try:
+        return join_inside(folder, name, what="name derived from the url")
+    except DownloadError:
+        first.close()
+        raise
+
+
+def _is_current(target: str, remote: ObjectAttrs, manifest: Manifest | None, source: str) -> bool:
+    record = manifest.get(os.path.abspath(target)) if manifest is not None else None
+    if record is not None:
+        if same_object(record, remote):
+            return True
+        log.info("%s changed on the server since %s was downloaded", source, target)
+        return False
+    local_size = os.path.getsize(target)
+    if remote.size is None or remote.size == local_size:
+        if manifest is not None:
+            _put(manifest, target, remote)
+        return True
+    warnings.warn(
+        f"Found cached file {target} but it has the wrong size ({local_size} bytes, the server "
+        f"has {remote.size}). Overwriting ...",
+        CacheMismatchWarning,
+        stacklevel=4,
+    )
+    return False
+
+
+def _hit(path: str, verbose: bool) -> str:
+    if verbose:
+        print(f"Found cached file {path}.")
+    log.debug("using cached file %s", path)
+    return path
+
+
+def _with_checksum(attrs: ObjectAttrs, result: TransferResult) -> ObjectAttrs:
+    """Add what the transfer verified (size, checksum) to the attributes to record."""
+    checksum = result.checksum
+    if checksum is not None and checksum.algorithm in ("md5", "sha256", "crc32c"):
+        if getattr(attrs, checksum.algorithm) is None:
+            attrs = replace(attrs, **{checksum.algorithm: checksum.hexdigest})
+    if attrs.size is None:
+        attrs = replace(attrs, size=result.size)
+    return attrs
+
+
+def _put(manifest: Manifest, path: str, attrs: ObjectAttrs) -> None:
+    try:
+        manifest.put(os.path.abspath(path), attrs)
+    except Exception:  # noqa: BLE001 - a download stays good without its record
+        log.warning("cannot record %s in %s", path, manifest.root, exc_info=True)

@@ -1,0 +1,873 @@
+"""The one streaming engine: bytes to ``NAME.part``, verified, resumed, retried, then placed.
+
+Every source describes how to open its object as a :class:`Remote`; :func:`download`
+does everything else: an exclusive lock on the ``.part`` file (two processes asking
+for the same file do not corrupt it: the second waits and finds it done), resume with
+a range pinned to the validator recorded when the part was started, retries with
+backoff, segmented parallel download of large objects, size and checksum checks, and
+``os.replace`` into place. Nothing unverified ever sits under the final name.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from .checksums import Checksum, new_hasher, parse_checksum
+from .errors import (
+    ChecksumMismatchError,
+    DownloadAborted,
+    DownloadError,
+    IncompleteDownloadError,
+    InvalidInputError,
+    RemoteChangedError,
+    SizeMismatchError,
+)
+from .progress import Callback, Throttled, as_callback
+from .retry import RetryPolicy
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = [
+    "Body",
+    "Remote",
+    "Journal",
+    "AbortEvent",
+    "TransferResult",
+    "download",
+    "call_with_retries",
+    "part_path",
+    "PART_SUFFIX",
+    "CHUNK_SIZE",
+]
+
+log = logging.getLogger("dlutils")
+
+PART_SUFFIX = ".part"
+#: Bytes asked for per read: large reads keep Python's per-chunk cost negligible.
+CHUNK_SIZE = 1 << 20
+#: Objects at least this big are fetched in parallel ranges when the server allows it.
+SEGMENT_THRESHOLD = 64 << 20
+#: No segment is smaller than this.
+MIN_SEGMENT_SIZE = 16 << 20
+#: How often a segmented download records its progress for resume.
+JOURNAL_INTERVAL = 1.0
+
+
+@dataclass
+class Body:
+    """An opened response body: where it starts in the object and how to read it.
+
+    ``status`` is 200 (the object from its first byte) or 206 (a range starting at
+    ``start``); ``end`` is the last byte's offset when the body is a range.
+    ``total`` is the whole object's size when known; ``validator`` a strong ETag or
+    a Last-Modified date usable to pin later range requests to this version.
+    """
+
+    status: int
+    start: int
+    total: int | None
+    validator: str | None
+    accepts_ranges: bool
+    headers: Mapping[str, str]
+    read: Callable[[int], bytes]
+    close: Callable[[], None]
+    end: int | None = None
+
+
+class Remote(Protocol):
+    """How a source opens its object; everything else is the engine's job."""
+
+    #: The link with credentials removed, for messages and logs.
+    display: str
+
+    def open(self, start: int = 0, end: int | None = None, *, if_range: str | None = None) -> Body:
+        """Open the object from byte ``start`` to ``end`` (inclusive; ``None``: to the end).
+
+        With ``if_range``, a changed object must either come back whole (status 200)
+        or raise :class:`~dlutils.RemoteChangedError`. A range the object cannot
+        satisfy comes back as a body with status 416 (and ``total`` when known).
+        HTTP-level failures raise the source library's own errors.
+        """
+        ...
+
+    def classify(self, exc: BaseException) -> tuple[bool, float | None]:
+        """Whether ``exc`` is worth a retry, and the delay the server asked for, if any."""
+        ...
+
+
+class Journal(Protocol):
+    """Where partial downloads are recorded for resume (a :class:`dlutils.freshness.Manifest`)."""
+
+    def get_partial(self, path: str) -> dict[str, Any] | None: ...
+
+    def put_partial(self, path: str, info: dict[str, Any]) -> None: ...
+
+    def drop_partial(self, path: str) -> None: ...
+
+
+class AbortEvent(threading.Event):
+    """A :class:`threading.Event` that also runs callbacks when set.
+
+    The engine registers the close of the body it is reading, so :meth:`set` stops
+    a transfer blocked on a slow socket at once, not at its next chunk.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._callbacks: dict[int, Callable[[], Any]] = {}
+        self._cb_lock = threading.Lock()
+        self._next = 0
+
+    def add_callback(self, callback: Callable[[], Any]) -> int:
+        with self._cb_lock:
+            handle = self._next
+            self._next += 1
+            self._callbacks[handle] = callback
+        if self.is_set():
+            _quietly(callback)
+        return handle
+
+    def remove_callback(self, handle: int) -> None:
+        with self._cb_lock:
+            self._callbacks.pop(handle, None)
+
+    def set(self) -> None:
+        super().set()
+        with self._cb_lock:
+            callbacks = list(self._callbacks.values())
+        for callback in callbacks:
+            _quietly(callback)
+
+
+@dataclass
+class TransferResult:
+    """What :func:`download` did."""
+
+    path: str
+    size: int
+    #: ``"downloaded"``, or ``"placed-by-other"`` when another process finished the same file.
+    outcome: str = "downloaded"
+    received: int = 0
+    resumed_from: int = 0
+    segments: int = 1
+    validator: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    checksum: Checksum | None = None
+
+
+def part_path(path: str | os.PathLike) -> str:
+    """The ``.part`` file beside ``path`` where its bytes are gathered."""
+    return os.fspath(path) + PART_SUFFIX
+
+
+def _quietly(func: Callable[[], Any]) -> None:
+    try:
+        func()
+    except Exception:  # noqa: BLE001 - closing a broken body may fail in many ways
+        pass
+
+
+def call_with_retries(
+    func: Callable[[], Any],
+    *,
+    classify: Callable[[BaseException], tuple[bool, float | None]],
+    retry: RetryPolicy | None = None,
+    abort: threading.Event | None = None,
+    sleep: Callable[[float], Any] | None = None,
+    rng: random.Random | None = None,
+) -> Any:
+    """Call ``func`` until it succeeds, retrying what ``classify`` calls retryable.
+
+    For the requests a source makes before the engine takes over (a listing, a
+    conditional GET); pauses follow ``retry`` and honour a server's ``Retry-After``.
+    """
+    retry = retry or RetryPolicy()
+    rng = rng or random.Random()
+    attempt = 0
+    while True:
+        if abort is not None and abort.is_set():
+            raise DownloadAborted("aborted before the request was made")
+        try:
+            return func()
+        except Exception as exc:
+            retryable, retry_after = classify(exc)
+            if not retryable or attempt >= retry.retries:
+                raise
+            delay = retry.delay(attempt, retry_after, rng=rng)
+            attempt += 1
+            log.info(
+                "retry %d/%d in %.2fs after %s: %s",
+                attempt,
+                retry.retries,
+                delay,
+                type(exc).__name__,
+                exc,
+            )
+            if abort is not None:
+                if abort.wait(delay):
+                    raise DownloadAborted("aborted while waiting to retry") from exc
+            else:
+                (sleep or time.sleep)(delay)
+
+
+class _Settings:
+    """Options shared by every piece of one download."""
+
+    def __init__(self, **kw: Any):
+        self.__dict__.update(kw)
+
+
+def download(
+    remote: Remote,
+    path: str | os.PathLike,
+    *,
+    first: Body | None = None,
+    checksum: str | Checksum | None = None,
+    expected_size: int | None = None,
+    progress: Callback | Callable[[int], Any] | None = None,
+    limiter: Any = None,
+    abort: threading.Event | None = None,
+    journal: Journal | None = None,
+    retry: RetryPolicy | None = None,
+    segments: int = 8,
+    segment_threshold: int = SEGMENT_THRESHOLD,
+    fsync: bool = False,
+    sleep: Callable[[float], Any] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+    rng: random.Random | None = None,
+) -> TransferResult:
+    """Fetch ``remote`` into ``path`` through ``path + ".part"``; return what was done.
+
+    Parameters
+    ----------
+    remote : Remote
+        Opens the object (see :class:`Remote`).
+    path : str or PathLike
+        Final location; parent folders are created.
+    first : Body, optional
+        A body the caller already opened from byte 0 (for instance the answer to
+        a conditional GET); it is used instead of a first request. When a matching
+        partial download exists it is closed and the partial resumed instead.
+    checksum : str or Checksum, optional
+        ``"sha256:<hex>"``, ``"md5:<hex>"``, ``"crc32c:<hex>"``...: verified before
+        the file is placed; on a mismatch the ``.part`` is deleted.
+    expected_size : int, optional
+        Size the object must have (from a listing); a different size is an error.
+    progress : Callback or callable, optional
+        Receives byte counts, at most ten times a second.
+    limiter : object with ``acquire(nbytes)``, optional
+        A shared rate limiter, called before each chunk is written.
+    abort : threading.Event, optional
+        Set it to stop; the ``.part`` stays for a later resume. An :class:`AbortEvent`
+        also interrupts a read blocked on the network.
+    journal : Journal, optional
+        Records the validator of a partial download, without which a ``.part``
+        cannot be resumed safely (it is then restarted from zero).
+    retry : RetryPolicy, optional
+        Retries, backoff and ``Retry-After`` handling.
+    segments, segment_threshold : int
+        Objects of at least ``segment_threshold`` bytes, from servers that accept
+        ranges, are fetched over up to ``segments`` connections at once.
+    fsync : bool
+        Flush the file to stable storage before placing it.
+    sleep, clock, rng
+        Injected time and randomness, for tests.
+
+    Returns
+    -------
+    TransferResult
+
+    Raises
+    ------
+    dlutils.DownloadAborted
+        ``abort`` was set.
+    dlutils.IncompleteDownloadError
+        The connection kept ending early after every retry; the ``.part`` is kept.
+    dlutils.ChecksumMismatchError, dlutils.SizeMismatchError
+        The bytes are not the expected ones; nothing was placed.
+    requests.HTTPError, OSError, ...
+        Errors of the source that retries could not cure.
+    """
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise InvalidInputError(f"destination {path!r} is a folder; give a file path inside it")
+    if segments < 1:
+        raise InvalidInputError(f"segments={segments!r} is not valid: use an int >= 1")
+    folder = os.path.dirname(path) or "."
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as exc:
+        if first is not None:
+            _quietly(first.close)
+        raise DownloadError(
+            f"cannot create the folder {folder!r} for {path!r}: {exc.strerror or exc}"
+        ) from exc
+    settings = _Settings(
+        remote=remote,
+        path=path,
+        key=os.path.abspath(path),
+        part=part_path(path),
+        checksum=parse_checksum(checksum),
+        expected_size=expected_size,
+        progress=Throttled(as_callback(progress), 0.1, clock=clock),
+        limiter=limiter,
+        abort=abort,
+        journal=journal,
+        retry=retry or RetryPolicy(),
+        segments=segments,
+        segment_threshold=segment_threshold,
+        sleep=sleep,
+        clock=clock,
+        rng=rng or random.Random(),
+        fsync=fsync,
+    )
+    try:
+        fd = _lock_part(settings)
+    except BaseException:
+        if first is not None:
+            _quietly(first.close)
+        raise
+    if fd is None:
+        if first is not None:
+            _quietly(first.close)
+        size = os.path.getsize(path)
+        return TransferResult(path=path, size=size, outcome="placed-by-other")
+    placed = False
+    try:
+        result = _Transfer(settings, fd).run(first)
+        placed = True
+        return result
+    finally:
+        settings.progress.flush()
+        if not placed:
+            _remove_if_empty(settings.part, fd)
+        _quietly(lambda: os.close(fd))
+
+
+def _remove_if_empty(part: str, fd: int) -> None:
+    """Leave no empty ``.part`` behind a failure: only one with bytes is worth resuming."""
+    try:
+        st = os.fstat(fd)
+        if st.st_size == 0 and os.stat(part).st_ino == st.st_ino:
+            os.unlink(part)
+    except OSError:
+        pass
+
+
+def _lock_part(s: _Settings) -> int | None:
+    """Open and exclusively lock the ``.part`` file; ``None`` if another process placed it."""
+    while True:
+        try:
+            fd = os.open(s.part, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise DownloadError(f"cannot write {s.part!r}: {exc.strerror or exc}") from exc
+        if fcntl is None:
+            return fd
+        waited = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if not waited:
+                    log.info("waiting for another process downloading %s", s.path)
+                    waited = True
+                if s.abort is not None and s.abort.wait(0.1):
+                    os.close(fd)
+                    raise DownloadAborted(f"aborted while waiting for {s.path!r}") from None
+                if s.abort is None:
+                    time.sleep(0.1)
+        ino = os.fstat(fd).st_ino
+        try:
+            if os.stat(s.part).st_ino == ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        # The file we locked was renamed away by the process that held the lock.
+        try:
+            finished_elsewhere = os.stat(s.path).st_ino == ino
+        except FileNotFoundError:
+            finished_elsewhere = False
+        os.close(fd)
+        if finished_elsewhere:
+            return None
+
+
+class _Transfer:
+    """One download in progress: its ``.part`` descriptor, offset and hasher."""
+
+    def __init__(self, s: _Settings, fd: int):
+        self.s = s
+        self.fd = fd
+        self.received = 0
+        self.resumed_from = 0
+        self.hasher: Any = None
+        self.hashed = 0
+        self.headers: Mapping[str, str] | None = None
+        self.validator: str | None = None
+        self.segments_used = 1
+
+    # -- bookkeeping ---------------------------------------------------------------
+
+    def _partial(self) -> dict[str, Any] | None:
+        if self.s.journal is None:
+            return None
+        try:
+            info = self.s.journal.get_partial(self.s.key)
+        except Exception:  # noqa: BLE001 - a damaged journal only costs a restart
+            log.warning("cannot read the resume record of %s", self.s.path, exc_info=True)
+            return None
+        return info if isinstance(info, dict) and info.get("validator") else None
+
+    def _record(self, info: dict[str, Any]) -> None:
+        if self.s.journal is not None:
+            try:
+                self.s.journal.put_partial(self.s.key, info)
+            except Exception:  # noqa: BLE001
+                log.warning("cannot record resume state of %s", self.s.path, exc_info=True)
+
+    def _forget(self) -> None:
+        if self.s.journal is not None:
+            _quietly(lambda: self.s.journal.drop_partial(self.s.key))
+
+    def _truncate(self) -> None:
+        os.ftruncate(self.fd, 0)
+        self._forget()
+        self.hasher = None
+        self.hashed = 0
+
+    def _check_abort(self) -> None:
+        if self.s.abort is not None and self.s.abort.is_set():
+            raise DownloadAborted(f"download of {self.s.remote.display} was aborted")
+
+    def _pause(self, seconds: float) -> None:
+        if seconds <= 0:
+            return
+        if self.s.abort is not None:
+            if self.s.abort.wait(seconds):
+                self._check_abort()
+        else:
+            self.s.sleep(seconds)
+
+    def _open(self, start: int, end: int | None, if_range: str | None) -> Body:
+        self._check_abort()
+        body = self.s.remote.open(start, end, if_range=if_range)
+        if self.headers is None and body.status in (200, 206):
+            self.headers, self.validator = body.headers, body.validator
+        return body
+
+    def _watch(self, body: Body) -> int | None:
+        if isinstance(self.s.abort, AbortEvent):
+            return self.s.abort.add_callback(body.close)
+        return None
+
+    def _unwatch(self, handle: int | None) -> None:
+        if handle is not None:
+            self.s.abort.remove_callback(handle)
+
+    # -- the main loop ------------------------------------------------------------
+
+    def run(self, first: Body | None) -> TransferResult:
+        s = self.s
+        attempt = 0
+        pending_first = first
+        while True:
+            before = self.received
+            try:
+                result = self._attempt(pending_first)
+                pending_first = None
+                return self._finish(result)
+            except BaseException as exc:
+                pending_first = None
+                if s.abort is not None and s.abort.is_set():
+                    raise DownloadAborted(
+                        f"download of {s.remote.display} was aborted; {s.part!r} is kept for resume"
+                    ) from (exc if not isinstance(exc, DownloadAborted) else None)
+                retryable, retry_after = self._classify(exc)
+                if not retryable:
+                    raise
+                if self.received > before:
+                    attempt = 0  # progress was made: this failure costs no retry
+                if attempt >= s.retry.retries:
+                    raise
+                delay = s.retry.delay(attempt, retry_after, rng=s.rng)
+                attempt += 1
+                log.info(
+                    "retry %d/%d of %s in %.2fs after %s: %s",
+                    attempt,
+                    s.retry.retries,
+                    s.remote.display,
+                    delay,
+                    type(exc).__name__,
+                    exc,
+                )
+                self._pause(delay)
+
+    def _classify(self, exc: BaseException) -> tuple[bool, float | None]:
+        if isinstance(exc, (IncompleteDownloadError, RemoteChangedError)):
+            return True, None
+        if isinstance(exc, (DownloadError, KeyboardInterrupt, SystemExit, MemoryError)):
+            return False, None
+        if not isinstance(exc, Exception):
+            return False, None
+        try:
+            return self.s.remote.classify(exc)
+        except Exception:  # noqa: BLE001
+            return False, None
+
+    def _attempt(self, first: Body | None) -> int | None:
+        """Bring the ``.part`` to completion; returns (a body for headers, the total)."""
+        s = self.s
+        partial = self._partial()
+        part_size = os.fstat(self.fd).st_size
+        if partial is None and part_size:
+            log.info("%s has no resume record; starting %s from zero", s.part, s.path)
+            self._truncate()
+            part_size = 0
+        elif partial is not None and not part_size:
+            self._forget()
+            partial = None
+        if partial is not None and partial.get("segments"):
+            return self._resume_segments(partial, first)
+        offset = part_size
+        validator = partial["validator"] if partial else None
+        if first is not None and offset and first.validator == validator and first.accepts_ranges:
+            _quietly(first.close)  # the object is unchanged: ask only for the missing bytes
+            first = None
+        if first is not None:
+            body = first
+        elif offset:
+            body = self._open(offset, None, validator)
+        else:
+            body = self._open(0, None, None)
+        return self._consume(body, offset, validator)
+
+    def _consume(self, body: Body, offset: int, validator: str | None) -> int | None:
+        s = self.s
+        handle = self._watch(body)
+        try:
+            if body.status == 416 and offset:
+                if body.total == offset and validator:
+                    log.info("%s was complete but not yet placed", s.part)
+                    return offset
+                log.info("%s cannot be resumed at byte %d; starting from zero", s.path, offset)
+                self._truncate()
+                _quietly(body.close)
+                body = self._open(0, None, None)
+                offset = 0
+            if body.status in (200, 206):
+                self.headers, self.validator = body.headers, body.validator
+            if body.status == 206 and body.start == offset and offset:
+                self.resumed_from = offset
+                log.info("resuming %s at byte %d", s.path, offset)
+            elif body.status == 206 and body.start == 0:
+                offset = 0
+            elif body.status == 200:
+                if offset:
+                    log.info(
+                        "%s changed on the server; starting %s from zero", s.remote.display, s.path
+                    )
+                offset = 0
+            else:
+                raise RemoteChangedError(
+                    f"{s.remote.display} answered a range request with bytes from "
+                    f"{body.start} (status {body.status}) instead of {offset}"
+                )
+            if offset == 0 and os.fstat(self.fd).st_size:
+                self._truncate()
+            total = body.total
+            self._check_size(total)
+            s.progress.set_size(total)
+            if (
+                offset == 0
+                and total is not None
+                and total >= s.segment_threshold
+                and s.segments > 1
+                and body.accepts_ranges
+                and body.validator
+            ):
+                self._unwatch(handle)
+                handle = None
+                return self._segmented(body, total)
+            if body.validator and (total is None or total > CHUNK_SIZE) and not offset:
+                self._record({"validator": body.validator, "total": total})
+            self._stream_sequential(body, offset, total)
+            return total
+        finally:
+            self._unwatch(handle)
+            _quietly(body.close)
+
+    def _check_size(self, total: int | None) -> None:
+        expected = self.s.expected_size
+        if expected is not None and total is not None and total != expected:
+            raise SizeMismatchError(
+                f"{self.s.remote.display} is {total} bytes, but {expected} were expected"
+            )
+
+    def _stream_sequential(self, body: Body, offset: int, total: int | None) -> None:
+        s = self.s
+        if s.checksum is not None and self.hasher is None:
+            self.hasher = new_hasher(s.checksum.algorithm)
+            self.hashed = 0
+        if self.hasher is not None and self.hashed < offset:
+            self._hash_file(self.hashed, offset)
+        position = offset
+        while True:
+            self._check_abort()
+            data = body.read(CHUNK_SIZE)
+            if not data:
+                break
+            if s.limiter is not None:
+                s.limiter.acquire(len(data))
+            self._write(data, position)
+            position += len(data)
+            self.received += len(data)
+            if self.hasher is not None:
+                self.hasher.update(data)
+                self.hashed = position
+            s.progress.update(len(data))
+            if total is not None and position > total:
+                break
+        if total is not None and position != total:
+            if position > total:
+                self._truncate()
+                raise IncompleteDownloadError(
+                    f"{s.remote.display} sent {position} bytes, more than the {total} it announced",
+                    received=position,
+                    expected=total,
+                )
+            raise IncompleteDownloadError(
+                f"{s.remote.display} ended after {position} of {total} bytes; "
+                f"{s.part!r} is kept for resume",
+                received=position,
+                expected=total,
+            )
+
+    def _write(self, data: bytes, position: int) -> None:
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.pwrite(self.fd, view, position)
+                view = view[written:]
+                position += written
+        except OSError as exc:
+            raise DownloadError(f"cannot write {self.s.part!r}: {exc.strerror or exc}") from exc
+
+    def _hash_file(self, start: int, stop: int) -> None:
+        position = start
+        while position < stop:
+            block = os.pread(self.fd, min(CHUNK_SIZE, stop - position), position)
+            if not block:
+                break
+            self.hasher.update(block)
+            position += len(block)
+        self.hashed = position
+
+    # -- segmented downloads ------------------------------------------------------
+
+    def _plan(self, total: int) -> list[list[int]]:
+        smallest = max(1, min(MIN_SEGMENT_SIZE, self.s.segment_threshold // 2))
+        count = max(1, min(self.s.segments, total // smallest))
+        size = math.ceil(total / count)
+        return [[start, min(start + size, total) - 1, 0] for start in range(0, total, size)]
+
+    def _segmented(self, first: Body, total: int) -> int:
+        plan = self._plan(total)
+        os.ftruncate(self.fd, total)
+        self._record({"validator": first.validator, "total": total, "segments": plan})
+        return self._run_segments(plan, first.validator, total, first)
+
+    def _resume_segments(self, partial: dict[str, Any], first: Body | None) -> int | None:
+        validator, total = partial["validator"], partial.get("total")
+        plan = [list(map(int, seg)) for seg in partial["segments"]]
+        if first is not None:
+            if first.validator == validator and first.total == total:
+                _quietly(first.close)
+            else:
+                self._truncate()
+                return self._consume(first, 0, None)
+        if os.fstat(self.fd).st_size != total:
+            self._truncate()
+            return self._consume(self._open(0, None, None), 0, None)
+        done = sum(seg[2] for seg in plan)
+        self.resumed_from = done
+        log.info("resuming %s: %d of %d bytes already here", self.s.path, done, total)
+        self.s.progress.set_size(total)
+        return self._run_segments(plan, validator, total, None)
+
+    def _run_segments(
+        self, plan: list[list[int]], validator: str, total: int, first: Body | None
+    ) -> int:
+        s = self.s
+        self.segments_used = len(plan)
+        lock = threading.Lock()
+        stop = threading.Event()
+        last_record = [s.clock()]
+
+        def record(force: bool = False) -> None:
+            now = s.clock()
+            if force or now - last_record[0] >= JOURNAL_INTERVAL:
+                last_record[0] = now
+                with lock:
+                    snapshot = [list(seg) for seg in plan]
+                self._record({"validator": validator, "total": total, "segments": snapshot})
+
+        def fetch(index: int, body: Body | None) -> None:
+            seg = plan[index]
+            attempt = 0
+            while True:
+                start, end, done = seg
+                if start + done > end:
+                    if body is not None:
+                        _quietly(body.close)
+                    return
+                if stop.is_set():
+                    if body is not None:
+                        _quietly(body.close)
+                    raise DownloadAborted("stopped because another segment failed")
+                before = done
+                try:
+                    if body is None:
+                        body = self._open(start + done, end, validator)
+                        if body.status != 206 or body.start != start + done:
+                            raise RemoteChangedError(
+                                f"{s.remote.display} changed while it was being downloaded "
+                                f"in pieces (status {body.status})"
+                            )
+                    self._stream_segment(body, seg, lock, stop)
+                    body = None
+                    record()
+                except BaseException as exc:
+                    if body is not None:
+                        _quietly(body.close)
+                    body = None
+                    if stop.is_set() or (s.abort is not None and s.abort.is_set()):
+                        raise
+                    retryable, retry_after = self._classify(exc)
+                    if isinstance(exc, RemoteChangedError) or not retryable:
+                        raise
+                    if seg[2] > before:
+                        attempt = 0
+                    if attempt >= s.retry.retries:
+                        raise
+                    delay = s.retry.delay(attempt, retry_after, rng=s.rng)
+                    attempt += 1
+                    log.info(
+                        "retry %d of a segment of %s in %.2fs: %s",
+                        attempt,
+                        s.remote.display,
+                        delay,
+                        exc,
+                    )
+                    self._pause(delay)
+
+        workers = max(1, min(s.segments, len(plan)))
+        error: BaseException | None = None
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dlutils-seg") as pool:
+            futures = [
+                pool.submit(fetch, i, first if (i == 0 and first is not None) else None)
+                for i in range(len(plan))
+            ]
+            wait(futures, return_when=FIRST_EXCEPTION)
+            if any(f.done() and f.exception() is not None for f in futures):
+                stop.set()
+            for future in futures:
+                exc = future.exception()
+                # The first real cause wins over the "stopped" errors it provoked elsewhere.
+                if exc is not None and (error is None or isinstance(error, DownloadAborted)):
+                    error = exc
+        if error is not None:
+            if isinstance(error, RemoteChangedError):
+                self._truncate()
+            else:
+                record(force=True)
+            raise error
+        record(force=True)
+        return total
+
+    def _stream_segment(
+        self, body: Body, seg: list[int], lock: threading.Lock, stop: threading.Event
+    ) -> None:
+        s = self.s
+        start, end, _ = seg
+        handle = self._watch(body)
+        try:
+            while True:
+                self._check_abort()
+                if stop.is_set():
+                    raise DownloadAborted("stopped because another segment failed")
+                position = start + seg[2]
+                want = min(CHUNK_SIZE, end + 1 - position)
+                if want <= 0:
+                    return
+                data = body.read(want)
+                if not data:
+                    raise IncompleteDownloadError(
+                        f"{s.remote.display} ended a range at byte {position} of {end + 1}",
+                        received=position,
+                        expected=end + 1,
+                    )
+                data = data[:want]
+                if s.limiter is not None:
+                    s.limiter.acquire(len(data))
+                self._write(data, position)
+                with lock:
+                    seg[2] += len(data)
+                    self.received += len(data)
+                s.progress.update(len(data))
+        finally:
+            self._unwatch(handle)
+            _quietly(body.close)
+
+    # -- placing the file ---------------------------------------------------------
+
+    def _finish(self, total: int | None) -> TransferResult:
+        s = self.s
+        size = os.fstat(self.fd).st_size
+        if total is not None and size != total:
+            raise IncompleteDownloadError(
+                f"{s.part!r} holds {size} bytes, {total} expected", received=size, expected=total
+            )
+        self._check_size(size)
+        if s.checksum is not None:
+            if self.hasher is None or self.hashed != size:
+                self.hasher = new_hasher(s.checksum.algorithm)
+                self.hashed = 0
+                self._hash_file(0, size)
+            actual = self.hasher.hexdigest()
+            if actual != s.checksum.hexdigest:
+                self._truncate()
+                _quietly(lambda: os.unlink(s.part))
+                raise ChecksumMismatchError(
+                    f"{s.remote.display} does not have the expected {s.checksum.algorithm}: "
+                    f"expected {s.checksum.hexdigest}, got {actual}; the file was not kept. "
+                    "Check the checksum, or whether the server now holds another version.",
+                    algorithm=s.checksum.algorithm,
+                    expected=s.checksum.hexdigest,
+                    actual=actual,
+                )
+        if s.fsync:
+            os.fsync(self.fd)
+        os.replace(s.part, s.path)
+        return TransferResult(
+            path=s.path,
+            size=size,
+            received=self.received,
+            resumed_from=self.resumed_from,
+            segments=self.segments_used,
+            validator=self.validator,
+            headers=self.headers or {},
+            checksum=s.checksum,
+        )
