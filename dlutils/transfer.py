@@ -48,6 +48,7 @@ __all__ = [
     "download",
     "call_with_retries",
     "part_path",
+    "resume_point",
     "PART_SUFFIX",
     "CHUNK_SIZE",
 ]
@@ -73,6 +74,8 @@ class Body:
     ``start``); ``end`` is the last byte's offset when the body is a range.
     ``total`` is the whole object's size when known; ``validator`` a strong ETag or
     a Last-Modified date usable to pin later range requests to this version.
+    ``interrupt`` (default: ``close``) must make a read blocked in another thread
+    return or raise at once; the engine calls it when the download is aborted.
     """
 
     status: int
@@ -84,6 +87,7 @@ class Body:
     read: Callable[[int], bytes]
     close: Callable[[], None]
     end: int | None = None
+    interrupt: Callable[[], None] | None = None
 
 
 class Remote(Protocol):
@@ -170,6 +174,26 @@ class TransferResult:
 def part_path(path: str | os.PathLike) -> str:
     """The ``.part`` file beside ``path`` where its bytes are gathered."""
     return os.fspath(path) + PART_SUFFIX
+
+
+def resume_point(path: str | os.PathLike, journal: Journal | None) -> tuple[int, str] | None:
+    """``(offset, validator)`` where a sequential partial download of ``path`` can resume.
+
+    For sources that make the first request themselves: they add ``Range`` and
+    ``If-Range`` to it and pass the answer to :func:`download` as ``first``.
+    ``None`` when there is nothing to resume (or it was a segmented download,
+    which :func:`download` resumes on its own).
+    """
+    if journal is None:
+        return None
+    try:
+        size = os.path.getsize(part_path(path))
+        info = journal.get_partial(os.path.abspath(path))
+    except (OSError, Exception):  # noqa: BLE001 - nothing to resume is always a safe answer
+        return None
+    if not size or not isinstance(info, dict) or not info.get("validator") or info.get("segments"):
+        return None
+    return size, info["validator"]
 
 
 def _quietly(func: Callable[[], Any]) -> None:
@@ -470,7 +494,7 @@ class _Transfer:
 
     def _watch(self, body: Body) -> int | None:
         if isinstance(self.s.abort, AbortEvent):
-            return self.s.abort.add_callback(body.close)
+            return self.s.abort.add_callback(body.interrupt or body.close)
         return None
 
     def _unwatch(self, handle: int | None) -> None:
@@ -543,7 +567,13 @@ class _Transfer:
             return self._resume_segments(partial, first)
         offset = part_size
         validator = partial["validator"] if partial else None
-        if first is not None and offset and first.validator == validator and first.accepts_ranges:
+        if (
+            first is not None
+            and offset
+            and first.status == 200
+            and first.validator == validator
+            and first.accepts_ranges
+        ):
             _quietly(first.close)  # the object is unchanged: ask only for the missing bytes
             first = None
         if first is not None:

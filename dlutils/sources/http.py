@@ -6,6 +6,7 @@ import http.client
 import logging
 import os
 import re
+import socket
 import threading
 import warnings
 from collections.abc import Callable, Mapping
@@ -16,9 +17,9 @@ import requests
 import urllib3
 
 from .._version import __version__
+from ..checksums import parse_checksum
 from ..errors import (
     CacheMismatchWarning,
-    DownloadError,
     IncompleteDownloadError,
     InvalidInputError,
     UnsafePathError,
@@ -28,7 +29,14 @@ from ..freshness import Manifest, ObjectAttrs, attrs_from_headers, same_object
 from ..names import check_name, join_inside, name_from_content_disposition, name_from_url, redact
 from ..progress import Callback, TqdmCallback
 from ..retry import FATAL_STATUS, RETRYABLE_STATUS, RetryPolicy, parse_retry_after
-from ..transfer import SEGMENT_THRESHOLD, Body, TransferResult, call_with_retries, download
+from ..transfer import (
+    SEGMENT_THRESHOLD,
+    Body,
+    TransferResult,
+    call_with_retries,
+    download,
+    resume_point,
+)
 
 __all__ = ["http_download", "HttpRemote", "default_session", "DEFAULT_TIMEOUT"]
 
@@ -177,6 +185,7 @@ class HttpRemote:
             headers=response.headers,
             read=self._reader(response),
             close=response.close,
+            interrupt=lambda: _interrupt(response),
         )
 
     def _raise(self, response: requests.Response) -> None:
@@ -203,7 +212,7 @@ class HttpRemote:
                     f"{display} sent nothing for too long: {exc}"
                 ) from exc
             except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError) as exc:
-                raise IncompleteDownloadError(f"{display}: connection broken: {exc}") from exc
+                raise IncompleteDownloadError(f"{display}: the connection broke: {exc}") from exc
 
         return read
 
@@ -234,6 +243,22 @@ class HttpRemote:
 
 def _noop() -> None:
     pass
+
+
+def _interrupt(response: requests.Response) -> None:
+    """Wake a read blocked on this response in another thread, then close it.
+
+    Closing a socket does not wake a ``recv`` blocked on it in another thread;
+    shutting it down does.
+    """
+    connection = getattr(response.raw, "_connection", None)
+    sock = getattr(connection, "sock", None)
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+    response.close()
 
 
 def http_download(
@@ -331,17 +356,23 @@ def http_download(
     table.csv ['a,b', '1,2']
     """
     check_http_url(url)
+    checksum = parse_checksum(checksum)  # bad input fails before any request
     policy = RetryPolicy(retries=retries, backoff=backoff)
     remote = HttpRemote(url, session=session, headers=headers, timeout=timeout, auth=auth)
     source = redact(url)
-    explicit = local_filepath is not None and not os.path.isdir(local_filepath)
+    explicit = local_filepath is not None and not _names_a_folder(local_filepath)
     if explicit:
         target: str | None = os.fspath(local_filepath)  # type: ignore[arg-type]
         folder = os.path.dirname(target) or ""
+        candidate: str | None = target
     else:
         target = None
         folder = os.fspath(local_filepath) if local_filepath is not None else ""
-    candidate = target or _safe_join(folder, name_from_url(url))
+        url_name = name_from_url(url)
+        # An unsafe name fails here, before any request: nothing is fetched for nothing.
+        candidate = (
+            join_inside(folder, url_name, what="name derived from the url") if url_name else None
+        )
     own_manifest = manifest is None
     if manifest is None:
         manifest = Manifest(folder or ".")
@@ -354,18 +385,25 @@ def http_download(
         first = None
         if not (explicit and not (cache and os.path.exists(target))):
             conditional = cached_record.conditional_headers() if cached_record else {}
+            offset, validator = (resume_point(candidate, record_keeper) if candidate else None) or (
+                0,
+                None,
+            )
             first = call_with_retries(
-                lambda: remote.open(headers=conditional),
+                lambda: remote.open(offset, if_range=validator, headers=conditional),
                 classify=remote.classify,
                 retry=policy,
                 abort=abort,
                 sleep=sleep,
             )
-            if first.status == 304:
+            if first.status == 304 and candidate is not None:
                 return _hit(candidate, verbose)
             if target is None:
-                target = _derive_target(url, folder, first)
-            if cache and os.path.isfile(target):
+                target = _derive_target(url, folder, first, candidate)
+                if target != candidate and first.status != 200:
+                    first.close()  # it resumed the link's name; the server named it otherwise
+                    first = None
+            if first is not None and cache and os.path.isfile(target):
                 remote_attrs = attrs_from_headers(source, first.headers)
                 if _is_current(target, remote_attrs, record_keeper, source):
                     first.close()
@@ -399,14 +437,13 @@ def http_download(
             record_keeper.close()
 
 
-def _safe_join(folder: str, name: str) -> str | None:
-    try:
-        return join_inside(folder, name)
-    except (UnsafePathError, InvalidInputError):
-        return None
+def _names_a_folder(local_filepath: str | os.PathLike) -> bool:
+    """An existing folder, or a path written with a trailing separator, means "name it inside"."""
+    text = os.fspath(local_filepath)
+    return os.path.isdir(text) or text.endswith(("/", os.sep))
 
 
-def _derive_target(url: str, folder: str, first: Body) -> str:
+def _derive_target(url: str, folder: str, first: Body, candidate: str | None) -> str:
     proposed = name_from_content_disposition(first.headers.get("Content-Disposition"))
     if proposed:
         try:
@@ -415,18 +452,13 @@ def _derive_target(url: str, folder: str, first: Body) -> str:
             return join_inside(folder, check_name(proposed, what="Content-Disposition filename"))
         except UnsafePathError as exc:
             log.warning("ignoring unsafe Content-Disposition of %s: %s", redact(url), exc)
-    name = name_from_url(url)
-    if not name:
+    if candidate is None:
         first.close()
         raise InvalidInputError(
             f"cannot derive a file name from {redact(url)!r}: its path ends with '/' and the "
             "server sent no Content-Disposition; pass local_filepath='name.ext'"
         )
-    try:
-        return join_inside(folder, name, what="name derived from the url")
-    except DownloadError:
-        first.close()
-        raise
+    return candidate
 
 
 def _is_current(target: str, remote: ObjectAttrs, manifest: Manifest | None, source: str) -> bool:
