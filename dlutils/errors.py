@@ -12,6 +12,9 @@ __all__ = [
     "RemoteChangedError",
     "SizeMismatchError",
     "DownloadAborted",
+    "JobFailedError",
+    "JobNotFoundError",
+    "JobStateError",
     "CacheMismatchWarning",
 ]
 
@@ -65,6 +68,24 @@ class RemoteChangedError(DownloadError):
 
 class DownloadAborted(DownloadError):
     """The download was stopped on request; its ``.part`` file is kept for resume."""
+
+
+class JobFailedError(DownloadError):
+    """Some objects of a job failed; the others finished. ``errors`` lists (name, error)."""
+
+    def __init__(self, errors: list[tuple[str, str]] | tuple[tuple[str, str], ...], paths=()):
+        self.errors = list(errors)
+        self.paths = list(paths)
+        shown = "\n".join(f"  {name}: {error}" for name, error in self.errors)
+        super().__init__(f"{len(self.errors)} object(s) failed:\n{shown}")
+
+
+class JobNotFoundError(DownloadError, LookupError):
+    """No job has this id."""
+
+
+class JobStateError(DownloadError):
+    """The job's state does not allow this (removing a running job, waiting on an unstarted one)."""
 
 
 class CacheMismatchWarning(UserWarning):

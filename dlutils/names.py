@@ -6,11 +6,13 @@ import os
 import posixpath
 import re
 from email.message import Message
+from email.utils import collapse_rfc2231_value
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from .errors import InvalidInputError, UnsafePathError
 
 __all__ = [
+    "object_name",
     "name_from_url",
     "name_from_content_disposition",
     "check_name",
@@ -28,8 +30,8 @@ _SECRET_PARAM = re.compile(
 def redact(link: str) -> str:
     """Return ``link`` with its credentials removed, fit for messages, logs and descriptions.
 
-    The password of ``user:password@host`` and the values of query parameters that
-    carry secrets (``X-Amz-Signature``, ``X-Amz-Credential``, ``sig``, ``token``,
+    The password of ``user:password@host`` and the values of query (or fragment)
+    parameters that carry secrets (``X-Amz-Signature``, ``X-Amz-Credential``, ``sig``, ``token``,
     ``access_token``, ``key``, ...) are replaced by ``REDACTED``.
 
     Examples
@@ -49,14 +51,43 @@ def redact(link: str) -> str:
         userinfo, _, hostport = netloc.rpartition("@")
         user = userinfo.split(":", 1)[0]
         netloc = f"{user}:REDACTED@{hostport}" if ":" in userinfo else f"REDACTED@{hostport}"
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        if any(_SECRET_PARAM.search(k) for k, _ in pairs):
-            query = urlencode(
-                [(k, "REDACTED" if _SECRET_PARAM.search(k) else v) for k, v in pairs], safe="/"
-            )
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    return urlunsplit(
+        (
+            parts.scheme,
+            netloc,
+            parts.path,
+            _redact_params(parts.query),
+            _redact_params(parts.fragment),
+        )
+    )
+
+
+def _redact_params(text: str) -> str:
+    """Replace the values of secret-looking ``key=value`` parameters (query or fragment)."""
+    if not text or "=" not in text:
+        return text
+    pairs = parse_qsl(text, keep_blank_values=True)
+    if not any(_SECRET_PARAM.search(k) for k, _ in pairs):
+        return text
+    return urlencode(
+        [(k, "REDACTED" if _SECRET_PARAM.search(k) else v) for k, v in pairs], safe="/"
+    )
+
+
+def object_name(link: str) -> str:
+    """An object's name in a job: the last element of its link's path, percent-decoded.
+
+    Query and fragment are removed; the name is not yet checked (see :func:`check_name`).
+
+    Examples
+    --------
+    >>> from dlutils.names import object_name
+    >>> object_name("https://host/data/train-0001.tar?sig=x#frag")
+    'train-0001.tar'
+    >>> object_name("s3://bucket/dir/")
+    ''
+    """
+    return unquote(urlsplit(link).path.rsplit("/", 1)[-1])
 
 
 def name_from_url(url: str) -> str:
@@ -104,7 +135,13 @@ def name_from_content_disposition(value: str | None) -> str | None:
         return None
     msg = Message()
     msg["content-disposition"] = value
-    name = msg.get_filename()
+    # The email package folds ``filename*`` into ``filename`` as a (charset, lang, value)
+    # tuple; that encoded form is the one RFC 6266 says wins.
+    params = msg.get_params(header="content-disposition") or []
+    names = [value for key, value in params[1:] if key.lower() == "filename"]
+    extended = [value for value in names if isinstance(value, tuple)]
+    chosen = extended[0] if extended else (names[0] if names else None)
+    name = collapse_rfc2231_value(chosen) if chosen else None
     return name or None
 
 

@@ -52,7 +52,9 @@ class Throttled(Callback):
     """Forwards updates to ``inner`` at most once per ``interval`` seconds (thread-safe).
 
     Bytes are accumulated between calls, so nothing is lost; :meth:`flush` (called by
-    :meth:`close`) delivers the remainder.
+    :meth:`close`) delivers the remainder. Bytes held longer than ``interval`` are
+    delivered by a shared background thread, so a transfer that stalls still shows
+    everything it received: ``inner`` may therefore be called from that thread.
     """
 
     def __init__(
@@ -61,10 +63,13 @@ class Throttled(Callback):
         interval: float = 0.1,
         *,
         clock: Callable[[], float] = time.monotonic,
+        background: bool | None = None,
     ):
         self.inner = inner
         self.interval = interval
         self.clock = clock
+        # The background flusher reads the real clock: with an injected one, tests decide.
+        self.background = (clock is time.monotonic) if background is None else background
         self._pending = 0
         self._last = clock()
         self._lock = threading.Lock()
@@ -77,20 +82,76 @@ class Throttled(Callback):
             self._pending += nbytes
             now = self.clock()
             if now - self._last < self.interval:
-                return
-            pending, self._pending, self._last = self._pending, 0, now
+                held = True
+            else:
+                held = False
+                pending, self._pending, self._last = self._pending, 0, now
+        if held:
+            if self.background:
+                _flusher.watch(self)
+            return
         if pending:
             self.inner.update(pending)
+
+    def _flush_if_due(self) -> bool:
+        """Deliver held bytes older than the interval; True while some remain held."""
+        with self._lock:
+            if not self._pending:
+                return False
+            now = self.clock()
+            if now - self._last < self.interval:
+                return True
+            pending, self._pending, self._last = self._pending, 0, now
+        self.inner.update(pending)
+        return False
 
     def flush(self) -> None:
         with self._lock:
             pending, self._pending = self._pending, 0
+            self._last = self.clock()
         if pending:
             self.inner.update(pending)
 
     def close(self) -> None:
         self.flush()
         self.inner.close()
+
+
+class _Flusher:
+    """One daemon thread that delivers bytes held back by :class:`Throttled` callbacks."""
+
+    def __init__(self, period: float = 0.1):
+        self.period = period
+        self._watched: set[Throttled] = set()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, throttled: Throttled) -> None:
+        with self._lock:
+            self._watched.add(throttled)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._loop, name="dlutils-progress", daemon=True
+                )
+                self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            time.sleep(self.period)
+            with self._lock:
+                watched = list(self._watched)
+            for throttled in watched:
+                try:
+                    still_held = throttled._flush_if_due()
+                except Exception:  # noqa: BLE001 - a broken callback must not stop the others
+                    still_held = False
+                if not still_held:
+                    with self._lock:
+                        self._watched.discard(throttled)
+
+
+_flusher = _Flusher()
 
 
 class TqdmCallback(Callback):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import dataclass
+from datetime import timezone
 from email.utils import parsedate_to_datetime
 
 from .errors import InvalidInputError
@@ -54,11 +55,10 @@ class RetryPolicy:
     def __post_init__(self) -> None:
         if not isinstance(self.retries, int) or self.retries < 0:
             raise InvalidInputError(f"retries={self.retries!r} is not valid: use an int >= 0")
-        if self.backoff < 0 or self.max_backoff < 0 or self.max_retry_after < 0:
-            raise InvalidInputError(
-                f"backoff={self.backoff!r} / max_backoff={self.max_backoff!r} is not valid: "
-                "use seconds >= 0"
-            )
+        for name in ("backoff", "max_backoff", "max_retry_after"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or value < 0:
+                raise InvalidInputError(f"{name}={value!r} is not valid: use seconds >= 0")
 
     def delay(
         self, attempt: int, retry_after: float | None = None, *, rng: random.Random | None = None
@@ -66,7 +66,7 @@ class RetryPolicy:
         """Seconds to wait before retry number ``attempt`` (0-based)."""
         if retry_after is not None:
             return min(max(retry_after, 0.0), self.max_retry_after)
-        cap = min(self.max_backoff, self.backoff * (2**attempt))
+        cap = min(self.max_backoff, self.backoff * (2 ** min(attempt, 64)))
         return cap / 2 + (rng or random).uniform(0, cap / 2)
 
 
@@ -86,7 +86,7 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     if value is None:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():
         return float(value)
     try:
         when = parsedate_to_datetime(value)
@@ -94,5 +94,7 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
         return None
     if when is None:
         return None
+    if when.tzinfo is None:  # asctime dates and "-0000" carry no zone: HTTP dates are GMT
+        when = when.replace(tzinfo=timezone.utc)
     current = time.time() if now is None else now
     return max(0.0, when.timestamp() - current)

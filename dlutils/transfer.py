@@ -45,6 +45,7 @@ __all__ = [
     "Journal",
     "AbortEvent",
     "TransferResult",
+    "Fetched",
     "download",
     "call_with_retries",
     "part_path",
@@ -169,6 +170,19 @@ class TransferResult:
     validator: str | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
     checksum: Checksum | None = None
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """What a source's fetch did for one object: the path, and whether it was skipped."""
+
+    path: str
+    #: True when the local copy was current and nothing was downloaded.
+    skipped: bool
+    #: Size of the local file.
+    size: int | None = None
+    #: Bytes received over the network for it.
+    received: int = 0
 
 
 def part_path(path: str | os.PathLike) -> str:

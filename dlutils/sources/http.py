@@ -32,13 +32,14 @@ from ..retry import FATAL_STATUS, RETRYABLE_STATUS, RetryPolicy, parse_retry_aft
 from ..transfer import (
     SEGMENT_THRESHOLD,
     Body,
+    Fetched,
     TransferResult,
     call_with_retries,
     download,
     resume_point,
 )
 
-__all__ = ["http_download", "HttpRemote", "default_session", "DEFAULT_TIMEOUT"]
+__all__ = ["http_download", "fetch_http", "HttpRemote", "default_session", "DEFAULT_TIMEOUT"]
 
 log = logging.getLogger("dlutils")
 
@@ -355,6 +356,54 @@ def http_download(
     ...     print(os.path.basename(path), open(path).read().splitlines())
     table.csv ['a,b', '1,2']
     """
+    return fetch_http(
+        url,
+        local_filepath,
+        cache,
+        timeout,
+        session,
+        auth,
+        verbose,
+        headers=headers,
+        checksum=checksum,
+        expected_size=expected_size,
+        retries=retries,
+        backoff=backoff,
+        progress=progress,
+        limiter=limiter,
+        abort=abort,
+        manifest=manifest,
+        segments=segments,
+        segment_threshold=segment_threshold,
+        fsync=fsync,
+        sleep=sleep,
+    ).path
+
+
+def fetch_http(
+    url: str,
+    local_filepath: str | os.PathLike | None = None,
+    cache: bool = True,
+    timeout: Any = None,
+    session: requests.Session | None = None,
+    auth: Any = None,
+    verbose: bool = False,
+    *,
+    headers: Mapping[str, str] | None = None,
+    checksum: str | None = None,
+    expected_size: int | None = None,
+    retries: int = 5,
+    backoff: float = 0.5,
+    progress: Callback | Callable[[int], Any] | None = None,
+    limiter: Any = None,
+    abort: threading.Event | None = None,
+    manifest: Manifest | bool | None = None,
+    segments: int = 8,
+    segment_threshold: int = SEGMENT_THRESHOLD,
+    fsync: bool = False,
+    sleep: Callable[[float], Any] | None = None,
+) -> Fetched:
+    """Like :func:`http_download`, but say whether the file was downloaded or was current."""
     check_http_url(url)
     checksum = parse_checksum(checksum)  # bad input fails before any request
     policy = RetryPolicy(retries=retries, backoff=backoff)
@@ -378,6 +427,11 @@ def http_download(
         manifest = Manifest(folder or ".")
     record_keeper = manifest if isinstance(manifest, Manifest) else None
     bar = progress if progress is not None else (TqdmCallback(source) if verbose else None)
+
+    def returned(path: str) -> str:
+        """The path as the caller wrote it (pyvo returns ``local_filepath`` itself)."""
+        return os.fspath(local_filepath) if explicit else path  # type: ignore[arg-type]
+
     try:
         cached_record = None
         if cache and candidate and os.path.isfile(candidate) and record_keeper is not None:
@@ -397,7 +451,7 @@ def http_download(
                 sleep=sleep,
             )
             if first.status == 304 and candidate is not None:
-                return _hit(candidate, verbose)
+                return _hit(candidate, verbose, returned(candidate))
             if target is None:
                 target = _derive_target(url, folder, first, candidate)
                 if target != candidate and first.status != 200:
@@ -407,7 +461,7 @@ def http_download(
                 remote_attrs = attrs_from_headers(source, first.headers)
                 if _is_current(target, remote_attrs, record_keeper, source):
                     first.close()
-                    return _hit(target, verbose)
+                    return _hit(target, verbose, returned(target))
         assert target is not None
         result = download(
             remote,
@@ -429,7 +483,9 @@ def http_download(
             attrs = attrs_from_headers(source, result.headers)
             attrs = _with_checksum(attrs, result)
             _put(record_keeper, target, attrs)
-        return os.fspath(local_filepath) if explicit else target  # type: ignore[arg-type]
+        if result.outcome != "downloaded":
+            return _hit(target, False, returned(target))
+        return Fetched(returned(target), False, result.size, result.received)
     finally:
         if bar is not None and progress is None:
             bar.close()
@@ -482,11 +538,11 @@ def _is_current(target: str, remote: ObjectAttrs, manifest: Manifest | None, sou
     return False
 
 
-def _hit(path: str, verbose: bool) -> str:
+def _hit(path: str, verbose: bool, shown: str) -> Fetched:
     if verbose:
-        print(f"Found cached file {path}.")
+        print(f"Found cached file {shown}.")
     log.debug("using cached file %s", path)
-    return path
+    return Fetched(shown, True, os.path.getsize(path), 0)
 
 
 def _with_checksum(attrs: ObjectAttrs, result: TransferResult) -> ObjectAttrs:

@@ -1,0 +1,846 @@
+"""Download jobs as the AIStore downloader runs them: request types, status, limits, abort.
+
+A :class:`Job` is thin: it expands a request into tasks (one link, one local path
+each), runs them on an executor through :func:`dlutils.sources.fetch`, counts, and
+reports. All transfer logic lives below it.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import re
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Any
+
+from . import templates
+from .errors import (
+    DownloadAborted,
+    DownloadError,
+    InvalidInputError,
+    JobFailedError,
+    JobNotFoundError,
+    JobStateError,
+)
+from .freshness import Manifest
+from .limits import TokenBucket, format_size, parse_duration, parse_size
+from .names import check_name, join_inside, object_name, redact
+from .progress import Callback, TqdmCallback
+from .sources import check_link, fetch
+from .transfer import AbortEvent, Fetched
+
+__all__ = [
+    "Job",
+    "JobStatus",
+    "TaskInfo",
+    "State",
+    "download",
+    "range_download",
+    "multi_download",
+    "list_jobs",
+    "get_job",
+    "remove_job",
+]
+
+log = logging.getLogger("dlutils")
+
+#: Transfers a job runs at once when ``connections`` is not given.
+DEFAULT_WORKERS = 8
+#: How many finished tasks a status keeps (the counters cover all of them).
+RECENT_TASKS = 32
+#: Files at least this big get a progress bar of their own.
+FILE_BAR_THRESHOLD = 16 << 20
+
+
+class State(str, Enum):
+    """The life of a job: pending, running, then finished or aborted."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    FINISHED = "finished"
+    ABORTED = "aborted"
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """One object of a job: its name and how many of its bytes are here."""
+
+    name: str
+    downloaded: int = 0
+    total: int | None = None
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    """A snapshot of a job, with the AIStore downloader's counters.
+
+    ``finished`` counts the objects done, skipped ones included (as in the
+    reference); ``errors`` the objects that failed; ``scheduled`` the ones handed
+    to the executor so far; ``total`` is ``None`` while unknown.
+    """
+
+    id: str
+    description: str
+    state: State
+    total: int | None
+    scheduled: int
+    finished: int
+    skipped: int
+    errors: int
+    bytes: int
+    started_time: datetime | None
+    finished_time: datetime | None
+    all_dispatched: bool
+    current_tasks: tuple[TaskInfo, ...] = ()
+    finished_tasks: tuple[TaskInfo, ...] = ()
+    download_errors: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def pending(self) -> int:
+        """Objects not yet finished or failed."""
+        total = self.total if self.total is not None else self.scheduled
+        return max(0, total - self.finished - self.errors)
+
+    @property
+    def done(self) -> bool:
+        """True once the job is finished or aborted."""
+        return self.state in (State.FINISHED, State.ABORTED)
+
+    @property
+    def aborted(self) -> bool:
+        return self.state is State.ABORTED
+
+    def to_dict(self) -> dict[str, Any]:
+        """The status in the AIStore downloader's JSON field names."""
+
+        def when(moment: datetime | None) -> str | None:
+            return moment.isoformat() if moment is not None else None
+
+        def task(t: TaskInfo) -> dict[str, Any]:
+            return {"name": t.name, "downloaded": t.downloaded, "total": t.total}
+
+        return {
+            "id": self.id,
+            "description": self.description,
+            "state": self.state.value,
+            "started_time": when(self.started_time),
+            "finished_time": when(self.finished_time),
+            "finished_cnt": self.finished,
+            "scheduled_cnt": self.scheduled,
+            "skipped_cnt": self.skipped,
+            "error_cnt": self.errors,
+            "total": self.total if self.total is not None else -1,
+            "all_dispatched": self.all_dispatched,
+            "aborted": self.aborted,
+            "bytes": self.bytes,
+            "current_tasks": [task(t) for t in self.current_tasks],
+            "finished_tasks": [task(t) for t in self.finished_tasks],
+            "download_errors": [{"name": n, "error": e} for n, e in self.download_errors],
+        }
+
+
+@dataclass(frozen=True)
+class _Task:
+    name: str
+    link: str
+    path: str
+    checksum: str | None = None
+    size: int | None = None
+    #: Why this object cannot be fetched (an unsafe name), recorded as its error.
+    error: str | None = None
+
+
+@dataclass
+class _Options:
+    description: str | None = None
+    timeout: float | None = None
+    connections: int | None = None
+    bytes_per_hour: int | None = None
+    headers: dict[str, str] | None = None
+    cache: bool = True
+    retries: int = 5
+    executor: Executor | None = None
+    progress: bool = False
+    session: Any = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+_OPTION_NAMES = {
+    "description",
+    "timeout",
+    "connections",
+    "bytes_per_hour",
+    "headers",
+    "cache",
+    "retries",
+    "executor",
+    "progress",
+    "session",
+    "verbose",
+    "backoff",
+    "segments",
+    "segment_threshold",
+}
+
+
+def _options(opts: Mapping[str, Any]) -> _Options:
+    unknown = set(opts) - _OPTION_NAMES
+    if unknown:
+        raise InvalidInputError(
+            f"unknown job option(s) {', '.join(sorted(unknown))}; known: "
+            f"{', '.join(sorted(_OPTION_NAMES))}"
+        )
+    result = _Options()
+    result.description = opts.get("description")
+    result.timeout = parse_duration(opts.get("timeout"))
+    connections = opts.get("connections")
+    if connections is not None and (not isinstance(connections, int) or connections < 0):
+        raise InvalidInputError(
+            f"connections={connections!r} is not valid: use an int >= 0 (0 means no limit)"
+        )
+    result.connections = connections or None
+    bph = opts.get("bytes_per_hour")
+    if bph is not None:
+        bph = parse_size(bph)
+    result.bytes_per_hour = bph or None
+    headers = opts.get("headers")
+    if headers is not None and not isinstance(headers, Mapping):
+        raise InvalidInputError(f"headers={headers!r} is not valid: use a mapping name -> value")
+    result.headers = dict(headers) if headers else None
+    result.cache = bool(opts.get("cache", True))
+    result.retries = opts.get("retries", 5)
+    executor = opts.get("executor")
+    if executor is not None and not isinstance(executor, Executor):
+        raise InvalidInputError(
+            f"executor={executor!r} is not valid: use a concurrent.futures.Executor"
+        )
+    result.executor = executor
+    result.progress = bool(opts.get("progress", False) or opts.get("verbose", False))
+    result.session = opts.get("session")
+    result.extra = {k: opts[k] for k in ("backoff", "segments", "segment_threshold") if k in opts}
+    return result
+
+
+# ------------------------------------------------------------------------------- registry
+
+_registry: dict[str, Job] = {}
+_registry_lock = threading.Lock()
+
+
+def list_jobs(regex: str | None = None, active_only: bool = False) -> list[Job]:
+    """Jobs started in this process, running ones first, then by start time.
+
+    Parameters
+    ----------
+    regex : str, optional
+        Keep jobs whose description contains a match (``re.search``).
+    active_only : bool
+        Keep only jobs still running.
+    """
+    pattern = None
+    if regex is not None:
+        try:
+            pattern = re.compile(regex)
+        except re.error as exc:
+            raise InvalidInputError(f"regex {regex!r} is not valid: {exc}") from exc
+    with _registry_lock:
+        jobs = list(_registry.values())
+    if pattern is not None:
+        jobs = [job for job in jobs if pattern.search(job.description)]
+    if active_only:
+        jobs = [job for job in jobs if not job.status().done]
+    return sorted(jobs, key=lambda job: (job.status().done, job._started or 0.0))
+
+
+def get_job(job_id: str) -> Job:
+    """The job with this id; :class:`~dlutils.JobNotFoundError` if there is none."""
+    with _registry_lock:
+        job = _registry.get(job_id)
+    if job is None:
+        raise JobNotFoundError(f"no download job {job_id!r}; list_jobs() shows the known ones")
+    return job
+
+
+def remove_job(job_id: str) -> None:
+    """Forget a finished or aborted job; a running one cannot be removed."""
+    job = get_job(job_id)
+    state = job.status().state
+    if state in (State.PENDING, State.RUNNING):
+        raise JobStateError(
+            f"job {job_id} is {state.value}: abort it or wait for it before removing it"
+        )
+    with _registry_lock:
+        _registry.pop(job_id, None)
+
+
+# ------------------------------------------------------------------------------- the job
+
+
+class Job:
+    """A download job: many objects, one id, status counters, limits, abort.
+
+    Create one with :meth:`single`, :meth:`multi`, :meth:`range` or
+    :meth:`from_request` (unstarted), or with :func:`dlutils.download` (started).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from dlutils import Job
+    >>> from dlutils.localserver import LocalServer
+    >>> files = {f"d/f{i}.bin": bytes([i]) * 100 for i in range(5)}
+    >>> with LocalServer(files) as server, tempfile.TemporaryDirectory() as dest:
+    ...     job = Job.range(server.url + "/d/f{0..4}.bin", dest).start()
+    ...     status = job.wait(timeout=60)
+    ...     print(status.state.value, status.finished, status.errors, status.bytes)
+    finished 5 0 500
+    """
+
+    def __init__(
+        self,
+        tasks: Callable[[], Iterator[_Task]],
+        dest: str | os.PathLike,
+        *,
+        total: int | None,
+        source: str,
+        opts: Mapping[str, Any],
+    ):
+        self._opts = _options(opts)
+        self._tasks = tasks
+        self.dest = os.fspath(dest)
+        self.id = "dnl-" + secrets.token_hex(5)
+        self.description = self._opts.description or f"{redact(source)} -> {self.dest or '.'}"
+        self._total = total
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._done = threading.Event()
+        self._abort = AbortEvent()
+        self._state = State.PENDING
+        self._started: float | None = None
+        self._finished: float | None = None
+        self._scheduled = self._finished_cnt = self._skipped = self._errors = self._bytes = 0
+        self._inflight = 0
+        self._all_dispatched = False
+        self._current: dict[str, list[Any]] = {}
+        self._recent: collections.deque[TaskInfo] = collections.deque(maxlen=RECENT_TASKS)
+        self._download_errors: list[tuple[str, str]] = []
+        self._thread: threading.Thread | None = None
+        self._bar: Any = None
+
+    # -- request types -----------------------------------------------------------
+
+    @classmethod
+    def single(
+        cls, link: str, dest: str | os.PathLike, object_name: str | None = None, **opts: Any
+    ) -> Job:
+        """One link, saved as ``object_name`` (default: the link's last path element)."""
+        check_link(link)
+        name = _name_for(link, object_name)
+        path = join_inside(dest, name)
+        task = _Task(name, link, path)
+        return cls(lambda: iter([task]), dest, total=1, source=link, opts=opts)
+
+    @classmethod
+    def multi(
+        cls, objects: Iterable[str] | Mapping[str, str], dest: str | os.PathLike, **opts: Any
+    ) -> Job:
+        """A list of links (named after their last path element) or a dict name -> link.
+
+        Two links that would be saved under the same name are an error listing
+        every clash (the AIStore downloader silently keeps the last one).
+        """
+        if isinstance(objects, str):
+            raise InvalidInputError(
+                f"objects={objects!r} is a single string: give a list of links or a dict "
+                "name -> link (or use Job.single / Job.range)"
+            )
+        if isinstance(objects, Mapping):
+            pairs = [(_name_for(link, name), link) for name, link in objects.items()]
+        else:
+            pairs = [(_name_for(link, None), link) for link in objects]
+        if not pairs:
+            raise InvalidInputError("objects is empty: give at least one link")
+        by_name: dict[str, list[str]] = collections.defaultdict(list)
+        for name, link in pairs:
+            check_link(link)
+            by_name[name].append(link)
+        clashes = {name: links for name, links in by_name.items() if len(links) > 1}
+        if clashes:
+            lines = "; ".join(
+                f"{name!r} <- {', '.join(redact(link) for link in links)}"
+                for name, links in sorted(clashes.items())
+            )
+            raise InvalidInputError(
+                f"{len(clashes)} name(s) would be used by more than one link: {lines}. "
+                "Give a dict name -> link to choose the names."
+            )
+        tasks = [_Task(name, link, join_inside(dest, name)) for name, link in pairs]
+        return cls(lambda: iter(tasks), dest, total=len(tasks), source="multi-download", opts=opts)
+
+    @classmethod
+    def range(
+        cls, template: str, dest: str | os.PathLike, subdir: str | None = None, **opts: Any
+    ) -> Job:
+        """A brace template of links, expanded lazily (see :mod:`dlutils.templates`).
+
+        The ranges must vary in the last path element, so that every link gets a
+        name of its own; ``subdir`` is joined in front of the names.
+        """
+        parsed = templates.parse(template)
+        folder_part = template.rsplit("/", 1)[0] if "/" in template else ""
+        if templates.has_template(folder_part):
+            raise InvalidInputError(
+                f"template {template!r} varies before its last '/', so different links would "
+                "get the same name; put the ranges in the file name, or use Job.multi with a "
+                "dict name -> link"
+            )
+        first = next(iter(parsed), None)
+        if first is None:
+            raise InvalidInputError(f"template {template!r} expands to no link")
+        check_link(first)
+        prefix = check_name(subdir, what="subdir") + "/" if subdir else ""
+        _name_for(first, None)
+
+        def tasks() -> Iterator[_Task]:
+            for link in parsed:
+                name = prefix + object_name(link)
+                try:
+                    path = join_inside(dest, name)
+                except DownloadError as exc:
+                    yield _Task(name, link, "", error=str(exc))
+                    continue
+                yield _Task(name, link, path)
+
+        return cls(tasks, dest, total=len(parsed), source=template, opts=opts)
+
+    @classmethod
+    def from_request(cls, body: Mapping[str, Any], dest: str | os.PathLike) -> Job:
+        """A job from an AIStore downloader request body (a dict, as parsed from JSON).
+
+        ``type`` is ``single`` (``link``, ``object_name``), ``multi`` (``objects``: a
+        list of links or a map name -> link) or ``range`` (``template``, ``subdir``);
+        common fields are ``description``, ``timeout`` (a duration such as ``"1m30s"``),
+        ``limits`` (``connections``, ``bytes_per_hour``) and ``headers``.
+        """
+        if not isinstance(body, Mapping):
+            raise InvalidInputError(f"request body {body!r} is not valid: expected a JSON object")
+        kind = body.get("type")
+        if not kind:
+            raise InvalidInputError(
+                "request body has no 'type': use one of 'single', 'multi', 'range'"
+            )
+        limits = body.get("limits") or {}
+        if not isinstance(limits, Mapping):
+            raise InvalidInputError(f"'limits' {limits!r} is not valid: expected an object")
+        for key in ("connections", "bytes_per_hour"):
+            value = limits.get(key, 0)
+            if not isinstance(value, int) or value < 0:
+                raise InvalidInputError(
+                    f"'limits.{key}' must be a non-negative integer (got: {value!r})"
+                )
+        headers = body.get("headers")
+        if isinstance(headers, Mapping):
+            headers = {
+                k: ", ".join(v) if isinstance(v, list) else str(v) for k, v in headers.items()
+            }
+        opts: dict[str, Any] = {
+            "description": body.get("description") or None,
+            "timeout": body.get("timeout") or None,
+            "connections": limits.get("connections") or None,
+            "bytes_per_hour": limits.get("bytes_per_hour") or None,
+            "headers": headers or None,
+        }
+        if kind == "single":
+            if not body.get("link"):
+                raise InvalidInputError("missing 'link' in the request body")
+            return cls.single(body["link"], dest, body.get("object_name") or None, **opts)
+        if kind == "multi":
+            objects = body.get("objects")
+            if not objects:
+                raise InvalidInputError("missing 'objects' in the request body")
+            if isinstance(objects, Mapping):
+                bad = [k for k, v in objects.items() if not isinstance(v, str)]
+            elif isinstance(objects, list):
+                bad = [v for v in objects if not isinstance(v, str)]
+            else:
+                raise InvalidInputError(
+                    "'objects' must be a map (name -> link) or a list of links, "
+                    f"found {type(objects).__name__}"
+                )
+            if bad:
+                raise InvalidInputError(f"'objects' must hold strings, found {bad[:3]!r}")
+            return cls.multi(objects, dest, **opts)
+        if kind == "range":
+            if not body.get("template"):
+                raise InvalidInputError("missing 'template' in the request body")
+            return cls.range(body["template"], dest, body.get("subdir") or None, **opts)
+        raise InvalidInputError(
+            f"request type {kind!r} is not valid: use one of 'single', 'multi', 'range'"
+        )
+
+    # -- running -----------------------------------------------------------------
+
+    def start(self) -> Job:
+        """Start the job in the background and return it at once."""
+        with self._lock:
+            if self._state is not State.PENDING:
+                raise JobStateError(f"job {self.id} was already started ({self._state.value})")
+            self._state = State.RUNNING
+            self._started = time.time()
+        with _registry_lock:
+            _registry[self.id] = self
+        self._thread = threading.Thread(target=self._run, name=f"dlutils-{self.id}", daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        opts = self._opts
+        own = opts.executor is None
+        workers = opts.connections or DEFAULT_WORKERS
+        executor = opts.executor or ThreadPoolExecutor(workers, thread_name_prefix=self.id)
+        live = isinstance(executor, ThreadPoolExecutor)
+        window = threading.BoundedSemaphore(opts.connections or workers * 2)
+        manifest = Manifest(self.dest or ".")
+        limiter = TokenBucket.per_hour(opts.bytes_per_hour) if opts.bytes_per_hour else None
+        common = {
+            "cache": opts.cache,
+            "timeout": opts.timeout,
+            "session": opts.session,
+            "headers": opts.headers,
+            "retries": opts.retries,
+            "manifest": manifest,
+            **({"segments": 1} if opts.connections else {}),
+            **opts.extra,
+        }
+        if opts.progress:
+            self._open_bar()
+        try:
+            for task in self._tasks():
+                if not self._acquire(window):
+                    break
+                with self._lock:
+                    self._scheduled += 1
+                    self._inflight += 1
+                if live:
+                    future = executor.submit(self._execute, task, common, limiter)
+                else:
+                    future = executor.submit(_execute_elsewhere, task, common)
+                future.add_done_callback(
+                    lambda f, t=task: self._task_done(t, f, window, counted_bytes=live)
+                )
+            else:
+                with self._lock:
+                    self._all_dispatched = True
+        except Exception as exc:  # a request that fails while it is being expanded
+            log.exception("job %s could not list its objects", self.id)
+            with self._lock:
+                self._errors += 1
+                self._download_errors.append(("<request>", _describe(exc, "")))
+        finally:
+            with self._lock:
+                while self._inflight:
+                    self._idle.wait(0.5)
+            if own:
+                executor.shutdown(wait=True)
+            manifest.close()
+            with self._lock:
+                self._state = State.ABORTED if self._abort.is_set() else State.FINISHED
+                self._finished = time.time()
+            self._close_bar()
+            self._done.set()
+
+    def _acquire(self, window: threading.BoundedSemaphore) -> bool:
+        while not window.acquire(timeout=0.2):
+            if self._abort.is_set():
+                return False
+        if self._abort.is_set():
+            window.release()
+            return False
+        return True
+
+    def _execute(self, task: _Task, common: dict[str, Any], limiter: Any) -> Fetched:
+        if self._abort.is_set():
+            raise DownloadAborted("job aborted before this object started")
+        _raise_if_unusable(task)
+        entry = [task.name, 0, task.size]
+        with self._lock:
+            self._current[task.name] = entry
+        progress = _TaskProgress(self, entry)
+        try:
+            return fetch(
+                task.link,
+                task.path,
+                **common,
+                **_task_extras(task),
+                progress=progress,
+                abort=self._abort,
+                limiter=limiter,
+            )
+        finally:
+            progress.close()
+            with self._lock:
+                self._current.pop(task.name, None)
+
+    def _task_done(
+        self, task: _Task, future: Future, window: threading.BoundedSemaphore, counted_bytes: bool
+    ) -> None:
+        window.release()
+        with self._lock:
+            self._inflight -= 1
+            exc = None if future.cancelled() else future.exception()
+            if future.cancelled() or (isinstance(exc, DownloadAborted) and self._abort.is_set()):
+                self._scheduled -= 1  # dropped by the abort, not failed
+            elif exc is not None:
+                self._errors += 1
+                self._download_errors.append((task.name, _describe(exc, task.link)))
+            else:
+                fetched: Fetched = future.result()
+                self._finished_cnt += 1
+                self._skipped += fetched.skipped
+                if not counted_bytes:
+                    self._bytes += fetched.received
+                self._recent.append(TaskInfo(task.name, fetched.size or 0, fetched.size))
+            self._idle.notify_all()
+            bar, done, nbytes = self._bar, self._finished_cnt + self._errors, self._bytes
+        if bar is not None:
+            bar.update(done - bar.n)
+            bar.set_postfix_str(f"{format_size(nbytes)}, {self._errors} errors", refresh=False)
+
+    def _add_bytes(self, nbytes: int) -> None:
+        with self._lock:
+            self._bytes += nbytes
+
+    def _open_bar(self) -> None:
+        from tqdm.auto import tqdm
+
+        self._bar = tqdm(total=self._total, unit="file", desc=self.id, dynamic_ncols=True)
+
+    def _close_bar(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+    # -- control and status ------------------------------------------------------
+
+    def abort(self) -> None:
+        """Stop: drop queued objects, stop running transfers (their ``.part`` files stay).
+
+        Aborting a finished job changes nothing.
+        """
+        with self._lock:
+            if self._state in (State.FINISHED, State.ABORTED):
+                return
+            if self._state is State.PENDING:
+                self._state = State.ABORTED
+                self._finished = time.time()
+                self._abort.set()
+                self._done.set()
+                return
+        self._abort.set()
+
+    def wait(self, timeout: float | None = None) -> JobStatus:
+        """Wait until the job is finished or aborted and return its status.
+
+        Raises :class:`TimeoutError` when ``timeout`` seconds pass first.
+        """
+        if self._state is State.PENDING:
+            raise JobStateError(f"job {self.id} was never started: call start() first")
+        if not self._done.wait(timeout):
+            raise TimeoutError(f"job {self.id} is still running after {timeout} s")
+        return self.status()
+
+    def status(self) -> JobStatus:
+        """A consistent snapshot of the job's counters and tasks."""
+        with self._lock:
+            return JobStatus(
+                id=self.id,
+                description=self.description,
+                state=self._state,
+                total=self._total,
+                scheduled=self._scheduled,
+                finished=self._finished_cnt,
+                skipped=self._skipped,
+                errors=self._errors,
+                bytes=self._bytes,
+                started_time=_utc(self._started),
+                finished_time=_utc(self._finished),
+                all_dispatched=self._all_dispatched,
+                current_tasks=tuple(
+                    TaskInfo(name, done, total) for name, done, total in self._current.values()
+                ),
+                finished_tasks=tuple(self._recent),
+                download_errors=tuple(sorted(self._download_errors)),
+            )
+
+    @property
+    def paths(self) -> list[str]:
+        """The local path of every object of the job (derived again from the request)."""
+        return [task.path for task in self._tasks() if task.path]
+
+    def __repr__(self) -> str:
+        status = self.status()
+        return f"<Job {self.id} {status.state.value} {self.description!r}>"
+
+
+class _TaskProgress(Callback):
+    """Feeds one task's bytes to its job's counters and, for big files, a bar of its own."""
+
+    def __init__(self, job: Job, entry: list[Any]):
+        self.job = job
+        self.entry = entry
+        self.bar: TqdmCallback | None = None
+
+    def set_size(self, size: int | None) -> None:
+        with self.job._lock:
+            self.entry[2] = size
+        if self.job._opts.progress and size and size >= FILE_BAR_THRESHOLD and self.bar is None:
+            self.bar = TqdmCallback(self.entry[0], leave=False)
+            self.bar.set_size(size)
+
+    def update(self, nbytes: int) -> None:
+        with self.job._lock:
+            self.entry[1] += nbytes
+            self.job._bytes += nbytes
+        if self.bar is not None:
+            self.bar.update(nbytes)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _execute_elsewhere(task: _Task, common: dict[str, Any]) -> Fetched:
+    """The task run by an executor of other processes: no shared progress, abort or limiter."""
+    _raise_if_unusable(task)
+    return fetch(task.link, task.path, **common, **_task_extras(task))
+
+
+def _raise_if_unusable(task: _Task) -> None:
+    if task.error:
+        raise InvalidInputError(task.error)
+
+
+def _task_extras(task: _Task) -> dict[str, Any]:
+    extras: dict[str, Any] = {}
+    if task.checksum:
+        extras["checksum"] = task.checksum
+    if task.size is not None:
+        extras["expected_size"] = task.size
+    return extras
+
+
+def _describe(exc: BaseException, link: str) -> str:
+    message = f"{type(exc).__name__}: {exc}"
+    if link and link in message:
+        message = message.replace(link, redact(link))
+    if link and redact(link) not in message:
+        message = f"{message} ({redact(link)})"
+    return message
+
+
+def _name_for(link: str, name: str | None) -> str:
+    chosen = name if name is not None else object_name(link)
+    if not chosen:
+        raise InvalidInputError(
+            f"cannot take an object name from {redact(link)!r}: give one (object_name= or a "
+            "dict name -> link)"
+        )
+    return check_name(chosen, what="object name")
+
+
+def _utc(moment: float | None) -> datetime | None:
+    return datetime.fromtimestamp(moment, tz=timezone.utc) if moment is not None else None
+
+
+# ------------------------------------------------------------------------------- entry points
+
+
+def download(
+    source: str | Iterable[str] | Mapping[str, str], dest: str | os.PathLike, **opts: Any
+) -> Job:
+    """Start a job for ``source`` and return it at once.
+
+    A dict or a list means a multi job, a string with a brace range a range job,
+    any other string a single link.
+    """
+    if isinstance(source, Mapping) or (
+        not isinstance(source, str) and isinstance(source, Iterable)
+    ):
+        job = Job.multi(source, dest, **opts)
+    elif isinstance(source, str) and templates.has_template(source):
+        job = Job.range(source, dest, **opts)
+    else:
+        job = Job.single(source, dest, **opts)  # type: ignore[arg-type]
+    return job.start()
+
+
+def _run_to_end(job: Job) -> list[str]:
+    try:
+        status = job.wait()
+    except BaseException:
+        job.abort()
+        raise
+    if status.errors:
+        raise JobFailedError(status.download_errors, job.paths)
+    return job.paths
+
+
+def range_download(
+    template: str,
+    local_dirpath: str | os.PathLike | None = None,
+    *,
+    cache: bool = True,
+    timeout: float | None = None,
+    session: Any = None,
+    verbose: bool = False,
+    **opts: Any,
+) -> list[str]:
+    """Download every link of a brace template into a folder; return the paths.
+
+    If any object fails, the others still finish, then one
+    :class:`~dlutils.JobFailedError` lists every failure.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from dlutils import range_download
+    >>> from dlutils.localserver import LocalServer
+    >>> with LocalServer({f"s/{i:02d}.txt": b"x" for i in range(12)}) as server, \\
+    ...         tempfile.TemporaryDirectory() as dest:
+    ...     paths = range_download(server.url + "/s/{00..11..5}.txt", dest)
+    ...     print([p[len(dest) + 1:] for p in paths])
+    ['00.txt', '05.txt', '10.txt']
+    """
+    dest = local_dirpath if local_dirpath is not None else ""
+    job = Job.range(
+        template, dest, cache=cache, timeout=timeout, session=session, progress=verbose, **opts
+    )
+    return _run_to_end(job.start())
+
+
+def multi_download(
+    objects: Iterable[str] | Mapping[str, str],
+    local_dirpath: str | os.PathLike | None = None,
+    *,
+    cache: bool = True,
+    timeout: float | None = None,
+    session: Any = None,
+    verbose: bool = False,
+    **opts: Any,
+) -> list[str]:
+    """Download a list of links (or a dict name -> link) into a folder; return the paths.
+
+    If any object fails, the others still finish, then one
+    :class:`~dlutils.JobFailedError` lists every failure.
+    """
+    dest = local_dirpath if local_dirpath is not None else ""
+    job = Job.multi(
+        objects, dest, cache=cache, timeout=timeout, session=session, progress=verbose, **opts
+    )
+    return _run_to_end(job.start())
