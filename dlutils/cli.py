@@ -27,6 +27,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--dest", default="dlutils-demo", help="folder to download into")
     demo.add_argument("--files", type=int, default=24, help="number of files (default 24)")
     demo.add_argument("--size", type=int, default=256 << 10, help="bytes per file")
+    demo.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser
 
 
@@ -41,8 +42,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if args.files < 1 or args.size < 0:
             parser.error(f"--files must be >= 1 and --size >= 0, got {args.files} and {args.size}")
-        first, second = run_demo(args.dest, files=args.files, size=args.size)
-        return 0 if first.files == args.files and second.bodies_sent == 0 else 1
+        first, second = run_demo(
+            args.dest, files=args.files, size=args.size, progress=not args.no_progress
+        )
+        ok = first.status.errors == 0 and first.files == args.files and second.bodies_sent == 0
+        return 0 if ok else 1
     parser.print_help()
     return 2
 

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import os
 import random
-import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from .job import Job, JobStatus
+from .limits import format_size
 from .localserver import LocalServer
-from .sources.http import http_download
-from .templates import count, expand
+from .templates import count
 
-__all__ = ["make_dataset", "run_demo", "DemoRun"]
+__all__ = ["make_dataset", "run_demo", "DemoRun", "describe"]
 
 
 def make_dataset(files: int = 24, size: int = 256 << 10, seed: int = 0) -> dict[str, bytes]:
@@ -25,29 +24,43 @@ def make_dataset(files: int = 24, size: int = 256 << 10, seed: int = 0) -> dict[
 
 @dataclass
 class DemoRun:
-    """What one pass of the demo did, as seen by the server."""
+    """What one pass of the demo did: the job's final status and what the server sent."""
 
-    files: int
+    status: JobStatus
     bodies_sent: int
     not_modified: int
     bytes_sent: int
-    seconds: float
+
+    @property
+    def files(self) -> int:
+        return self.status.finished
 
 
-def _one_pass(server: LocalServer, template: str, dest: str, workers: int) -> DemoRun:
+def _one_pass(server: LocalServer, template: str, dest: str, progress: bool) -> DemoRun:
     server.clear_log()
-    started = time.monotonic()
-    links = list(expand(template))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        paths = list(pool.map(lambda link: http_download(link, dest), links))
-    seconds = time.monotonic() - started
+    job = Job.range(template, dest, description=f"demo -> {dest}", progress=progress)
+    status = job.start().wait()
     records = [r for r in server.requests if r.method == "GET"]
     return DemoRun(
-        files=len(paths),
+        status=status,
         bodies_sent=sum(1 for r in records if r.status in (200, 206)),
         not_modified=sum(1 for r in records if r.status == 304),
         bytes_sent=sum(r.bytes_sent for r in records),
-        seconds=seconds,
+    )
+
+
+def describe(status: JobStatus) -> str:
+    """One line about a finished job, as ``dlutils show download`` prints it."""
+    seconds = (
+        (status.finished_time - status.started_time).total_seconds()
+        if status.finished_time and status.started_time
+        else 0.0
+    )
+    downloaded = status.finished - status.skipped
+    return (
+        f"{status.id} {status.state.value}: {downloaded} files downloaded, "
+        f"skipped: {status.skipped}, errors: {status.errors}, "
+        f"{format_size(status.bytes)} in {seconds:.2f}s"
     )
 
 
@@ -56,13 +69,13 @@ def run_demo(
     *,
     files: int = 24,
     size: int = 256 << 10,
-    workers: int = 4,
+    progress: bool = True,
     echo: Callable[[str], object] = print,
 ) -> tuple[DemoRun, DemoRun]:
-    """Serve :func:`make_dataset` locally, fetch it with a brace template, then fetch it again.
+    """Serve :func:`make_dataset` locally, fetch it with a range job, then fetch it again.
 
-    The second pass finds every file current (the server answers ``304 Not
-    Modified``) and transfers no body. Returns both passes.
+    The second job finds every file current (the server answers ``304 Not
+    Modified``), counts them as skipped and transfers no body. Returns both passes.
     """
     dataset = make_dataset(files, size)
     last = len(dataset) - 1
@@ -71,16 +84,13 @@ def run_demo(
     with LocalServer(dataset) as server:
         template = server.url_for("shards/shard-") + f"{{{0:0{width}d}..{last:0{width}d}}}.bin"
         echo(f"serving {len(dataset)} files of {size:,} bytes at {server.url}")
-        echo(f"template: {template}  ({count(template)} names)")
-        first = _one_pass(server, template, dest, workers)
+        echo(f"range job: {template} -> {dest}/  ({count(template)} names)")
+        first = _one_pass(server, template, dest, progress)
+        echo(f"first run:  {describe(first.status)}")
+        second = _one_pass(server, template, dest, progress)
+        echo(f"second run: {describe(second.status)}")
         echo(
-            f"first run:  {first.files} files in {dest}/, {first.bodies_sent} downloaded, "
-            f"{first.bytes_sent:,} bytes in {first.seconds:.2f}s"
-        )
-        second = _one_pass(server, template, dest, workers)
-        echo(
-            f"second run: {second.files} files current, {second.bodies_sent} downloaded, "
-            f"{second.not_modified} answered 304 Not Modified, {second.bytes_sent:,} bytes "
-            f"in {second.seconds:.2f}s"
+            f"the server sent {second.bodies_sent} bodies and answered "
+            f"{second.not_modified} requests with 304 Not Modified on the second run"
         )
     return first, second

@@ -232,7 +232,6 @@ def call_with_retries(
     conditional GET); pauses follow ``retry`` and honour a server's ``Retry-After``.
     """
     retry = retry or RetryPolicy()
-    rng = rng or random.Random()
     attempt = 0
     while True:
         if abort is not None and abort.is_set():
@@ -305,8 +304,9 @@ def download(
         Size the object must have (from a listing); a different size is an error.
     progress : Callback or callable, optional
         Receives byte counts, at most ten times a second.
-    limiter : object with ``acquire(nbytes)``, optional
-        A shared rate limiter, called before each chunk is written.
+    limiter : object with ``acquire(nbytes, abort=None)``, optional
+        A shared rate limiter (:class:`dlutils.limits.TokenBucket`), called before each
+        chunk is written; it must return early, raising, when ``abort`` is set.
     abort : threading.Event, optional
         Set it to stop; the ``.part`` stays for a later resume. An :class:`AbortEvent`
         also interrupts a read blocked on the network.
@@ -368,7 +368,7 @@ def download(
         segment_threshold=segment_threshold,
         sleep=sleep,
         clock=clock,
-        rng=rng or random.Random(),
+        rng=rng,
         fsync=fsync,
     )
     try:
@@ -674,7 +674,7 @@ class _Transfer:
             if not data:
                 break
             if s.limiter is not None:
-                s.limiter.acquire(len(data))
+                s.limiter.acquire(len(data), abort=s.abort)
             self._write(data, position)
             position += len(data)
             self.received += len(data)
@@ -865,7 +865,7 @@ class _Transfer:
                     )
                 data = data[:want]
                 if s.limiter is not None:
-                    s.limiter.acquire(len(data))
+                    s.limiter.acquire(len(data), abort=s.abort)
                 self._write(data, position)
                 with lock:
                     seg[2] += len(data)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -31,8 +32,13 @@ def test_demo_downloads_every_file_then_nothing(tmp_path):
     assert {name: len(body) for name, body in got.items()} == dict.fromkeys(expected, 1000)
     assert got == expected
     assert list(dest.rglob("*.part")) == []
-    assert "first run:  5 files" in proc.stdout and ", 5 downloaded" in proc.stdout
-    assert "second run: 5 files current, 0 downloaded" in proc.stdout
+    assert re.search(
+        r"first run:  dnl-\w+ finished: 5 files downloaded, skipped: 0, errors: 0", proc.stdout
+    )
+    assert re.search(
+        r"second run: dnl-\w+ finished: 0 files downloaded, skipped: 5, errors: 0", proc.stdout
+    )
+    assert "sent 0 bodies and answered 5 requests with 304 Not Modified" in proc.stdout
 
 
 def test_no_command_prints_help_and_exits_2(tmp_path):
@@ -66,7 +72,7 @@ def test_version(tmp_path):
 def test_run_demo_in_process(tmp_path):
     lines: list[str] = []
     dest = tmp_path / "d"
-    first, second = run_demo(str(dest), files=3, size=10, echo=lines.append)
+    first, second = run_demo(str(dest), files=3, size=10, progress=False, echo=lines.append)
     assert (first.files, first.bodies_sent, first.bytes_sent) == (3, 3, 30)
     assert (second.files, second.bodies_sent, second.not_modified, second.bytes_sent) == (
         3,
@@ -75,7 +81,8 @@ def test_run_demo_in_process(tmp_path):
         0,
     )
     assert sorted(p.name for p in dest.glob("*.bin")) == [f"shard-{i:03d}.bin" for i in range(3)]
-    assert len(lines) == 4
+    assert (first.status.skipped, second.status.skipped, second.status.finished) == (0, 3, 3)
+    assert len(lines) == 5
     assert lines[0].startswith("serving 3 files of 10 bytes at http://127.0.0.1:")
     assert lines[1].endswith("(3 names)")
-    assert lines[3].startswith("second run: 3 files current, 0 downloaded, 3 answered 304")
+    assert "finished: 0 files downloaded, skipped: 3, errors: 0" in lines[3]

@@ -329,6 +329,18 @@ def test_bytes_per_hour_is_shared_by_the_job(http_server, tmp_path, monkeypatch)
     assert sum(n for _, n in seen) == 4000
 
 
+def test_abort_does_not_wait_for_the_rate_limiter(http_server, tmp_path):
+    http_server.put("slow.bin", b"s" * (3 * MiB))
+    # One byte a second: the first 1 MiB chunk alone would wait twelve days.
+    job = Job.single(http_server.url_for("slow.bin"), tmp_path, bytes_per_hour=3600).start()
+    deadline = time.monotonic() + 30
+    while not job.status().current_tasks:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    job.abort()
+    assert job.wait(30).state is State.ABORTED
+
+
 @pytest.mark.parametrize(
     ("opts", "match"),
     [
