@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import posixpath
 import re
+import stat
 from email.message import Message
 from email.utils import collapse_rfc2231_value
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
@@ -210,12 +211,23 @@ def join_inside(folder: str | os.PathLike, name: str, *, what: str = "name") -> 
     """
     clean = check_name(name, what=what)
     folder = os.fspath(folder)
-    path = os.path.join(folder, *clean.split("/"))
-    root = os.path.realpath(folder)
-    resolved = os.path.realpath(path)
-    if resolved != root and not resolved.startswith(root.rstrip(os.sep) + os.sep):
-        raise UnsafePathError(
-            f"{what} {name!r} is not safe: through a symbolic link it resolves to {resolved!r}, "
-            f"outside the destination {folder!r}"
-        )
+    parts = clean.split("/")
+    path = os.path.join(folder, *parts)
+    # Only the components below ``folder`` can lead out of it, and only through a symbolic
+    # link: one lstat each, and a full resolution only when a link is found.
+    current = folder
+    for part in parts:
+        current = os.path.join(current, part)
+        try:
+            mode = os.lstat(current).st_mode
+        except (FileNotFoundError, NotADirectoryError):
+            break  # nothing deeper exists yet
+        if stat.S_ISLNK(mode):
+            root = os.path.realpath(folder)
+            resolved = os.path.realpath(current)
+            if resolved != root and not resolved.startswith(root.rstrip(os.sep) + os.sep):
+                raise UnsafePathError(
+                    f"{what} {name!r} is not safe: through a symbolic link it resolves to "
+                    f"{resolved!r}, outside the destination {folder!r}"
+                )
     return path

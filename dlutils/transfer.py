@@ -568,15 +568,13 @@ class _Transfer:
     def _attempt(self, first: Body | None) -> int | None:
         """Bring the ``.part`` to completion; returns (a body for headers, the total)."""
         s = self.s
-        partial = self._partial()
         part_size = os.fstat(self.fd).st_size
+        # An empty .part has nothing to resume: no need to ask the journal.
+        partial = self._partial() if part_size else None
         if partial is None and part_size:
             log.info("%s has no resume record; starting %s from zero", s.part, s.path)
             self._truncate()
             part_size = 0
-        elif partial is not None and not part_size:
-            self._forget()
-            partial = None
         if partial is not None and partial.get("segments"):
             return self._resume_segments(partial, first)
         offset = part_size
