@@ -387,18 +387,18 @@ def same_object(local: ObjectAttrs, remote: ObjectAttrs) -> bool:
        other attributes decide alone.
     2. **Evidence**, each counted at most once:
 
-       ============  ==================  ====================================================
-       attribute     trusted alone       notes
-       ============  ==================  ====================================================
-       sha256, md5   yes                 content digests, compared whatever the sources
-       crc32c        no                  a 32-bit CRC collides too easily to decide alone
-       version       no                  S3 version id, GCS generation, HF commit
-       strong ETag   yes, if ``source``  not counted when its value equals a matched digest
-                     is known and equal  or version (an S3 single-part ETag *is* the md5)
-       weak ETag     never counted       different opaque tags still mean ``False``
-       last_modified never counted       a mismatch means ``False``; one-second resolution,
-                                         and often the very input of the ETag
-       ============  ==================  ====================================================
+       =============  ==================  ====================================================
+       attribute      trusted alone       notes
+       =============  ==================  ====================================================
+       sha256, md5    yes                 content digests, compared whatever the sources
+       crc32c         no                  a 32-bit CRC collides too easily to decide alone
+       version        no                  S3 version id, GCS generation
+       strong ETag    yes, if ``source``  not counted when its value equals a matched digest
+                      is known and equal  or version (an S3 single-part ETag *is* the md5)
+       weak ETag      never counted       different opaque tags still mean ``False``
+       last_modified  never counted       a mismatch means ``False``; one-second resolution,
+                                          and often the very input of the ETag
+       =============  ==================  ====================================================
 
     3. **Current** when one trusted attribute matches, or two counted ones do.
 
