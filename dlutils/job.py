@@ -30,11 +30,11 @@ from .errors import (
     JobNotFoundError,
     JobStateError,
 )
-from .freshness import Manifest
+from .freshness import Manifest, ObjectAttrs
 from .limits import TokenBucket, format_size, parse_duration, parse_size
 from .names import check_name, join_inside, object_name, redact
 from .progress import Callback, TqdmCallback
-from .sources import check_link, fetch
+from .sources import BUCKET_SCHEMES, check_link, fetch, list_objects, scheme_of
 from .transfer import AbortEvent, Fetched
 
 __all__ = [
@@ -102,6 +102,8 @@ class JobStatus:
     current_tasks: tuple[TaskInfo, ...] = ()
     finished_tasks: tuple[TaskInfo, ...] = ()
     download_errors: tuple[tuple[str, str], ...] = ()
+    #: Local files removed by a synchronising backend job (counted in ``finished`` too).
+    deleted: int = 0
 
     @property
     def pending(self) -> int:
@@ -137,6 +139,7 @@ class JobStatus:
             "scheduled_cnt": self.scheduled,
             "skipped_cnt": self.skipped,
             "error_cnt": self.errors,
+            "deleted_cnt": self.deleted,
             "total": self.total if self.total is not None else -1,
             "all_dispatched": self.all_dispatched,
             "aborted": self.aborted,
@@ -156,6 +159,8 @@ class _Task:
     size: int | None = None
     #: Why this object cannot be fetched (an unsafe name), recorded as its error.
     error: str | None = None
+    #: What a bucket listing said of the object, so an unchanged one costs no request.
+    remote_attrs: ObjectAttrs | None = None
 
 
 @dataclass
@@ -188,6 +193,11 @@ _OPTION_NAMES = {
     "backoff",
     "segments",
     "segment_threshold",
+    # options of one source, passed only to links of that scheme
+    "aws_profile",
+    "endpoint_url",
+    "region",
+    "token",
 }
 
 
@@ -225,7 +235,8 @@ def _options(opts: Mapping[str, Any]) -> _Options:
     result.executor = executor
     result.progress = bool(opts.get("progress", False) or opts.get("verbose", False))
     result.session = opts.get("session")
-    result.extra = {k: opts[k] for k in ("backoff", "segments", "segment_threshold") if k in opts}
+    passed = ("backoff", "segments", "segment_threshold", "aws_profile", "endpoint_url", "region")
+    result.extra = {k: opts[k] for k in (*passed, "token") if k in opts}
     return result
 
 
@@ -311,9 +322,11 @@ class Job:
         total: int | None,
         source: str,
         opts: Mapping[str, Any],
+        sync: Callable[[Job, Manifest], None] | None = None,
     ):
         self._opts = _options(opts)
         self._tasks = tasks
+        self._sync = sync
         self.dest = os.fspath(dest)
         self.id = "dnl-" + secrets.token_hex(5)
         self.description = self._opts.description or f"{redact(source)} -> {self.dest or '.'}"
@@ -326,6 +339,7 @@ class Job:
         self._started: float | None = None
         self._finished: float | None = None
         self._scheduled = self._finished_cnt = self._skipped = self._errors = self._bytes = 0
+        self._deleted = 0
         self._inflight = 0
         self._all_dispatched = False
         self._current: dict[str, list[Any]] = {}
@@ -421,6 +435,81 @@ class Job:
         return cls(tasks, dest, total=len(parsed), source=template, opts=opts)
 
     @classmethod
+    def backend(
+        cls,
+        bucket_uri: str,
+        dest: str | os.PathLike,
+        prefix: str = "",
+        suffix: str = "",
+        sync: bool = False,
+        **opts: Any,
+    ) -> Job:
+        """Everything in a bucket (``s3://``, ``gs://``, ``ais://``) under a prefix.
+
+        Local names are the object names relative to the folder in ``bucket_uri``
+        (``s3://bucket/train/`` puts ``train/a/0.tar`` at ``dest/a/0.tar``); ``prefix``
+        and ``suffix`` filter them. Objects already current are skipped with no
+        request. With ``sync=True``, once the whole listing has been seen, local files
+        this job's bucket put there (as the folder's manifest records) whose objects
+        are gone are deleted; files from elsewhere, or changed by hand, are kept.
+        """
+        scheme = scheme_of(check_link(bucket_uri))
+        if scheme not in BUCKET_SCHEMES:
+            raise InvalidInputError(
+                f"bucket {redact(bucket_uri)!r} is not a bucket link: use "
+                f"{', '.join(s + '://bucket/' for s in BUCKET_SCHEMES)}"
+            )
+        root, folder = _bucket_root(bucket_uri)
+        if not isinstance(prefix, str) or not isinstance(suffix, str):
+            raise InvalidInputError(f"prefix={prefix!r} / suffix={suffix!r}: use strings")
+        lister_opts = _options(opts)
+        listing_options = {"timeout": lister_opts.timeout, "session": lister_opts.session}
+        listing_options.update(
+            {
+                k: v
+                for k, v in lister_opts.extra.items()
+                if k in ("aws_profile", "endpoint_url", "region", "token")
+            }
+        )
+        listed: set[str] | None = set() if sync else None
+
+        def tasks() -> Iterator[_Task]:
+            for key, attrs in list_objects(root + folder, prefix, suffix, **listing_options):
+                name = key[len(folder) :] if key.startswith(folder) else key
+                if listed is not None:
+                    listed.add(name)
+                try:
+                    path = join_inside(dest, name, what="object name")
+                except DownloadError as exc:
+                    yield _Task(name, root + key, "", error=str(exc))
+                    continue
+                yield _Task(name, root + key, path, remote_attrs=attrs)
+
+        def synchronise(job: Job, manifest: Manifest) -> None:
+            assert listed is not None
+            for name, record in manifest.records(prefix):
+                if name in listed or not name.endswith(suffix):
+                    continue
+                if record.source != root + folder + name:
+                    continue  # not from this bucket: a web link, or another folder
+                path = os.path.join(manifest.root, *name.split("/"))
+                if manifest.get(path) is None:
+                    continue  # changed by hand since it was downloaded: keep it
+                os.unlink(path)
+                manifest.remove(path)
+                log.info("%s: %s is gone from %s; deleted %s", job.id, name, root, path)
+                job._record_deletion(name)
+
+        return cls(
+            tasks,
+            dest,
+            total=None,
+            source=root + folder + prefix + ("*" + suffix if suffix else ""),
+            opts=opts,
+            sync=synchronise if sync else None,
+        )
+
+    @classmethod
     def from_request(cls, body: Mapping[str, Any], dest: str | os.PathLike) -> Job:
         """A job from an AIStore downloader request body (a dict, as parsed from JSON).
 
@@ -434,7 +523,7 @@ class Job:
         kind = body.get("type")
         if not kind:
             raise InvalidInputError(
-                "request body has no 'type': use one of 'single', 'multi', 'range'"
+                "request body has no 'type': use one of 'single', 'multi', 'range', 'backend'"
             )
         limits = body.get("limits") or {}
         if not isinstance(limits, Mapping):
@@ -481,8 +570,17 @@ class Job:
             if not body.get("template"):
                 raise InvalidInputError("missing 'template' in the request body")
             return cls.range(body["template"], dest, body.get("subdir") or None, **opts)
+        if kind == "backend":
+            return cls.backend(
+                _bucket_from_request(body.get("bucket")),
+                dest,
+                prefix=body.get("prefix") or "",
+                suffix=body.get("suffix") or "",
+                sync=bool(body.get("synchronize", False)),
+                **opts,
+            )
         raise InvalidInputError(
-            f"request type {kind!r} is not valid: use one of 'single', 'multi', 'range'"
+            f"request type {kind!r} is not valid: use one of 'single', 'multi', 'range', 'backend'"
         )
 
     # -- running -----------------------------------------------------------------
@@ -525,28 +623,43 @@ class Job:
             for task in self._tasks():
                 if not self._acquire(window):
                     break
+                try:
+                    if live:
+                        future = executor.submit(self._execute, task, common, limiter)
+                    else:
+                        future = executor.submit(_execute_elsewhere, task, common)
+                except BaseException:
+                    window.release()  # e.g. the caller shut its executor down
+                    raise
                 with self._lock:
                     self._scheduled += 1
                     self._inflight += 1
-                if live:
-                    future = executor.submit(self._execute, task, common, limiter)
-                else:
-                    future = executor.submit(_execute_elsewhere, task, common)
                 future.add_done_callback(
                     lambda f, t=task: self._task_done(t, f, window, counted_bytes=live)
                 )
             else:
                 with self._lock:
                     self._all_dispatched = True
+                    if self._total is None:  # a listing: known once it is complete
+                        self._total = self._scheduled
         except Exception as exc:  # a request that fails while it is being expanded
             log.exception("job %s could not list its objects", self.id)
             with self._lock:
                 self._errors += 1
-                self._download_errors.append(("<request>", _describe(exc, "")))
+                self._download_errors.append(("<listing>", _describe(exc, "")))
         finally:
             with self._lock:
                 while self._inflight:
                     self._idle.wait(0.5)
+                complete = self._all_dispatched and not self._abort.is_set()
+            if complete and self._sync is not None:
+                try:
+                    self._sync(self, manifest)
+                except Exception as exc:
+                    log.exception("job %s could not synchronise", self.id)
+                    with self._lock:
+                        self._errors += 1
+                        self._download_errors.append(("<sync>", _describe(exc, "")))
             if own:
                 executor.shutdown(wait=True)
             manifest.close()
@@ -613,9 +726,12 @@ class Job:
             bar.update(done - bar.n)
             bar.set_postfix_str(f"{format_size(nbytes)}, {self._errors} errors", refresh=False)
 
-    def _add_bytes(self, nbytes: int) -> None:
+    def _record_deletion(self, name: str) -> None:
         with self._lock:
-            self._bytes += nbytes
+            self._deleted += 1
+            self._finished_cnt += 1
+            self._total = (self._total or 0) + 1
+            self._recent.append(TaskInfo(name, 0, 0))
 
     def _open_bar(self) -> None:
         from tqdm.auto import tqdm
@@ -676,6 +792,7 @@ class Job:
                 ),
                 finished_tasks=tuple(self._recent),
                 download_errors=tuple(sorted(self._download_errors)),
+                deleted=self._deleted,
             )
 
     @property
@@ -728,6 +845,8 @@ def _raise_if_unusable(task: _Task) -> None:
 
 def _task_extras(task: _Task) -> dict[str, Any]:
     extras: dict[str, Any] = {}
+    if task.remote_attrs is not None:
+        extras["remote_attrs"] = task.remote_attrs
     if task.checksum:
         extras["checksum"] = task.checksum
     if task.size is not None:
@@ -742,6 +861,44 @@ def _describe(exc: BaseException, link: str) -> str:
     if link and redact(link) not in message:
         message = f"{message} ({redact(link)})"
     return message
+
+
+def _bucket_root(bucket_uri: str) -> tuple[str, str]:
+    """``("s3://bucket/", "some/folder/")`` from ``s3://bucket/some/folder``; ais keeps its host."""
+    scheme, rest = bucket_uri.split("://", 1)
+    parts = rest.split("/")
+    head = 2 if scheme.lower() == "ais" else 1  # ais://host:port/bucket/...
+    if len(parts) < head or not all(parts[:head]):
+        raise InvalidInputError(
+            f"bucket {redact(bucket_uri)!r} names no bucket: write it as "
+            + ("'ais://host:port/bucket/'" if head == 2 else f"'{scheme}://bucket/folder/'")
+        )
+    root = f"{scheme.lower()}://" + "/".join(parts[:head]) + "/"
+    folder = "/".join(parts[head:]).lstrip("/")
+    if folder and not folder.endswith("/"):
+        folder += "/"
+    return root, folder
+
+
+_PROVIDERS = {"aws": "s3", "s3": "s3", "gcp": "gs", "gs": "gs", "gcs": "gs"}
+
+
+def _bucket_from_request(bucket: Any) -> str:
+    """A bucket link from a request's ``bucket``: a link, or ``{"name", "provider"}``."""
+    if isinstance(bucket, str) and bucket:
+        return bucket
+    if isinstance(bucket, Mapping) and bucket.get("name"):
+        scheme = _PROVIDERS.get(str(bucket.get("provider", "")).lower())
+        if scheme:
+            return f"{scheme}://{bucket['name']}/"
+        raise InvalidInputError(
+            f"bucket provider {bucket.get('provider')!r} is not valid: use 'aws' or 'gcp', or "
+            "give the bucket as a link such as 'ais://host:8080/bucket/'"
+        )
+    raise InvalidInputError(
+        "missing 'bucket' in the backend request: give a link such as 's3://bucket/folder/' "
+        "or an object {'name': ..., 'provider': 'aws'}"
+    )
 
 
 def _name_for(link: str, name: str | None) -> str:
@@ -767,17 +924,35 @@ def download(
     """Start a job for ``source`` and return it at once.
 
     A dict or a list means a multi job, a string with a brace range a range job,
-    any other string a single link.
+    a bucket link (``s3://bucket``, or any bucket link ending in ``/``) a backend
+    job (``prefix=``, ``suffix=``, ``sync=`` apply), any other string a single link.
     """
-    if isinstance(source, Mapping) or (
-        not isinstance(source, str) and isinstance(source, Iterable)
-    ):
+    backend_opts = {k: opts.pop(k) for k in ("prefix", "suffix", "sync") if k in opts}
+    is_text = isinstance(source, str)
+    if is_text and not templates.has_template(source) and _names_a_bucket(source):
+        return Job.backend(source, dest, **backend_opts, **opts).start()
+    if backend_opts:
+        raise InvalidInputError(
+            f"{', '.join(backend_opts)} apply to bucket links such as 's3://bucket/folder/', "
+            f"not to {redact(source) if is_text else type(source).__name__!r}"
+        )
+    if isinstance(source, Mapping) or (not is_text and isinstance(source, Iterable)):
         job = Job.multi(source, dest, **opts)
-    elif isinstance(source, str) and templates.has_template(source):
+    elif is_text and templates.has_template(source):
         job = Job.range(source, dest, **opts)
     else:
         job = Job.single(source, dest, **opts)  # type: ignore[arg-type]
     return job.start()
+
+
+def _names_a_bucket(source: str) -> bool:
+    """``s3://bucket``, ``gs://bucket/folder/``, ``ais://host/bucket/``: a bucket, not a file."""
+    scheme = scheme_of(source)
+    if scheme not in BUCKET_SCHEMES:
+        return False
+    rest = source.split("://", 1)[1]
+    depth = 2 if scheme == "ais" else 1
+    return source.endswith("/") or rest.count("/") < depth
 
 
 def _run_to_end(job: Job) -> list[str]:

@@ -475,3 +475,13 @@ def test_a_server_error_status_is_recorded(http_server, tmp_path):
         Job.single(http_server.url_for("e.bin"), tmp_path, retries=2, backoff=0).start().wait(60)
     )
     assert result.errors == 1 and "500" in result.download_errors[0][1]
+
+
+def test_an_executor_shut_down_under_the_job_ends_it_with_an_error(shards, tmp_path):
+    pool = ThreadPoolExecutor(2)
+    pool.shutdown()
+    result = Job.range(shards.url + "/d/s-{000..003}.bin", tmp_path, executor=pool)
+    status_ = result.start().wait(30)  # never hangs waiting for tasks that never started
+    assert status_.state is State.FINISHED and not status_.all_dispatched
+    assert status_.errors == 1 and status_.download_errors[0][0] == "<listing>"
+    assert "shutdown" in status_.download_errors[0][1]

@@ -1,20 +1,43 @@
 """Sources: one module per scheme, each a pure download function over the transfer engine.
 
-:func:`fetch` sends a link to the source of its scheme; a Job calls nothing else.
+:func:`fetch` sends a link to the source of its scheme and :func:`list_objects`
+lists a bucket; a Job calls nothing else. Source modules are imported on first use,
+so ``import dlutils`` never imports boto3.
 """
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Iterator
 from typing import Any
 
 from ..errors import InvalidInputError, UnsupportedSchemeError
+from ..freshness import ObjectAttrs
 from ..names import redact
 from ..transfer import Fetched
 
-__all__ = ["fetch", "scheme_of", "SCHEMES", "check_link"]
+__all__ = ["fetch", "list_objects", "scheme_of", "check_link", "SCHEMES", "BUCKET_SCHEMES"]
+
+#: scheme -> (module, fetch function, lister or None)
+_SOURCES: dict[str, tuple[str, str, str | None]] = {
+    "http": ("http", "fetch_http", None),
+    "https": ("http", "fetch_http", None),
+    "s3": ("aws", "fetch_s3", "list_s3"),
+    "gs": ("gcs", "fetch_gcs", "list_gcs"),
+    "ais": ("ais", "fetch_ais", "list_ais"),
+}
+
+#: Options only one scheme understands; the others never see them, so one job can mix
+#: ``https://`` and ``s3://`` links and still pass ``aws_profile=``.
+SOURCE_OPTIONS: dict[str, frozenset[str]] = {
+    "s3": frozenset({"aws_profile", "endpoint_url", "region"}),
+    "gs": frozenset({"token"}),
+}
 
 #: Schemes dlutils reads.
-SCHEMES = ("http", "https")
+SCHEMES = tuple(_SOURCES)
+#: Schemes whose buckets can be listed (backend jobs).
+BUCKET_SCHEMES = tuple(scheme for scheme, (_, _, lister) in _SOURCES.items() if lister)
 
 
 def scheme_of(link: str) -> str:
@@ -30,7 +53,7 @@ def check_link(link: Any) -> str:
             f"link {link!r} is not valid: expected a link such as 'https://example.org/data.csv'"
         )
     scheme = scheme_of(link)
-    if scheme not in SCHEMES:
+    if scheme not in _SOURCES:
         raise UnsupportedSchemeError(
             f"link {redact(link)!r} has {'scheme ' + repr(scheme) if scheme else 'no scheme'}; "
             f"dlutils reads {', '.join(s + '://' for s in SCHEMES)} links"
@@ -38,11 +61,35 @@ def check_link(link: Any) -> str:
     return link
 
 
+def _function(scheme: str, which: int) -> Any:
+    module_name, *names = _SOURCES[scheme]
+    name = names[which - 1]
+    if name is None:
+        raise UnsupportedSchemeError(
+            f"{scheme}:// links name single files, not buckets: list a bucket with "
+            f"{', '.join(s + '://' for s in BUCKET_SCHEMES)}"
+        )
+    module = importlib.import_module(f".{module_name}", __name__)
+    return getattr(module, name)
+
+
+def _for_scheme(scheme: str, options: dict[str, Any]) -> dict[str, Any]:
+    foreign = {key for s, keys in SOURCE_OPTIONS.items() if s != scheme for key in keys}
+    return {key: value for key, value in options.items() if key not in foreign}
+
+
 def fetch(link: str, path: str, **options: Any) -> Fetched:
     """Download ``link`` to the file ``path`` with the source of its scheme."""
     scheme = scheme_of(check_link(link))
-    if scheme in ("http", "https"):
-        from .http import fetch_http
+    return _function(scheme, 1)(link, path, **_for_scheme(scheme, options))
 
-        return fetch_http(link, path, **options)
-    raise UnsupportedSchemeError(f"no source reads {scheme!r} links")  # pragma: no cover
+
+def list_objects(
+    uri: str, prefix: str = "", suffix: str = "", **options: Any
+) -> Iterator[tuple[str, ObjectAttrs]]:
+    """List a bucket (``s3://``, ``gs://``, ``ais://``) under ``prefix``, ending in ``suffix``.
+
+    Yields ``(object name, ObjectAttrs)`` page by page, as the listing arrives.
+    """
+    scheme = scheme_of(check_link(uri))
+    return _function(scheme, 2)(uri, prefix, suffix, **_for_scheme(scheme, options))
