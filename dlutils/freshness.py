@@ -17,7 +17,7 @@ from pathlib import PurePath
 from typing import Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
-from .checksums import b64_to_hex, new_hasher
+from .checksums import ALGORITHMS, b64_to_hex, new_hasher
 from .errors import DownloadError, InvalidInputError, UnsafePathError
 
 __all__ = ["ObjectAttrs", "attrs_from_headers", "same_object", "file_attrs", "Manifest"]
@@ -232,6 +232,8 @@ def attrs_from_headers(url: str, headers: Mapping[str, str]) -> ObjectAttrs:
       multipart suffix is the md5, unless the object is SSE-KMS or SSE-C encrypted;
       full-object ``x-amz-checksum-sha256`` / ``x-amz-checksum-crc32c`` are digests.
     - GCS: ``x-goog-generation`` is the version; ``x-goog-hash`` gives crc32c and md5.
+    - AIStore: ``ais-version`` is the version; ``ais-checksum-type`` / ``-value`` give the
+      md5, crc32c or sha256 of a whole (not ranged) answer; xxhash is not used.
     - HuggingFace: ``X-Linked-Etag`` is the ETag and (64 hex digits) the sha256 of an LFS
       file, ``X-Linked-Size`` the size. ``X-Repo-Commit`` is not used: it names the
       commit of the whole repository, so it changes when any other file does.
@@ -294,6 +296,16 @@ def attrs_from_headers(url: str, headers: Mapping[str, str]) -> ObjectAttrs:
             algorithm = algorithm.strip().lower()
             if algorithm in ("md5", "crc32c"):
                 found[algorithm] = _b64_digest(b64, algorithm) or found.get(algorithm)
+
+    # AIStore: the object's version, and its checksum when it is one of ours; on a ranged
+    # answer the checksum may be the range's own, so only a whole answer's counts.
+    if first("ais-version") is not None:
+        found["version"] = first("ais-version")
+    ais_type = (first("ais-checksum-type") or "").lower()
+    ais_value = (first("ais-checksum-value") or "").lower()
+    if ais_type in ("md5", "crc32c", "sha256") and content_range is None:
+        if len(ais_value) == ALGORITHMS[ais_type] and _HEX.match(ais_value):
+            found[ais_type] = ais_value
 
     linked = first("x-linked-etag")
     if linked is not None:

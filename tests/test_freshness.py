@@ -656,3 +656,26 @@ def test_several_processes_write_at_once(tmp_path):
         assert m.get("p3/199") == ObjectAttrs(version="3.199", source="s3://b/p")
     with sqlite3.connect(tmp_path / Manifest.FILENAME) as db:
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_aistore_version_and_checksum():
+    md5 = "9e107d9d372bb6826bd81d3542a419d6"
+    whole = attrs_from_headers(
+        "ais://h:8080/b/o",
+        {
+            "Content-Length": "43",
+            "ais-version": "3",
+            "ais-checksum-type": "md5",
+            "ais-checksum-value": md5,
+        },
+    )
+    assert (whole.version, whole.md5, whole.size) == ("3", md5, 43)
+    ranged = attrs_from_headers(
+        "ais://h:8080/b/o",
+        {"Content-Range": "bytes 0-9/43", "ais-checksum-type": "md5", "ais-checksum-value": md5},
+    )
+    assert ranged.md5 is None and ranged.size == 43  # a range's checksum is not the object's
+    xx = attrs_from_headers(
+        "ais://h:8080/b/o", {"ais-checksum-type": "xxhash", "ais-checksum-value": "ab" * 8}
+    )
+    assert (xx.md5, xx.crc32c, xx.sha256) == (None, None, None)

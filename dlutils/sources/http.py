@@ -425,13 +425,19 @@ def fetch_http(
     segment_threshold: int = SEGMENT_THRESHOLD,
     fsync: bool = False,
     sleep: Callable[[float], Any] | None = None,
+    source: str | None = None,
 ) -> Fetched:
-    """Like :func:`http_download`, but say whether the file was downloaded or was current."""
+    """Like :func:`http_download`, but say whether the file was downloaded or was current.
+
+    ``source`` is what the manifest records as the file's origin and messages show
+    (default: the link, credentials removed); a source that reads through HTTP, such
+    as ``ais://``, names its own link there.
+    """
     check_http_url(url)
     checksum = parse_checksum(checksum)  # bad input fails before any request
     policy = RetryPolicy(retries=retries, backoff=backoff)
     remote = HttpRemote(url, session=session, headers=headers, timeout=timeout, auth=auth)
-    source = redact(url)
+    source = source or redact(url)
     explicit = local_filepath is not None and not _names_a_folder(local_filepath)
     if explicit:
         target: str | None = os.fspath(local_filepath)  # type: ignore[arg-type]
