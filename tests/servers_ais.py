@@ -146,6 +146,12 @@ class AisStandIn:
             etag = f"v1-{value}-{_base36(time.time_ns())}"
         self.target.put(f"v1/objects/{bucket}/{name}", data, etag=etag, headers=headers)
 
+    def delete(self, bucket: str, name: str) -> None:
+        """Remove an object, as if deleted from the cluster."""
+        with self._lock:
+            del self._buckets[bucket][name]
+        self.target.delete(f"v1/objects/{bucket}/{name}")
+
     @property
     def requests(self) -> list[GatewayRequest]:
         """The gateway's request log, oldest first."""
