@@ -203,7 +203,7 @@ def resume_point(path: str | os.PathLike, journal: Journal | None) -> tuple[int,
     try:
         size = os.path.getsize(part_path(path))
         info = journal.get_partial(os.path.abspath(path))
-    except (OSError, Exception):  # noqa: BLE001 - nothing to resume is always a safe answer
+    except Exception:  # noqa: BLE001 - nothing to resume is always a safe answer
         return None
     if not size or not isinstance(info, dict) or not info.get("validator") or info.get("segments"):
         return None
@@ -540,7 +540,9 @@ class _Transfer:
                     attempt = 0  # progress was made: this failure costs no retry
                 if attempt >= s.retry.retries:
                     raise
-                delay = s.retry.delay(attempt, retry_after, rng=s.rng)
+                # A changed object restarts at once: waiting does not change it back.
+                changed = isinstance(exc, RemoteChangedError)
+                delay = 0.0 if changed else s.retry.delay(attempt, retry_after, rng=s.rng)
                 attempt += 1
                 log.info(
                     "retry %d/%d of %s in %.2fs after %s: %s",

@@ -195,9 +195,9 @@ class HttpRemote:
                 f"{status} {response.reason} for url: {self.display} (expected 200 or 206)",
                 response=response,
             )
+        # Bytes are stored as sent (never decoded), so Content-Length counts them even
+        # when a server compresses against our Accept-Encoding: identity.
         first, last, total = _parse_range(response.headers, status)
-        if response.headers.get("Content-Encoding", "identity").lower() not in ("identity", ""):
-            total = total if status == 206 else None
         accepts = status == 206 or response.headers.get("Accept-Ranges", "").lower() == "bytes"
         return Body(
             status=status,
