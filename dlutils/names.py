@@ -21,6 +21,8 @@ __all__ = [
     "redact",
 ]
 
+_BUCKET_SCHEMES = ("s3", "gs", "ais")
+
 # Query parameters whose values are credentials (signed URLs of S3, GCS, Azure, CloudFront, ...).
 _SECRET_PARAM = re.compile(
     r"(sig|signature|token|secret|password|passwd|credential|key|auth|session|policy)",
@@ -79,6 +81,8 @@ def object_name(link: str) -> str:
     """An object's name in a job: the last element of its link's path, percent-decoded.
 
     Query and fragment are removed; the name is not yet checked (see :func:`check_name`).
+    Keys of ``s3://``, ``gs://`` and ``ais://`` links are taken literally, as their
+    own tools do: ``%``, ``?`` and ``#`` are part of the name there.
 
     Examples
     --------
@@ -88,6 +92,9 @@ def object_name(link: str) -> str:
     >>> object_name("s3://bucket/dir/")
     ''
     """
+    scheme, sep, rest = link.partition("://")
+    if sep and scheme.lower() in _BUCKET_SCHEMES:
+        return rest.rsplit("/", 1)[-1]  # bucket keys are literal: no decoding, no query
     return unquote(urlsplit(link).path.rsplit("/", 1)[-1])
 
 

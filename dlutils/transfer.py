@@ -75,8 +75,9 @@ class Body:
     ``start``); ``end`` is the last byte's offset when the body is a range.
     ``total`` is the whole object's size when known; ``validator`` a strong ETag or
     a Last-Modified date usable to pin later range requests to this version.
-    ``interrupt`` (default: ``close``) must make a read blocked in another thread
-    return or raise at once; the engine calls it when the download is aborted.
+    ``interrupt`` must make a read blocked in another thread return or raise at once,
+    without blocking itself; the engine calls it when the download is aborted (by
+    default it closes the body from a thread of its own).
     """
 
     status: int
@@ -508,7 +509,12 @@ class _Transfer:
 
     def _watch(self, body: Body) -> int | None:
         if isinstance(self.s.abort, AbortEvent):
-            return self.s.abort.add_callback(body.interrupt or body.close)
+            # The callback runs in the aborting thread, so it must not block: closing a
+            # body another thread reads can wait for that read.
+            callback = body.interrupt or (
+                lambda: threading.Thread(target=body.close, daemon=True).start()
+            )
+            return self.s.abort.add_callback(callback)
         return None
 
     def _unwatch(self, handle: int | None) -> None:
@@ -540,8 +546,11 @@ class _Transfer:
                     attempt = 0  # progress was made: this failure costs no retry
                 if attempt >= s.retry.retries:
                     raise
-                # A changed object restarts at once: waiting does not change it back.
+                # A changed object restarts from zero at once: its bytes cannot be spliced
+                # onto the .part, and waiting does not change it back.
                 changed = isinstance(exc, RemoteChangedError)
+                if changed:
+                    self._truncate()
                 delay = 0.0 if changed else s.retry.delay(attempt, retry_after, rng=s.rng)
                 attempt += 1
                 log.info(
@@ -605,6 +614,11 @@ class _Transfer:
             if body.status == 416 and offset:
                 if body.total == offset and validator:
                     log.info("%s was complete but not yet placed", s.part)
+                    # Keep what the answer and the journal say of the object, for its record.
+                    headers = dict(body.headers)
+                    name = "ETag" if validator.startswith(('"', "W/")) else "Last-Modified"
+                    headers.setdefault(name, validator)
+                    self.headers, self.validator = headers, validator
                     return offset
                 log.info("%s cannot be resumed at byte %d; starting from zero", s.path, offset)
                 self._truncate()

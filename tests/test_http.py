@@ -559,3 +559,74 @@ def test_compressed_bodies_are_stored_as_served_and_still_segmented(http_server,
     assert open(path, "rb").read() == data  # never decompressed on the way
     # Content-Length counts the bytes as sent, so the size is known and ranges are used.
     assert len([r for r in gets(http_server, "/a.tar.gz") if r.range]) >= 2
+
+
+def test_a_complete_part_placed_after_416_keeps_its_record(http_server, tmp_path):
+    # Killed after the last byte but before the rename: the resume asks for bytes past the
+    # end, the server answers 416, and the file is placed. Its record must still carry
+    # the ETag, or the next call downloads it all again.
+    data = make_random_bytes(2 * MiB)
+    http_server.put("a.bin", data)
+    etag = first_etag(http_server, "a.bin")
+    target = tmp_path / "a.bin"
+    (tmp_path / "a.bin.part").write_bytes(data)
+    with Manifest(tmp_path) as manifest:
+        manifest.put_partial(os.path.abspath(target), {"validator": etag, "total": len(data)})
+    http_server.clear_log()
+    http_download(http_server.url_for("a.bin"), target)
+    assert target.read_bytes() == data
+    assert [r.status for r in gets(http_server, "/a.bin")] == [416]
+    http_download(http_server.url_for("a.bin"), target)
+    assert [r.status for r in gets(http_server, "/a.bin")] == [416, 304]
+
+
+def test_abort_wakes_a_read_on_a_connection_close_response(tmp_path):
+    # http.client hands the socket to the response when the server says Connection:
+    # close; abort must reach it there too (it used to wait for the read timeout).
+    import socket as socket_module
+
+    listener = socket_module.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    stop = threading.Event()
+
+    def serve():
+        conn, _ = listener.accept()
+        conn.recv(65536)
+        conn.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 10000000\r\nConnection: close\r\n\r\n"
+            + b"x" * (MiB + MiB // 2)
+        )
+        stop.wait(600)  # then silence: only an abort can end the read
+        conn.close()
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    abort = dlutils.transfer.AbortEvent()
+    part = tmp_path / "big.bin.part"
+
+    def abort_when_blocked():
+        # After the first 1 MiB is written, the second read waits for bytes that never come.
+        while not (part.exists() and part.stat().st_size >= MiB):
+            time.sleep(0.01)
+        time.sleep(0.1)
+        abort.set()
+
+    outcome = []
+
+    def download():
+        try:
+            http_download(f"http://127.0.0.1:{port}/big.bin", tmp_path, abort=abort, timeout=600)
+        except BaseException as exc:  # noqa: BLE001 - examined below
+            outcome.append(exc)
+
+    worker = threading.Thread(target=download, daemon=True)
+    worker.start()
+    try:
+        abort_when_blocked()
+        # Not a timing check: without the fix the read stays blocked for its 600 s timeout.
+        worker.join(60)
+        assert not worker.is_alive(), "abort did not wake the blocked read"
+        assert len(outcome) == 1 and isinstance(outcome[0], dlutils.DownloadAborted)
+    finally:
+        stop.set()
+        listener.close()

@@ -264,3 +264,18 @@ def test_join_inside_through_a_symlinked_destination(tmp_path):
     link = tmp_path / "link"
     link.symlink_to(real, target_is_directory=True)
     assert join_inside(link, "a.bin") == os.path.join(str(link), "a.bin")
+
+
+@pytest.mark.parametrize(
+    ("link", "name"),
+    [
+        ("https://h/a%20b.bin?x=1#f", "a b.bin"),
+        ("s3://bucket/dir/a%20b.bin", "a%20b.bin"),
+        ("gs://bucket/what?.txt", "what?.txt"),
+        ("ais://h:8080/b/dir/#1.tgz", "#1.tgz"),
+    ],
+)
+def test_object_names_of_bucket_keys_are_literal(link, name):
+    from dlutils.names import object_name
+
+    assert object_name(link) == name

@@ -244,13 +244,6 @@ def _target(local_filepath: str | os.PathLike | None, name: str) -> str:
     return join_inside(folder, name.rsplit("/", 1)[-1], what="name derived from the ais object")
 
 
-def _put(manifest: Manifest, path: str, attrs: ObjectAttrs) -> None:
-    try:
-        manifest.put(os.path.abspath(path), attrs)
-    except Exception:  # noqa: BLE001 - a download stays good without its record
-        log.warning("cannot record %s in %s", path, manifest.root, exc_info=True)
-
-
 def fetch_ais(
     link: str,
     local_filepath: str | os.PathLike | None = None,
@@ -340,7 +333,7 @@ def fetch_ais(
                 current = _current(target, record, known)
             if current:
                 if record is None and keeper is not None:
-                    _put(keeper, target, known)
+                    record(keeper, target, known)
                 if verbose:
                     print(f"Found cached file {target}.")
                 return Fetched(target, True, os.path.getsize(target), 0)

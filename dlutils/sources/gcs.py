@@ -38,7 +38,8 @@ from ..transfer import (
     download,
     resume_point,
 )
-from .http import HttpRemote, _hit, _is_current, _names_a_folder, _put, _with_checksum
+from ._common import hit, is_current, names_a_folder, record, with_verified
+from .http import HttpRemote
 
 __all__ = ["gcs_download", "fetch_gcs", "list_gcs", "GcsRemote", "gcs_endpoint"]
 
@@ -485,7 +486,7 @@ object; write it as 'gs://bucket/path/to/object.bin' (list a folder with list_gc
     bucket, key = _split(uri)
     user_checksum = parse_checksum(checksum)  # bad input fails before any request
     source = f"gs://{bucket}/{key}"
-    explicit = local_filepath is not None and not _names_a_folder(local_filepath)
+    explicit = local_filepath is not None and not names_a_folder(local_filepath)
     if explicit:
         target = shown = os.fspath(local_filepath)  # type: ignore[arg-type]
         folder = os.path.dirname(target)
@@ -515,8 +516,8 @@ object; write it as 'gs://bucket/path/to/object.bin' (list a folder with list_gc
             if attrs is None:
                 url = f"{_object_url(client.endpoint, bucket, key)}?fields={_OBJECT_FIELDS}"
                 attrs = _attrs(bucket, key, client.get_json(url, source))
-            if cache and os.path.isfile(target) and _is_current(target, attrs, keeper, source):
-                return _hit(target, verbose, shown)
+            if cache and os.path.isfile(target) and is_current(target, attrs, keeper, source):
+                return hit(target, verbose, shown)
             if listed and not attrs.version:
                 attrs, listed = None, False  # a listing that cannot pin: ask the object itself
                 continue
@@ -548,9 +549,9 @@ object; write it as 'gs://bucket/path/to/object.bin' (list a folder with list_gc
                 attrs, listed = None, False
                 continue
             if result.outcome != "downloaded":
-                return _hit(target, False, shown)
+                return hit(target, False, shown)
             if keeper is not None:
-                _put(keeper, target, _with_checksum(attrs, result))
+                record(keeper, target, with_verified(attrs, result))
             return Fetched(shown, False, result.size, result.received)
     finally:
         if bar is not None and progress is None:

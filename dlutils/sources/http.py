@@ -6,11 +6,8 @@ import http.client
 import logging
 import os
 import re
-import socket
 import threading
-import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import replace
 from typing import Any
 
 import requests
@@ -19,13 +16,12 @@ import urllib3
 from .._version import __version__
 from ..checksums import parse_checksum
 from ..errors import (
-    CacheMismatchWarning,
     IncompleteDownloadError,
     InvalidInputError,
     UnsafePathError,
     UnsupportedSchemeError,
 )
-from ..freshness import Manifest, ObjectAttrs, attrs_from_headers, same_object
+from ..freshness import Manifest, attrs_from_headers
 from ..names import check_name, join_inside, name_from_content_disposition, name_from_url, redact
 from ..progress import Callback, TqdmCallback
 from ..retry import FATAL_STATUS, RETRYABLE_STATUS, RetryPolicy, parse_retry_after
@@ -33,11 +29,11 @@ from ..transfer import (
     SEGMENT_THRESHOLD,
     Body,
     Fetched,
-    TransferResult,
     call_with_retries,
     download,
     resume_point,
 )
+from ._common import hit, interrupt, is_current, names_a_folder, record, with_verified
 
 __all__ = ["http_download", "fetch_http", "HttpRemote", "default_session", "DEFAULT_TIMEOUT"]
 
@@ -209,7 +205,7 @@ class HttpRemote:
             headers=response.headers,
             read=self._reader(response),
             close=response.close,
-            interrupt=lambda: _interrupt(response),
+            interrupt=lambda: interrupt(response.raw, response.close),
         )
 
     def _raise(self, response: requests.Response) -> None:
@@ -267,22 +263,6 @@ class HttpRemote:
 
 def _noop() -> None:
     pass
-
-
-def _interrupt(response: requests.Response) -> None:
-    """Wake a read blocked on this response in another thread, then close it.
-
-    Closing a socket does not wake a ``recv`` blocked on it in another thread;
-    shutting it down does.
-    """
-    connection = getattr(response.raw, "_connection", None)
-    sock = getattr(connection, "sock", None)
-    if sock is not None:
-        try:
-            sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-    response.close()
 
 
 def http_download(
@@ -438,7 +418,7 @@ def fetch_http(
     policy = RetryPolicy(retries=retries, backoff=backoff)
     remote = HttpRemote(url, session=session, headers=headers, timeout=timeout, auth=auth)
     source = source or redact(url)
-    explicit = local_filepath is not None and not _names_a_folder(local_filepath)
+    explicit = local_filepath is not None and not names_a_folder(local_filepath)
     if explicit:
         target: str | None = os.fspath(local_filepath)  # type: ignore[arg-type]
         folder = os.path.dirname(target) or ""
@@ -480,7 +460,7 @@ def fetch_http(
                 sleep=sleep,
             )
             if first.status == 304 and candidate is not None:
-                return _hit(candidate, verbose, returned(candidate))
+                return hit(candidate, verbose, returned(candidate))
             if target is None:
                 target = _derive_target(url, folder, first, candidate)
                 if target != candidate and first.status != 200:
@@ -488,9 +468,9 @@ def fetch_http(
                     first = None
             if first is not None and cache and os.path.isfile(target):
                 remote_attrs = attrs_from_headers(source, first.headers)
-                if _is_current(target, remote_attrs, record_keeper, source):
+                if is_current(target, remote_attrs, record_keeper, source):
                     first.close()
-                    return _hit(target, verbose, returned(target))
+                    return hit(target, verbose, returned(target))
         assert target is not None
         result = download(
             remote,
@@ -510,22 +490,16 @@ def fetch_http(
         )
         if result.outcome == "downloaded" and record_keeper is not None:
             attrs = attrs_from_headers(source, result.headers)
-            attrs = _with_checksum(attrs, result)
-            _put(record_keeper, target, attrs)
+            attrs = with_verified(attrs, result)
+            record(record_keeper, target, attrs)
         if result.outcome != "downloaded":
-            return _hit(target, False, returned(target))
+            return hit(target, False, returned(target))
         return Fetched(returned(target), False, result.size, result.received)
     finally:
         if bar is not None and progress is None:
             bar.close()
         if own_manifest and record_keeper is not None:
             record_keeper.close()
-
-
-def _names_a_folder(local_filepath: str | os.PathLike) -> bool:
-    """An existing folder, or a path written with a trailing separator, means "name it inside"."""
-    text = os.fspath(local_filepath)
-    return os.path.isdir(text) or text.endswith(("/", os.sep))
 
 
 def _derive_target(url: str, folder: str, first: Body, candidate: str | None) -> str:
@@ -544,49 +518,3 @@ def _derive_target(url: str, folder: str, first: Body, candidate: str | None) ->
             "server sent no Content-Disposition; pass local_filepath='name.ext'"
         )
     return candidate
-
-
-def _is_current(target: str, remote: ObjectAttrs, manifest: Manifest | None, source: str) -> bool:
-    record = manifest.get(os.path.abspath(target)) if manifest is not None else None
-    if record is not None:
-        if same_object(record, remote):
-            return True
-        log.info("%s changed on the server since %s was downloaded", source, target)
-        return False
-    local_size = os.path.getsize(target)
-    if remote.size is None or remote.size == local_size:
-        if manifest is not None:
-            _put(manifest, target, remote)
-        return True
-    warnings.warn(
-        f"Found cached file {target} but it has the wrong size ({local_size} bytes, the server "
-        f"has {remote.size}). Overwriting ...",
-        CacheMismatchWarning,
-        stacklevel=4,
-    )
-    return False
-
-
-def _hit(path: str, verbose: bool, shown: str) -> Fetched:
-    if verbose:
-        print(f"Found cached file {shown}.")
-    log.debug("using cached file %s", path)
-    return Fetched(shown, True, os.path.getsize(path), 0)
-
-
-def _with_checksum(attrs: ObjectAttrs, result: TransferResult) -> ObjectAttrs:
-    """Add what the transfer verified (size, checksum) to the attributes to record."""
-    checksum = result.checksum
-    if checksum is not None and checksum.algorithm in ("md5", "sha256", "crc32c"):
-        if getattr(attrs, checksum.algorithm) is None:
-            attrs = replace(attrs, **{checksum.algorithm: checksum.hexdigest})
-    if attrs.size is None:
-        attrs = replace(attrs, size=result.size)
-    return attrs
-
-
-def _put(manifest: Manifest, path: str, attrs: ObjectAttrs) -> None:
-    try:
-        manifest.put(os.path.abspath(path), attrs)
-    except Exception:  # noqa: BLE001 - a download stays good without its record
-        log.warning("cannot record %s in %s", path, manifest.root, exc_info=True)

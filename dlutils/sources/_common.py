@@ -1,0 +1,125 @@
+"""What every source does on the local side: is the file here current, record it.
+
+Also the one way to wake a read blocked on a urllib3 response in another thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import warnings
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from ..errors import CacheMismatchWarning
+from ..freshness import Manifest, ObjectAttrs, same_object
+from ..transfer import Fetched, TransferResult
+
+__all__ = [
+    "names_a_folder",
+    "is_current",
+    "hit",
+    "with_verified",
+    "record",
+    "interrupt",
+    "shutdown",
+]
+
+log = logging.getLogger("dlutils")
+
+
+def names_a_folder(local_filepath: str | os.PathLike) -> bool:
+    """An existing folder, or a path written with a trailing separator, means "name it inside"."""
+    text = os.fspath(local_filepath)
+    return os.path.isdir(text) or text.endswith(("/", os.sep))
+
+
+def is_current(target: str, remote: ObjectAttrs, manifest: Manifest | None, source: str) -> bool:
+    """Whether the file at ``target`` is the object ``remote`` describes.
+
+    With a valid manifest record, :func:`dlutils.freshness.same_object` decides. With
+    none, the sizes are compared as pyvo does: equal (or unknown) is current, and is
+    recorded; different warns :class:`~dlutils.CacheMismatchWarning`.
+    """
+    found = manifest.get(os.path.abspath(target)) if manifest is not None else None
+    if found is not None:
+        if same_object(found, remote):
+            return True
+        log.info("%s changed since %s was downloaded", source, target)
+        return False
+    local_size = os.path.getsize(target)
+    if remote.size is None or remote.size == local_size:
+        if manifest is not None:
+            record(manifest, target, remote)
+        return True
+    warnings.warn(
+        f"Found cached file {target} but it has the wrong size ({local_size} bytes, "
+        f"{source} has {remote.size}). Overwriting ...",
+        CacheMismatchWarning,
+        stacklevel=4,
+    )
+    return False
+
+
+def hit(path: str, verbose: bool, shown: str) -> Fetched:
+    """A cache hit: say so when ``verbose`` (pyvo's words) and return it as skipped."""
+    if verbose:
+        print(f"Found cached file {shown}.")
+    log.debug("using cached file %s", path)
+    return Fetched(shown, True, os.path.getsize(path), 0)
+
+
+def with_verified(attrs: ObjectAttrs, result: TransferResult) -> ObjectAttrs:
+    """Add what the transfer verified (size, checksum) to the attributes to record."""
+    checksum = result.checksum
+    if checksum is not None and checksum.algorithm in ("md5", "sha256", "crc32c"):
+        if getattr(attrs, checksum.algorithm) is None:
+            attrs = replace(attrs, **{checksum.algorithm: checksum.hexdigest})
+    if attrs.size is None:
+        attrs = replace(attrs, size=result.size)
+    return attrs
+
+
+def record(manifest: Manifest, path: str, attrs: ObjectAttrs) -> None:
+    """Record ``path`` in ``manifest``; a failure is logged, never raised."""
+    try:
+        manifest.put(os.path.abspath(path), attrs)
+    except Exception:  # noqa: BLE001 - a download stays good without its record
+        log.warning("cannot record %s in %s", path, manifest.root, exc_info=True)
+
+
+def interrupt(raw: Any, close: Callable[[], Any]) -> None:
+    """Wake a read blocked on urllib3 response ``raw`` in another thread; never block.
+
+    The reader, woken, closes the response itself. Only when no socket can be found is
+    ``close`` called, in a thread of its own: closing a response that another thread is
+    reading waits for that read, and an abort must never hang the caller.
+    """
+    if not shutdown(raw):
+        threading.Thread(target=close, name="dlutils-close", daemon=True).start()
+
+
+def shutdown(raw: Any) -> bool:
+    """Wake a read blocked on urllib3 response ``raw`` in another thread; True if done.
+
+    Closing a socket does not wake a ``recv`` blocked on it in another thread;
+    shutting it down does. The socket hangs off the pooled connection, or, once
+    ``http.client`` took it over (``Connection: close``, HTTP/1.0), off the response.
+    """
+    buffered = getattr(getattr(raw, "_fp", None), "fp", None)
+    sockets = (
+        getattr(getattr(raw, "_connection", None), "sock", None),
+        getattr(getattr(buffered, "raw", None), "_sock", None),
+    )
+    done = False
+    for sock in sockets:
+        if isinstance(sock, socket.socket):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+                done = True
+            except OSError:
+                pass
+    return done
