@@ -32,6 +32,9 @@ from .job import (
     range_download,
     remove_job,
 )
+from .sources.ais import ais_download
+from .sources.aws import aws_download
+from .sources.gcs import gcs_download
 from .sources.http import http_download
 
 logging.getLogger("dlutils").addHandler(logging.NullHandler())
@@ -54,7 +57,10 @@ __all__ = [
     "SizeMismatchError",
     "UnsafePathError",
     "UnsupportedSchemeError",
+    "ais_download",
+    "aws_download",
     "download",
+    "gcs_download",
     "get_job",
     "http_download",
     "list_jobs",
