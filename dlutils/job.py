@@ -29,6 +29,7 @@ from .errors import (
     JobFailedError,
     JobNotFoundError,
     JobStateError,
+    UnsafePathError,
 )
 from .freshness import Manifest, ObjectAttrs
 from .limits import TokenBucket, format_size, parse_duration, parse_size
@@ -841,6 +842,13 @@ def _execute_elsewhere(task: _Task, common: dict[str, Any]) -> Fetched:
 def _raise_if_unusable(task: _Task) -> None:
     if task.error:
         raise InvalidInputError(task.error)
+    if os.path.isdir(task.path):
+        # The sources read an existing folder as "save inside it"; a job always means the
+        # file itself, so two objects such as 'x' and 'x/x' must not share one file.
+        raise UnsafePathError(
+            f"object {task.name!r} would be saved at {task.path!r}, which is a folder "
+            "(it holds other objects whose names start with this one)"
+        )
 
 
 def _task_extras(task: _Task) -> dict[str, Any]:
