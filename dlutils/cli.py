@@ -115,8 +115,13 @@ def _regex(value: str) -> str:
 
 
 def _download_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("src", metavar="SRC", help="a link, a brace template or a bucket link")
-    p.add_argument("dst", metavar="DST", help="the local folder to download into")
+    p.add_argument(
+        "src",
+        metavar="SRC",
+        nargs="?",
+        help="a link, a brace template or a bucket link (none with --hf-dataset/--hf-model)",
+    )
+    p.add_argument("dst", metavar="DST", nargs="?", help="the local folder to download into")
     p.add_argument("--desc", "--description", dest="desc", help="the job's description")
     p.add_argument("--timeout", type=_duration, help="time limit per object, e.g. 30s, 5m")
     p.add_argument("--max-conns", type=_count, default=0, help="transfers at once (0 = default)")
@@ -139,6 +144,19 @@ def _download_arguments(p: argparse.ArgumentParser) -> None:
         action="append",
         metavar="'NAME: VALUE'",
         help="an HTTP header for every request (repeatable; never stored)",
+    )
+    p.add_argument("--hf-dataset", metavar="ID", help="a HuggingFace dataset, e.g. org/name")
+    p.add_argument("--hf-model", metavar="ID", help="a HuggingFace model, e.g. org/name")
+    p.add_argument("--hf-file", metavar="PATH", help="one file of the repository")
+    p.add_argument("--hf-revision", metavar="REV", help="branch, tag or commit (default main)")
+    p.add_argument(
+        "--hf-auth", metavar="TOKEN", help="a HuggingFace token (else HF_TOKEN; never stored)"
+    )
+    p.add_argument(
+        "--blob-threshold",
+        type=_size,
+        metavar="SIZE",
+        help="HuggingFace: files this big or bigger come one at a time, in parallel ranges",
     )
     p.add_argument("--progress", action="store_true", help="show progress until the job ends")
     p.add_argument("--wait", action="store_true", help="run the job here and wait for its end")
@@ -398,10 +416,44 @@ def _read_object_list(path: str, src: str) -> dict[str, str]:
     return {n: base + (quote(n.lstrip("/"), safe="/") if web else n.lstrip("/")) for n in names}
 
 
+def _hf_source(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """Turn ``--hf-dataset``/``--hf-model`` (+ file, revision) into an ``hf://`` SRC."""
+    repo = args.hf_dataset or args.hf_model
+    if args.hf_dataset and args.hf_model:
+        parser.error("argument --hf-model: not allowed with --hf-dataset (give one of them)")
+    if repo is None:
+        if args.hf_file or args.hf_revision:
+            flag = "--hf-file" if args.hf_file else "--hf-revision"
+            parser.error(f"argument {flag}: give --hf-dataset or --hf-model with it")
+        if (args.hf_auth or args.blob_threshold) and not (args.src or "").startswith("hf://"):
+            flag = "--hf-auth" if args.hf_auth else "--blob-threshold"
+            parser.error(
+                f"argument {flag}: applies to HuggingFace downloads; give --hf-dataset, "
+                "--hf-model or an hf:// SRC"
+            )
+        return
+    if args.dst is not None:
+        parser.error(
+            f"unrecognized arguments: {args.dst}; with --hf-dataset/--hf-model give only DST"
+        )
+    args.dst, args.src = (
+        args.src,
+        (
+            ("hf://datasets/" if args.hf_dataset else "hf://")
+            + repo
+            + (f"@{quote(args.hf_revision, safe='')}" if args.hf_revision else "")
+            + (f"/{args.hf_file.lstrip('/')}" if args.hf_file else "")
+        ),
+    )
+
+
 def _cmd_download(args: argparse.Namespace, store: Any) -> int:
     from .names import redact
 
     parser = args.parser
+    _hf_source(args, parser)
+    if args.src is None or args.dst is None:
+        parser.error("the following arguments are required: " + ("DST" if args.src else "SRC, DST"))
     if "://" in args.dst:
         parser.error(
             f"argument DST: {redact(args.dst)!r} is a link, but DST is a local folder"
@@ -426,6 +478,8 @@ def _cmd_download(args: argparse.Namespace, store: Any) -> int:
         "bytes_per_hour": args.limit_bph or None,
         "headers": headers or None,
         **({"sync": True} if args.sync else {}),
+        **({"token": args.hf_auth} if args.hf_auth else {}),
+        **({"blob_threshold": args.blob_threshold} if args.blob_threshold else {}),
     }
     request = {"source": objects or args.src, "dest": dest, "options": options}
     recorded = {  # what the store keeps of the options: no header values, they may hold tokens
@@ -435,6 +489,8 @@ def _cmd_download(args: argparse.Namespace, store: Any) -> int:
         "sync": args.sync,
         "object_list": os.path.abspath(args.object_list) if args.object_list else None,
         "headers": sorted(headers),
+        "hf_auth": bool(args.hf_auth),
+        "blob_threshold": args.blob_threshold,
     }
     from .errors import JobStateError
 

@@ -162,6 +162,8 @@ class _Task:
     error: str | None = None
     #: What a bucket listing said of the object, so an unchanged one costs no request.
     remote_attrs: ObjectAttrs | None = None
+    #: A big file (``blob_threshold``): fetched alone, over several connections.
+    big: bool = False
 
 
 @dataclass
@@ -328,6 +330,7 @@ class Job:
         self._opts = _options(opts)
         self._tasks = tasks
         self._sync = sync
+        self._blob_threshold: int | None = None
         self.dest = os.fspath(dest)
         self.id = "dnl-" + secrets.token_hex(5)
         self.description = self._opts.description or f"{redact(source)} -> {self.dest or '.'}"
@@ -511,6 +514,73 @@ class Job:
         )
 
     @classmethod
+    def hf(
+        cls,
+        dest: str | os.PathLike,
+        dataset: str | None = None,
+        model: str | None = None,
+        file: str | None = None,
+        revision: str = "main",
+        token: str | None = None,
+        parquet: bool = False,
+        include: str | Iterable[str] | None = None,
+        exclude: str | Iterable[str] | None = None,
+        blob_threshold: int | str | None = None,
+        **opts: Any,
+    ) -> Job:
+        """A HuggingFace dataset or model repository (or one ``file`` of it).
+
+        Files keep their folders under ``dest``; sizes and LFS sha256 from the listing
+        are the expected size and checksum and the freshness record, so a re-run
+        fetches nothing unchanged. ``token`` (or ``HF_TOKEN``) goes to the hub only.
+        With ``parquet=True``, a dataset's parquet export is fetched instead, as
+        ``<config>/<split>/NNNN.parquet``. ``include``/``exclude`` are glob patterns.
+        Files of at least ``blob_threshold`` bytes (an int or ``"1GiB"``) are fetched
+        one at a time over several connections, the others together in the pool.
+        """
+        from .sources.hf import HfRef, list_hf, stat_hf
+
+        if (dataset is None) == (model is None):
+            raise InvalidInputError(
+                f"give exactly one of dataset= or model= (got dataset={dataset!r}, "
+                f"model={model!r}), for instance Job.hf('data/', dataset='org/name')"
+            )
+        repo_type, repo_id = ("dataset", dataset) if dataset is not None else ("model", model)
+        threshold = parse_size(blob_threshold) if blob_threshold is not None else None
+        if token is not None:
+            opts = {**opts, "token": token}
+        if file is not None:
+            if parquet or include is not None or exclude is not None:
+                raise InvalidInputError(
+                    "file= names one file: parquet/include/exclude do not apply"
+                )
+            link = HfRef(repo_type, repo_id, revision, file).link
+            task = _Task(file, link, join_inside(dest, file, what="hub file"))
+            job = cls(lambda: iter([task]), dest, total=1, source=link, opts=opts)
+            return job
+        ref = HfRef(repo_type, repo_id, revision)
+        options = _options(opts)
+        listing = {"token": token, "session": options.session, "timeout": options.timeout}
+
+        def tasks() -> Iterator[_Task]:
+            for name, attrs in list_hf(
+                ref, parquet=parquet, include=include, exclude=exclude, **listing
+            ):
+                if threshold is not None and attrs.size is None:
+                    attrs = stat_hf(attrs.source, token=token, session=options.session)
+                big = threshold is not None and attrs.size is not None and attrs.size >= threshold
+                try:
+                    path = join_inside(dest, name, what="hub file")
+                except DownloadError as exc:
+                    yield _Task(name, attrs.source or ref.link, "", error=str(exc))
+                    continue
+                yield _Task(name, attrs.source, path, remote_attrs=attrs, big=big)
+
+        job = cls(tasks, dest, total=None, source=ref.link, opts=opts)
+        job._blob_threshold = threshold
+        return job
+
+    @classmethod
     def from_request(cls, body: Mapping[str, Any], dest: str | os.PathLike) -> Job:
         """A job from an AIStore downloader request body (a dict, as parsed from JSON).
 
@@ -618,10 +688,27 @@ class Job:
             **({"segments": 1} if opts.connections else {}),
             **opts.extra,
         }
+        big_lane: ThreadPoolExecutor | None = None
+        big_common = {**common, "segments": max(2, opts.connections or 8)}
+        if self._blob_threshold is not None:
+            big_common["segment_threshold"] = max(1, self._blob_threshold)
         if opts.progress:
             self._open_bar()
         try:
             for task in self._tasks():
+                if task.big:  # one at a time, beside the pool: never in its window
+                    if self._abort.is_set():
+                        break
+                    if big_lane is None:
+                        big_lane = ThreadPoolExecutor(1, thread_name_prefix=f"{self.id}-big")
+                    future = big_lane.submit(self._execute, task, big_common, limiter)
+                    with self._lock:
+                        self._scheduled += 1
+                        self._inflight += 1
+                    future.add_done_callback(
+                        lambda f, t=task: self._task_done(t, f, None, counted_bytes=True)
+                    )
+                    continue
                 if not self._acquire(window):
                     break
                 try:
@@ -663,6 +750,8 @@ class Job:
                         self._download_errors.append(("<sync>", _describe(exc, "")))
             if own:
                 executor.shutdown(wait=True)
+            if big_lane is not None:
+                big_lane.shutdown(wait=True)
             manifest.close()
             with self._lock:
                 self._state = State.ABORTED if self._abort.is_set() else State.FINISHED
@@ -703,9 +792,14 @@ class Job:
                 self._current.pop(task.name, None)
 
     def _task_done(
-        self, task: _Task, future: Future, window: threading.BoundedSemaphore, counted_bytes: bool
+        self,
+        task: _Task,
+        future: Future,
+        window: threading.BoundedSemaphore | None,
+        counted_bytes: bool,
     ) -> None:
-        window.release()
+        if window is not None:
+            window.release()
         with self._lock:
             self._inflight -= 1
             exc = None if future.cancelled() else future.exception()
@@ -931,12 +1025,17 @@ def download(
 ) -> Job:
     """Start a job for ``source`` and return it at once.
 
-    A dict or a list means a multi job, a string with a brace range a range job,
+    ``hf://datasets/<id>`` and ``hf://<model-id>`` (``@<revision>`` and a file path may
+    follow the id) mean a HuggingFace job (``token=``, ``parquet=``, ``include=``,
+    ``exclude=``, ``blob_threshold=`` apply); a dict or a list means a multi job, a
+    string with a brace range a range job,
     a bucket link (``s3://bucket``, or any bucket link ending in ``/``) a backend
     job (``prefix=``, ``suffix=``, ``sync=`` apply), any other string a single link.
     """
-    backend_opts = {k: opts.pop(k) for k in ("prefix", "suffix", "sync") if k in opts}
     is_text = isinstance(source, str)
+    if is_text and scheme_of(source) == "hf":
+        return _hf_job(source, dest, opts).start()
+    backend_opts = {k: opts.pop(k) for k in ("prefix", "suffix", "sync") if k in opts}
     if is_text and not templates.has_template(source) and _names_a_bucket(source):
         return Job.backend(source, dest, **backend_opts, **opts).start()
     if backend_opts:
@@ -951,6 +1050,15 @@ def download(
     else:
         job = Job.single(source, dest, **opts)  # type: ignore[arg-type]
     return job.start()
+
+
+def _hf_job(link: str, dest: str | os.PathLike, opts: dict[str, Any]) -> Job:
+    """``hf://datasets/<id>[@rev][/file]`` or ``hf://<model-id>[@rev][/file]``."""
+    from .sources.hf import parse_hf
+
+    ref = parse_hf(link)
+    which = {"dataset": ref.repo_id} if ref.repo_type == "dataset" else {"model": ref.repo_id}
+    return Job.hf(dest, **which, file=ref.path, revision=ref.revision, **opts)
 
 
 def _names_a_bucket(source: str) -> bool:

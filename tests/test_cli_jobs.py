@@ -365,3 +365,54 @@ def test_a_store_from_a_newer_dlutils_is_refused(tmp_path):
     conn.close()
     with pytest.raises(DownloadError, match="schema version 99, newer than the 1"):
         JobStore(tmp_path)
+
+
+# --------------------------------------------------------------------------- HuggingFace flags
+
+
+def test_hf_dataset_with_a_token_that_is_never_stored(cli, tmp_path):
+    from servers_hf import HubStandIn
+
+    token = "hf_cli_token_never_stored"
+    files = {"README.md": b"# hi\n", "data/train.csv": b"a,b\n" * 100}
+    with HubStandIn(page_size=2, lfs_threshold=64) as hub:
+        hub.add_repo("acme/private", files, private=True, token=token)
+        cli.env["HF_ENDPOINT"] = hub.url
+        cli.env.pop("HF_TOKEN", None)
+        args = ("--hf-dataset", "acme/private", "out", "--hf-auth", token, "--wait")
+        proc = cli("download", *args)
+        assert proc.returncode == 0, proc.stderr
+        assert "Done: 2 files downloaded, skipped: 0, errors: 0" in proc.stdout
+        assert (tmp_path / "out" / "data" / "train.csv").read_bytes() == files["data/train.csv"]
+        for path in cli.home.rglob("*"):
+            if path.is_file():
+                assert token.encode() not in path.read_bytes(), path
+        assert token not in proc.stdout + proc.stderr
+        one = cli(
+            "download",
+            "--hf-dataset",
+            "acme/private",
+            "--hf-file",
+            "README.md",
+            "one",
+            "--hf-auth",
+            token,
+            "--wait",
+        )
+        assert one.returncode == 0 and (tmp_path / "one" / "README.md").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (["--hf-file", "x.txt", "http://h/a.bin", "out"], "argument --hf-file"),
+        (["--blob-threshold", "1GiB", "http://h/a.bin", "out"], "argument --blob-threshold"),
+        (["--hf-dataset", "a/b", "--hf-model", "c/d", "out"], "argument --hf-model"),
+        (["--hf-dataset", "a/b", "x", "out"], "with --hf-dataset/--hf-model give only DST"),
+        (["--hf-dataset", "a/b"], "required: DST"),
+    ],
+)
+def test_hf_usage_errors(cli, args, match):
+    proc = cli("download", *args)
+    assert proc.returncode == 2
+    assert match in proc.stderr

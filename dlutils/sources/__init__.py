@@ -25,6 +25,7 @@ _SOURCES: dict[str, tuple[str, str, str | None]] = {
     "s3": ("aws", "fetch_s3", "list_s3"),
     "gs": ("gcs", "fetch_gcs", "list_gcs"),
     "ais": ("ais", "fetch_ais", "list_ais"),
+    "hf": ("hf", "fetch_hf", "list_hf"),
 }
 
 #: Options only one scheme understands; the others never see them, so one job can mix
@@ -32,6 +33,7 @@ _SOURCES: dict[str, tuple[str, str, str | None]] = {
 SOURCE_OPTIONS: dict[str, frozenset[str]] = {
     "s3": frozenset({"aws_profile", "endpoint_url", "region"}),
     "gs": frozenset({"token"}),
+    "hf": frozenset({"token"}),
 }
 
 #: Schemes dlutils reads.
@@ -74,7 +76,8 @@ def _function(scheme: str, which: int) -> Any:
 
 
 def _for_scheme(scheme: str, options: dict[str, Any]) -> dict[str, Any]:
-    foreign = {key for s, keys in SOURCE_OPTIONS.items() if s != scheme for key in keys}
+    own = SOURCE_OPTIONS.get(scheme, frozenset())
+    foreign = {key for s, keys in SOURCE_OPTIONS.items() if s != scheme for key in keys} - own
     return {key: value for key, value in options.items() if key not in foreign}
 
 
