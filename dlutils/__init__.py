@@ -35,6 +35,7 @@ from .job import (
 from .sources.ais import ais_download
 from .sources.aws import aws_download
 from .sources.gcs import gcs_download
+from .sources.hf import hf_download
 from .sources.http import http_download
 
 logging.getLogger("dlutils").addHandler(logging.NullHandler())
@@ -61,6 +62,7 @@ __all__ = [
     "aws_download",
     "download",
     "gcs_download",
+    "hf_download",
     "get_job",
     "http_download",
     "list_jobs",
