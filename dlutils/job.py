@@ -252,6 +252,8 @@ _registry_lock = threading.Lock()
 def list_jobs(regex: str | None = None, active_only: bool = False) -> list[Job]:
     """Jobs started in this process, running ones first, then by start time.
 
+    See :func:`download` for an example.
+
     Parameters
     ----------
     regex : str, optional
@@ -275,7 +277,17 @@ def list_jobs(regex: str | None = None, active_only: bool = False) -> list[Job]:
 
 
 def get_job(job_id: str) -> Job:
-    """The job with this id; :class:`~dlutils.JobNotFoundError` if there is none."""
+    """The job with this id; :class:`~dlutils.JobNotFoundError` if there is none.
+
+    Examples
+    --------
+    >>> import dlutils
+    >>> try:
+    ...     dlutils.get_job("dnl-0000000000")
+    ... except dlutils.JobNotFoundError as exc:
+    ...     print(exc)
+    no download job 'dnl-0000000000'; list_jobs() shows the known ones
+    """
     with _registry_lock:
         job = _registry.get(job_id)
     if job is None:
@@ -284,7 +296,10 @@ def get_job(job_id: str) -> Job:
 
 
 def remove_job(job_id: str) -> None:
-    """Forget a finished or aborted job; a running one cannot be removed."""
+    """Forget a finished or aborted job; a running one cannot be removed.
+
+    See :func:`download` for an example.
+    """
     job = get_job(job_id)
     state = job.status().state
     if state in (State.PENDING, State.RUNNING):
@@ -1031,6 +1046,21 @@ def download(
     string with a brace range a range job,
     a bucket link (``s3://bucket``, or any bucket link ending in ``/``) a backend
     job (``prefix=``, ``suffix=``, ``sync=`` apply), any other string a single link.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> import dlutils
+    >>> from dlutils.localserver import LocalServer
+    >>> with LocalServer({f"f{i}.bin": b"x" * i for i in range(4)}) as server, \\
+    ...         tempfile.TemporaryDirectory() as dest:
+    ...     job = dlutils.download(server.url + "/f{0..3}.bin", dest, description="four files")
+    ...     status = job.wait(60)
+    ...     print(job.id.startswith("dnl-"), status.state.value, status.finished, status.bytes)
+    ...     print([j.description for j in dlutils.list_jobs(regex="^four")])
+    ...     dlutils.remove_job(job.id)
+    True finished 4 6
+    ['four files']
     """
     is_text = isinstance(source, str)
     if is_text and scheme_of(source) == "hf":
@@ -1129,6 +1159,22 @@ def multi_download(
 
     If any object fails, the others still finish, then one
     :class:`~dlutils.JobFailedError` lists every failure.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from dlutils import JobFailedError, multi_download
+    >>> from dlutils.localserver import LocalServer
+    >>> with LocalServer({"a.csv": b"1", "b.csv": b"2"}) as server, \\
+    ...         tempfile.TemporaryDirectory() as dest:
+    ...     links = {"tables/a.csv": server.url + "/a.csv", "b.csv": server.url + "/b.csv"}
+    ...     print([os.path.relpath(p, dest) for p in multi_download(links, dest)])
+    ...     try:
+    ...         multi_download([server.url + "/a.csv", server.url + "/gone.csv"], dest)
+    ...     except JobFailedError as exc:
+    ...         print(exc.errors[0][0], "404" in exc.errors[0][1])
+    ['tables/a.csv', 'b.csv']
+    gone.csv True
     """
     dest = local_dirpath if local_dirpath is not None else ""
     job = Job.multi(

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Callable, Iterator
 
 import pytest
 
 from dlutils.localserver import LocalServer
+
+
+def list_files(folder) -> list[str]:
+    """Every file under ``folder``, relative with ``/`` separators and sorted; the manifest
+    dlutils keeps there is left out."""
+    return sorted(
+        os.path.relpath(os.path.join(root, name), folder).replace(os.sep, "/")
+        for root, _, names in os.walk(folder)
+        for name in names
+        if not name.startswith(".dlutils-manifest")
+    )
 
 
 def make_random_bytes(n: int, seed: int = 0) -> bytes:

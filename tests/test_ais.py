@@ -7,6 +7,7 @@ import warnings
 
 import pytest
 import requests
+from conftest import list_files as files
 from conftest import make_random_bytes
 from servers_ais import AisStandIn
 
@@ -29,15 +30,6 @@ MiB = 1 << 20
 def ais():
     with AisStandIn(page_size=3) as cluster:
         yield cluster
-
-
-def files(folder):
-    return sorted(
-        os.path.relpath(os.path.join(root, f), folder)
-        for root, _, names in os.walk(folder)
-        for f in names
-        if not f.startswith(".dlutils-manifest")
-    )
 
 
 def record(path):

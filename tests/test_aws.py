@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
+from conftest import list_files as files
 from conftest import make_random_bytes
 from servers_s3 import (  # noqa: F401 - fixtures
     TEST_PROFILE,
@@ -69,15 +70,6 @@ def calls(monkeypatch) -> list[Call]:
 
 def gets(calls: list[Call]) -> list[Call]:
     return [c for c in calls if c.operation == "GetObject"]
-
-
-def files(folder) -> list[str]:
-    return sorted(
-        os.path.relpath(os.path.join(root, f), folder)
-        for root, _, names in os.walk(folder)
-        for f in names
-        if not f.startswith(".dlutils-manifest")
-    )
 
 
 # --------------------------------------------------------------------------- pyvo-style calls

@@ -6,9 +6,8 @@ suites run the same kind of job against moto and the GCS emulator.
 
 from __future__ import annotations
 
-import os
-
 import pytest
+from conftest import list_files as files
 from servers_ais import AisStandIn
 
 import dlutils
@@ -24,15 +23,6 @@ def cluster():
         stand_in.put("data", "train/notes.txt", b"notes", checksum="md5")
         stand_in.put("data", "val/00.tgz", b"v" * 10, checksum="md5")
         yield stand_in
-
-
-def files(folder):
-    return sorted(
-        os.path.relpath(os.path.join(root, f), folder)
-        for root, _, names in os.walk(folder)
-        for f in names
-        if not f.startswith(".dlutils-manifest")
-    )
 
 
 def test_a_bucket_folder_with_a_suffix(cluster, tmp_path):

@@ -11,7 +11,6 @@ for S3, a recording ``requests.Session`` (or FakeGcs's own log) for GCS.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -21,6 +20,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 import pytest
 import requests
+from conftest import list_files as files
 from conftest import make_random_bytes
 from servers_gcs import (  # noqa: F401 - fixtures
     FakeGcs,
@@ -44,16 +44,6 @@ from dlutils.freshness import Manifest
 from dlutils.sources import aws, gcs
 
 DEADLINE = 60  # seconds a job or a condition may take before the test fails
-
-
-def files(folder) -> list[str]:
-    """Every file under ``folder`` (relative, sorted), the manifest left out."""
-    return sorted(
-        os.path.relpath(os.path.join(root, f), folder).replace(os.sep, "/")
-        for root, _, names in os.walk(folder)
-        for f in names
-        if not f.startswith(".dlutils-manifest")
-    )
 
 
 def finished(job: Job) -> dlutils.JobStatus:

@@ -10,6 +10,7 @@ import types
 
 import pytest
 import requests
+from conftest import list_files as files_in
 from conftest import make_random_bytes
 from servers_gcs import (  # noqa: F401 - fixtures
     FakeGcs,
@@ -37,15 +38,6 @@ from dlutils.sources.gcs import fetch_gcs, gcs_download, list_gcs
 
 MiB = 1 << 20
 SECRET = "ya29.secret-token-never-shown"
-
-
-def files_in(folder):
-    return sorted(
-        os.path.relpath(os.path.join(root, f), folder)
-        for root, _, files in os.walk(folder)
-        for f in files
-        if not f.startswith(".dlutils-manifest")
-    )
 
 
 @pytest.fixture(autouse=True)

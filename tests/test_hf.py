@@ -6,6 +6,7 @@ import os
 
 import pytest
 import requests
+from conftest import list_files as files_in
 from conftest import make_random_bytes
 from servers_hf import HubStandIn, sha256
 
@@ -84,15 +85,6 @@ def hub(monkeypatch):
         stand_in.add_repo("acme/gated", MODEL, repo_type="model", gated=True, token=GATED_TOKEN)
         monkeypatch.setenv("HF_ENDPOINT", stand_in.url)
         yield stand_in
-
-
-def files_in(folder):
-    return sorted(
-        os.path.relpath(os.path.join(root, f), folder).replace(os.sep, "/")
-        for root, _, names in os.walk(folder)
-        for f in names
-        if not f.startswith(".dlutils-manifest")
-    )
 
 
 def read(path):

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
+from conftest import list_files as files
 from conftest import make_random_bytes
 from servers_hf import HubStandIn
 
@@ -37,15 +36,6 @@ def hub(monkeypatch):
         stand_in.add_repo("acme/secret", DATA, private=True, token=TOKEN)
         monkeypatch.setenv("HF_ENDPOINT", stand_in.url)
         yield stand_in
-
-
-def files(folder):
-    return sorted(
-        os.path.relpath(os.path.join(root, f), folder)
-        for root, _, names in os.walk(folder)
-        for f in names
-        if not f.startswith(".dlutils-manifest")
-    )
 
 
 def test_a_dataset_keeps_its_folders_and_a_rerun_fetches_nothing(hub, tmp_path):

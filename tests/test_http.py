@@ -14,6 +14,7 @@ import warnings
 
 import pytest
 import requests
+from conftest import list_files as listing
 from conftest import make_random_bytes
 
 import dlutils
@@ -36,15 +37,6 @@ MiB = 1 << 20
 
 def gets(server, path):
     return [r for r in server.requests_for(path) if r.method == "GET"]
-
-
-def listing(folder):
-    return sorted(
-        os.path.relpath(os.path.join(root, f), folder)
-        for root, _, files in os.walk(folder)
-        for f in files
-        if not f.startswith(".dlutils-manifest")
-    )
 
 
 # --------------------------------------------------------------------------- paths and names

@@ -8,6 +8,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
 import pytest
+from conftest import list_files as files_in
 from conftest import make_random_bytes
 
 import dlutils
@@ -27,15 +28,6 @@ from dlutils import (
 from dlutils.localserver import stall, status
 
 MiB = 1 << 20
-
-
-def files_in(folder):
-    return sorted(
-        os.path.relpath(os.path.join(root, f), folder)
-        for root, _, names in os.walk(folder)
-        for f in names
-        if not f.startswith(".dlutils-manifest")
-    )
 
 
 @pytest.fixture
