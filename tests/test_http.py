@@ -622,3 +622,47 @@ def test_abort_wakes_a_read_on_a_connection_close_response(tmp_path):
     finally:
         stop.set()
         listener.close()
+
+
+def test_a_dead_server_is_retried_then_raises_and_writes_nothing(tmp_path):
+    import socket as socket_module
+
+    with socket_module.create_server(("127.0.0.1", 0)) as probe:
+        port = probe.getsockname()[1]  # closed on exit: nothing listens there any more
+    pauses = []
+    with pytest.raises(requests.ConnectionError):
+        http_download(
+            f"http://127.0.0.1:{port}/a.bin", tmp_path / "a.bin", retries=2, sleep=pauses.append
+        )
+    assert len(pauses) == 2
+    assert listing(tmp_path) == []
+
+
+FULL_DISK_CHILD = textwrap.dedent(
+    """
+    import resource, signal, sys
+    from dlutils import DownloadError, http_download
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))  # the disk is "full" at 1 MiB
+    try:
+        http_download(sys.argv[1], sys.argv[2], manifest=False)
+    except DownloadError as exc:
+        print("DownloadError:", exc)
+        sys.exit(3)
+    """
+)
+
+
+def test_a_full_disk_is_a_clear_error_and_nothing_is_placed(http_server, tmp_path):
+    http_server.put("big.bin", make_random_bytes(3 * MiB))
+    target = tmp_path / "big.bin"
+    child = subprocess.run(
+        [sys.executable, "-c", FULL_DISK_CHILD, http_server.url_for("big.bin"), str(target)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert child.returncode == 3, child.stderr
+    assert "cannot write" in child.stdout and "big.bin.part" in child.stdout
+    assert not target.exists()  # never under the final name
+    assert (tmp_path / "big.bin.part").stat().st_size <= 1 << 20  # kept for a later resume
