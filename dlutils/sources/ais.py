@@ -294,8 +294,9 @@ def fetch_ais(
         Expected ``"algorithm:hex"``; replaces the cluster's checksum.
     endpoint : str, optional
         See :func:`parse_ais`.
-    timeout, session, verbose, headers, expected_size, retries, backoff, progress, limiter,
-    abort, manifest, segments, segment_threshold, fsync, sleep
+    timeout, session, verbose, headers, expected_size, retries, backoff, progress
+        As for :func:`~dlutils.sources.http.http_download`.
+    limiter, abort, manifest, segments, segment_threshold, fsync, sleep
         As for :func:`~dlutils.sources.http.http_download`.
 
     Returns

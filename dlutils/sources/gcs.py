@@ -375,9 +375,10 @@ def gcs_download(
         An OAuth 2.0 access token, sent as ``Authorization: Bearer``. Without one, the
         object is asked for anonymously (public buckets) and, when that is refused, with
         application default credentials through google-auth, if installed.
-    checksum, expected_size, retries, backoff, progress, limiter, abort, manifest, segments,
-    segment_threshold, fsync, sleep
+    checksum, expected_size, retries, backoff, progress, limiter, abort, manifest
         As for :func:`dlutils.http_download`; ``checksum`` replaces the object's own.
+    segments, segment_threshold, fsync, sleep
+        As for :func:`dlutils.http_download`.
 
     Returns
     -------

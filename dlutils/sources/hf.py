@@ -891,8 +891,9 @@ def fetch_hf(
         Expected ``"algorithm:hex"``; replaces the sha256 the Hub gives.
     endpoint : str, optional
         The hub's address; ``HF_ENDPOINT`` (else https://huggingface.co) by default.
-    timeout, session, verbose, expected_size, retries, backoff, progress, limiter, abort,
-    manifest, segments, segment_threshold, fsync, sleep
+    timeout, session, verbose, expected_size, retries, backoff, progress, limiter
+        As for :func:`~dlutils.sources.http.http_download`.
+    abort, manifest, segments, segment_threshold, fsync, sleep
         As for :func:`~dlutils.sources.http.http_download`.
 
     Returns

@@ -1,0 +1,110 @@
+"""Sphinx extension: draw ``_static/bench.png`` and write ``_generated/bench-table.rst``
+from ``_static/bench.json`` when a build starts, so the chart and the table of the
+performance page always show the same numbers as the JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+#: The JSON read, and what is written from it, relative to the source folder.
+SOURCE = os.path.join("_static", "bench.json")
+CHART = os.path.join("_static", "bench.png")
+TABLE = os.path.join("_generated", "bench-table.rst")
+
+
+def load(srcdir: str) -> dict[str, Any]:
+    with open(os.path.join(srcdir, SOURCE), encoding="utf-8") as f:
+        return json.load(f)
+
+
+def shown(result: dict[str, Any]) -> str:
+    """The time as the table shows it: ``3.13``, ``3.2-5.5``, or ``not measured yet``."""
+    if result.get("seconds") is None and "low" not in result:
+        return "not measured yet"
+    if result.get("seconds") is None:
+        return f"{result['low']:g}-{result['high']:g}"
+    return f"{result['seconds']:g}"
+
+
+def table(bench: dict[str, Any]) -> str:
+    lines = [".. list-table::", "   :header-rows: 1", "   :widths: 40 30 15 15", ""]
+    lines += ["   * - Benchmark", "     - Tool", "     - Seconds", "     - Note"]
+    for group in bench["benchmarks"]:
+        for i, result in enumerate(group["results"]):
+            lines.append(f"   * - {group['title'] if i == 0 else ''}".rstrip())
+            lines.append(f"     - {result['tool']}")
+            lines.append(f"     - {shown(result)}")
+            lines.append(f"     - {result.get('note', '')}".rstrip())
+    return "\n".join(lines) + "\n"
+
+
+def chart(bench: dict[str, Any], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = bench["benchmarks"]
+    heights = [len(g["results"]) for g in groups]
+    fig, axes = plt.subplots(
+        len(groups),
+        1,
+        figsize=(8, 1.2 + 0.45 * sum(heights)),
+        gridspec_kw={"height_ratios": heights},
+    )
+    for ax, group in zip(axes, groups, strict=True):
+        names = [r["tool"] for r in group["results"]]
+        for y, result in enumerate(group["results"]):
+            is_dlutils = result["tool"].startswith("dlutils")
+            color = "#d95f02" if is_dlutils else "#7570b3"
+            value, low, high = result.get("seconds"), result.get("low"), result.get("high")
+            if value is None and low is None:
+                ax.text(0, y, "  not measured yet", va="center", fontsize=9, style="italic")
+                continue
+            ax.barh(y, value if value is not None else low, color=color, height=0.6)
+            if low is not None:
+                ax.plot([low, high], [y, y], color="black", linewidth=1.5)
+                ax.plot(
+                    [low, low],
+                    [y - 0.15, y + 0.15],
+                    [high, high],
+                    [y - 0.15, y + 0.15],
+                    color="black",
+                    linewidth=1.5,
+                )
+            label = shown(result)
+            ax.text((high or value) * 1.02, y, f" {label} s", va="center", fontsize=9)
+        ax.set_yticks(list(range(len(names))), names)
+        ax.set_ylim(len(names) - 0.4, -0.6)  # first row on top, room below the last
+        ax.set_title(group["title"], fontsize=10, loc="left")
+        right = max((r.get("high") or r.get("seconds") or 0) for r in group["results"])
+        ax.set_xlim(0, right * 1.25)
+        ax.tick_params(labelsize=9)
+        ax.spines[["top", "right"]].set_visible(False)
+    axes[-1].set_xlabel("seconds (lower is better; a whisker spans several runs)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def generate(app: Any) -> None:
+    bench = load(app.srcdir)
+    os.makedirs(os.path.join(app.srcdir, "_generated"), exist_ok=True)
+    text = table(bench)
+    target = os.path.join(app.srcdir, TABLE)
+    old = open(target, encoding="utf-8").read() if os.path.exists(target) else None
+    if old != text:  # rewrite only on change, so Sphinx does not re-read the page each time
+        with open(target, "w", encoding="utf-8") as f:
+            f.write(text)
+    png = os.path.join(app.srcdir, CHART)
+    if not os.path.exists(png) or os.path.getmtime(png) < os.path.getmtime(
+        os.path.join(app.srcdir, SOURCE)
+    ):
+        chart(bench, png)
+
+
+def setup(app: Any) -> dict[str, Any]:
+    app.connect("builder-inited", generate)
+    return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}
