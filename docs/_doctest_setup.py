@@ -240,7 +240,14 @@ def start() -> dict[str, Any]:
     except BaseException:
         stop()
         raise
-    return {"server": server, "hub": hub, "cluster": cluster, "files": files, "workdir": workdir}
+    return {
+        "server": server,
+        "hub": hub,
+        "cluster": cluster,
+        "files": files,
+        "workdir": workdir,
+        "docs_dir": HERE,  # the docs folder itself, wherever dlutils is installed
+    }
 
 
 def stop() -> None:
