@@ -195,6 +195,16 @@ def test_a_file_without_record_is_compared_by_size(ais, tmp_path):
     assert (tmp_path / "a.bin").read_bytes() == b"12345"
 
 
+def test_a_same_size_file_without_record_is_kept_and_recorded(ais, tmp_path):
+    # With a manifest (the default), a hit by size records the object, as pyvo-style caching
+    # does for the other sources (this branch once called a shadowed name and crashed).
+    ais.put("b", "a.bin", b"12345", checksum="md5")
+    (tmp_path / "a.bin").write_bytes(b"54321")
+    assert fetch_ais(ais.link("b", "a.bin"), tmp_path).skipped
+    with Manifest(tmp_path) as manifest:
+        assert manifest.get(tmp_path / "a.bin").source == ais.link("b", "a.bin")
+
+
 def test_missing_object_raises_http_error_and_places_nothing(ais, tmp_path):
     ais.create_bucket("b")
     with pytest.raises(requests.HTTPError, match="404") as info:

@@ -34,7 +34,6 @@ import logging
 import os
 import re
 import threading
-import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
 from typing import Any
@@ -43,12 +42,13 @@ from urllib.parse import quote, urlsplit
 import requests
 
 from ..checksums import parse_checksum
-from ..errors import CacheMismatchWarning, DownloadError, InvalidInputError, UnsupportedSchemeError
-from ..freshness import Manifest, ObjectAttrs, attrs_from_headers, same_object
+from ..errors import DownloadError, InvalidInputError, UnsupportedSchemeError
+from ..freshness import Manifest, ObjectAttrs, attrs_from_headers
 from ..names import join_inside, redact
 from ..progress import Callback, TqdmCallback
 from ..retry import RetryPolicy
 from ..transfer import SEGMENT_THRESHOLD, Fetched, call_with_retries
+from ._common import hit, is_current, names_a_folder
 from .http import HttpRemote, fetch_http
 
 __all__ = ["parse_ais", "ais_url", "fetch_ais", "ais_download", "list_ais", "DEFAULT_PORT"]
@@ -228,18 +228,9 @@ def _head(
     return _attrs(source, headers)
 
 
-def _current(target: str, record: ObjectAttrs | None, remote: ObjectAttrs) -> bool:
-    """Whether the file is the remote object: by its record, else by size as pyvo does."""
-    if record is not None:
-        return same_object(record, remote)
-    return remote.size is None or remote.size == os.path.getsize(target)
-
-
 def _target(local_filepath: str | os.PathLike | None, name: str) -> str:
-    if local_filepath is not None:
-        text = os.fspath(local_filepath)
-        if not (os.path.isdir(text) or text.endswith(("/", os.sep))):
-            return text
+    if local_filepath is not None and not names_a_folder(local_filepath):
+        return os.fspath(local_filepath)
     folder = "" if local_filepath is None else os.fspath(local_filepath)
     return join_inside(folder, name.rsplit("/", 1)[-1], what="name derived from the ais object")
 
@@ -327,25 +318,17 @@ def fetch_ais(
         known = None if remote_attrs is None else replace(remote_attrs, source=source)
         spec = None
         if cache and os.path.isfile(target):
-            record = keeper.get(os.path.abspath(target)) if keeper is not None else None
-            current = known is not None and _current(target, record, known)
-            if not current and (known is None or record is not None):  # the listing cannot tell
+            if known is None:
                 known, spec = _head(remote, source, policy, abort, sleep)
-                current = _current(target, record, known)
+                current = is_current(target, known, keeper, source)
+            else:
+                current = is_current(target, known, keeper, source)
+                recorded = keeper is not None and keeper.get(os.path.abspath(target)) is not None
+                if not current and recorded:  # the listing cannot tell (xxhash): ask the cluster
+                    known, spec = _head(remote, source, policy, abort, sleep)
+                    current = is_current(target, known, keeper, source)
             if current:
-                if record is None and keeper is not None:
-                    record(keeper, target, known)
-                if verbose:
-                    print(f"Found cached file {target}.")
-                return Fetched(target, True, os.path.getsize(target), 0)
-            if record is None:
-                warnings.warn(
-                    f"Found cached file {target} but it has the wrong size "
-                    f"({os.path.getsize(target)} bytes, {source} has {known.size}). "
-                    "Overwriting ...",
-                    CacheMismatchWarning,
-                    stacklevel=2,
-                )
+                return hit(target, verbose, target)
         elif known is None:
             known, spec = _head(remote, source, policy, abort, sleep)
         fetched = fetch_http(
