@@ -138,7 +138,7 @@ def test_bad_arguments_are_clear_errors(tmp_path):
 
 def test_missing_boto3_says_how_to_install_it(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "boto3", None)
-    with pytest.raises(ImportError, match=r'pip install "dlutils\[s3\]"'):
+    with pytest.raises(ImportError, match=r'pip install "dlutils-download\[s3\]"'):
         aws_download("s3://bkt/k.bin", local_filepath=tmp_path / "k.bin")
 
 

@@ -32,7 +32,7 @@ DEFAULT_TIMEOUT = (30.0, 120.0)
 #: Connections a cached client keeps: a job's workers times a download's segments share it.
 MAX_POOL_CONNECTIONS = 64
 
-_INSTALL_HINT = 'the s3:// source needs boto3: pip install "dlutils[s3]"'
+_INSTALL_HINT = 'the s3:// source needs boto3: pip install "dlutils-download[s3]"'
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)", re.IGNORECASE)
 #: S3 error codes retried whatever their status (RequestTimeout is a 400).
 _RETRY_CODES = frozenset(
@@ -464,7 +464,7 @@ def aws_download(
         From S3, as pyvo's users expect: a missing key (404, ``NoSuchKey``), access
         denied (403). The message names the object.
     ImportError
-        boto3 is not installed (``pip install "dlutils[s3]"``).
+        boto3 is not installed (``pip install "dlutils-download[s3]"``).
     dlutils.DownloadError
         A failure of dlutils' own (:class:`~dlutils.InvalidInputError` for bad
         arguments, incomplete after all retries, checksum mismatch...).
