@@ -604,6 +604,17 @@ class Manifest:
         for conn in conns:
             conn.close()
 
+    def check(self) -> None:
+        """Refuse a manifest that could write elsewhere; nothing is created.
+
+        Raises
+        ------
+        dlutils.UnsafePathError
+            The manifest, or its ``-wal``, ``-shm`` or ``-journal`` file, is a symbolic
+            link, a hard link or not a regular file: SQLite would write through it.
+        """
+        check_database(self.path, what="manifest")
+
     # -- plumbing
 
     def _key(self, path: str | os.PathLike) -> str:

@@ -710,7 +710,10 @@ class Job:
             big_common["segment_threshold"] = max(1, self._blob_threshold)
         if opts.progress:
             self._open_bar()
+        where = "<manifest>"
         try:
+            manifest.check()  # a manifest planted as a link would write elsewhere: refuse the job
+            where = "<listing>"
             for task in self._tasks():
                 if task.big:  # one at a time, beside the pool: never in its window
                     if self._abort.is_set():
@@ -750,7 +753,7 @@ class Job:
             log.exception("job %s could not list its objects", self.id)
             with self._lock:
                 self._errors += 1
-                self._download_errors.append(("<listing>", _describe(exc, "")))
+                self._download_errors.append((where, _describe(exc, "")))
         finally:
             with self._lock:
                 while self._inflight:
