@@ -232,7 +232,8 @@ def _check_working_names(name: str, segments: list[str], what: str) -> None:
     )
     last = len(segments) - 1
     for index, segment in enumerate(segments):
-        if segment.endswith(PART_SUFFIX):
+        folded = segment.lower()  # a case-insensitive filesystem (macOS) sees 'A.PART' as 'a.part'
+        if folded.endswith(PART_SUFFIX):
             if index == last:
                 reason = (
                     f"it ends with {PART_SUFFIX!r}, the suffix of the file where the bytes of "
@@ -242,7 +243,7 @@ def _check_working_names(name: str, segments: list[str], what: str) -> None:
             else:
                 reason = f"its folder {segment!r} ends with {PART_SUFFIX!r}, as partial files do"
             raise UnsafePathError(f"{what} {name!r} is not safe: {reason}; {rename}")
-        if segment.startswith(WORKING_PREFIX):
+        if folded.startswith(WORKING_PREFIX):
             raise UnsafePathError(
                 f"{what} {name!r} is not safe: {segment!r} starts with {WORKING_PREFIX!r}, "
                 "which names dlutils' own files (the manifest of the folder and its journals); "

@@ -14,6 +14,7 @@ import os
 import sqlite3
 
 import pytest
+from servers_hf import HubStandIn
 from servers_s3 import moto_server_fixture, s3_fixture  # noqa: F401 - fixtures
 
 import dlutils
@@ -260,10 +261,18 @@ def test_a_working_file_name_chosen_by_the_caller_is_refused_with_the_way_out(
 
 @pytest.mark.parametrize(
     "name",
-    ["a.part", "x/y.part", "a.part/b", ".dlutils-manifest.sqlite", "sub/.dlutils-x", ".dlutils-"],
+    [
+        "a.part",
+        "x/y.part",
+        "a.part/b",
+        "a.bin.PART",
+        ".dlutils-manifest.sqlite",
+        "sub/.dlutils-x",
+        ".DLUTILS-MANIFEST.SQLITE",
+    ],
 )
 def test_check_name_refuses_what_a_working_file_may_be_called(name):
-    with pytest.raises(UnsafePathError, match=r"is not safe: .*(\.part|\.dlutils-)"):
+    with pytest.raises(UnsafePathError, match=r"is not safe: .*('\.part'|'\.dlutils-')"):
         check_name(name)
 
 
@@ -354,3 +363,25 @@ def test_a_key_too_long_in_an_s3_listing_fails_that_object_only(s3, tmp_path):
     assert name == keys[1] and error.startswith("UnsafePathError") and "301 bytes" in error
     assert sha256(tmp_path / "z.bin") == hashlib.sha256(b"z.bin").hexdigest()
     assert sha256(tmp_path / "a.bin") == hashlib.sha256(b"a.bin").hexdigest()
+
+
+def test_hub_files_too_long_or_named_like_working_files_fail_those_files_only(
+    monkeypatch, tmp_path
+):
+    repo = {
+        "a.txt": b"a",
+        "b/" + "x" * 300: b"long",
+        "b/c.bin.part": b"part",
+        "b/c.bin": b"the bytes of c.bin",
+        "z.txt": b"z",
+    }
+    with HubStandIn(page_size=2) as hub:
+        hub.add_repo("acme/hostile", repo)
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        status = finished(Job.hf(tmp_path, dataset="acme/hostile").start())
+    assert (status.total, status.finished, status.errors) == (5, 3, 2)
+    errors = dict(status.download_errors)
+    assert sorted(errors) == sorted(["b/" + "x" * 300, "b/c.bin.part"])
+    assert all(e.startswith("UnsafePathError") for e in errors.values())
+    assert (tmp_path / "b" / "c.bin").read_bytes() == b"the bytes of c.bin"
+    assert (tmp_path / "z.txt").read_bytes() == b"z"
