@@ -163,7 +163,7 @@ def name_from_content_disposition(value: str | None) -> str | None:
     return name or None
 
 
-def check_name(name: str, *, what: str = "name") -> str:
+def check_name(name: str, *, what: str = "name", local: bool = True) -> str:
     """Check that ``name`` is a safe relative path and return it with ``/`` separators.
 
     Rejected, with :class:`~dlutils.UnsafePathError` (a ``ValueError``): an empty
@@ -174,7 +174,9 @@ def check_name(name: str, *, what: str = "name") -> str:
     ``.part`` (where another object's bytes gather) or starting with ``.dlutils-``
     (the manifest and its journals). And a name no filesystem would take: a segment
     longer than 255 bytes in UTF-8 (250 for the file's own, which needs room for
-    ``.part``), or a whole name longer than a path may be.
+    ``.part``), or a whole name longer than a path may be. With ``local=False`` (a
+    path on a remote, saved under a name given elsewhere) these last two rules are
+    not applied.
 
     Examples
     --------
@@ -219,8 +221,9 @@ the suffix of the file where the bytes of 'model.bin' gather...
             raise bad("it has a '.' segment")
         if segment == "":
             raise bad("it has an empty segment ('//')")
-    _check_working_names(name, segments, what)
-    _check_lengths(name, segments, what)
+    if local:
+        _check_working_names(name, segments, what)
+        _check_lengths(name, segments, what)
     return "/".join(segments)
 
 

@@ -379,9 +379,19 @@ def test_hub_files_too_long_or_named_like_working_files_fail_those_files_only(
         hub.add_repo("acme/hostile", repo)
         monkeypatch.setenv("HF_ENDPOINT", hub.url)
         status = finished(Job.hf(tmp_path, dataset="acme/hostile").start())
+        renamed = {"c.bin.part-renamed": "hf://datasets/acme/hostile/b/c.bin.part"}
+        assert finished(Job.multi(renamed, tmp_path / "renamed").start()).finished == 1
+    assert (tmp_path / "renamed" / "c.bin.part-renamed").read_bytes() == b"part"  # the way out
     assert (status.total, status.finished, status.errors) == (5, 3, 2)
     errors = dict(status.download_errors)
     assert sorted(errors) == sorted(["b/" + "x" * 300, "b/c.bin.part"])
     assert all(e.startswith("UnsafePathError") for e in errors.values())
     assert (tmp_path / "b" / "c.bin").read_bytes() == b"the bytes of c.bin"
     assert (tmp_path / "z.txt").read_bytes() == b"z"
+
+
+def test_a_remote_path_is_checked_for_its_shape_only_when_saved_under_another_name():
+    assert check_name("b/c.bin.part", local=False) == "b/c.bin.part"
+    assert check_name("x" * 300, local=False) == "x" * 300
+    with pytest.raises(UnsafePathError, match=r"'\.\.' segment"):
+        check_name("../c.bin.part", local=False)
