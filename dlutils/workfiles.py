@@ -86,7 +86,7 @@ def open_working_file(path: str, flags: int, mode: int = 0o644, *, what: str = "
 def _check_existing(path: str, what: str) -> os.stat_result | None:
     try:
         st = os.lstat(path)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
     _check(st, path, what)
     return st
