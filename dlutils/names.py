@@ -32,6 +32,11 @@ WORKING_PREFIX = ".dlutils-"
 NAME_MAX = 255
 #: Longest path, in bytes, that a system call takes on Linux (the final NUL included).
 PATH_MAX = 4096
+#: How to download an object whose name cannot be used, said by every refusal.
+_RENAME = (
+    "give a dict {name: link} to a multi job, object_name= to a single one, or "
+    "local_filepath= to a download function"
+)
 
 # Query parameters whose values are credentials (signed URLs of S3, GCS, Azure, CloudFront, ...).
 _SECRET_PARAM = re.compile(
@@ -229,10 +234,7 @@ the suffix of the file where the bytes of 'model.bin' gather...
 
 def _check_working_names(name: str, segments: list[str], what: str) -> None:
     """Refuse a name that a working file of dlutils has, or may have."""
-    rename = (
-        "to download it anyway, save it under another name: give local_filepath= to a "
-        "download function, or a dict {name: link} to a multi job"
-    )
+    rename = f"to download it anyway, save it under another name: {_RENAME}"
     last = len(segments) - 1
     for index, segment in enumerate(segments):
         folded = segment.lower()  # a case-insensitive filesystem (macOS) sees 'A.PART' as 'a.part'
@@ -256,10 +258,7 @@ def _check_working_names(name: str, segments: list[str], what: str) -> None:
 
 def _check_lengths(name: str, segments: list[str], what: str) -> None:
     """Refuse a name the filesystem would refuse with "File name too long"."""
-    rename = (
-        "save it under a shorter name: give local_filepath= to a download function, or a "
-        "dict {name: link} to a multi job"
-    )
+    rename = f"save it under a shorter name: {_RENAME}"
     last = len(segments) - 1
     for index, segment in enumerate(segments):
         size = len(os.fsencode(segment))
