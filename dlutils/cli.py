@@ -550,9 +550,8 @@ def _run_here(store: Any, job_id: str, request: dict[str, Any], *, progress: boo
 def _start_worker(store: Any, job_id: str, request: dict[str, Any]) -> int | None:
     """Start the detached worker and wait until it took the job; an exit code if it did not."""
     log_path = store.log_path(job_id)
-    os.makedirs(os.path.dirname(log_path), mode=0o700, exist_ok=True)
     env = {**os.environ, "DLUTILS_HOME": store.home}
-    with open(log_path, "ab") as log:
+    with store.open_log(job_id) as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "dlutils", "_worker", job_id],
             stdin=subprocess.PIPE,

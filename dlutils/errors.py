@@ -32,7 +32,13 @@ class InvalidInputError(DownloadError, ValueError):
 
 
 class UnsafePathError(InvalidInputError):
-    """A name would land outside its destination folder (``..``, an absolute path, ``~/``)."""
+    """A name or a path dlutils would write cannot be used safely.
+
+    The name would land outside its destination folder (``..``, an absolute path, ``~/``,
+    a symbolic link), would overwrite a working file of dlutils (``NAME.part``,
+    ``.dlutils-manifest.sqlite``), or is longer than a file name can be; or a link, a
+    hard link or a special file sits where dlutils keeps a working file.
+    """
 
 
 class UnsupportedSchemeError(InvalidInputError):

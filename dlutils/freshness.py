@@ -19,6 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from .checksums import ALGORITHMS, b64_to_hex, new_hasher
 from .errors import DownloadError, InvalidInputError, UnsafePathError
+from .workfiles import check_database, confirm_database, open_working_file
 
 __all__ = ["ObjectAttrs", "attrs_from_headers", "same_object", "file_attrs", "Manifest"]
 
@@ -603,6 +604,17 @@ class Manifest:
         for conn in conns:
             conn.close()
 
+    def check(self) -> None:
+        """Refuse a manifest that could write elsewhere; nothing is created.
+
+        Raises
+        ------
+        dlutils.UnsafePathError
+            The manifest, or its ``-wal``, ``-shm`` or ``-journal`` file, is a symbolic
+            link, a hard link or not a regular file: SQLite would write through it.
+        """
+        check_database(self.path, what="manifest")
+
     # -- plumbing
 
     def _key(self, path: str | os.PathLike) -> str:
@@ -632,11 +644,9 @@ class Manifest:
         local = self._local
         conn = getattr(local, "conn", None)
         if conn is None:
-            if not create and not os.path.exists(self.path):
+            if not create and not os.path.lexists(self.path):
                 return None
-            conn = sqlite3.connect(
-                self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
-            )
+            conn = self._open()
             with self._lock:
                 self._conns.append(conn)
             local.conn, local.writer = conn, False
@@ -648,9 +658,29 @@ class Manifest:
                 logger.debug("manifest %s keeps the default journal: %s", self.path, exc)
             if str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal":
                 conn.execute("PRAGMA synchronous = NORMAL")  # durable in WAL, and no fsync per put
+            check_database(self.path, what="manifest")  # the -wal and -shm now exist
             local.writer = True
         if create and not self._ready:
             self._create_schema(conn)
+        return conn
+
+    def _open(self) -> sqlite3.Connection:
+        """A new connection, never through a link planted at the manifest or its journals.
+
+        SQLite follows links, so the files are checked before and after it opens them.
+        """
+        before = check_database(self.path, what="manifest")
+        if before is None:  # created here, not by SQLite: O_NOFOLLOW
+            os.close(open_working_file(self.path, os.O_RDWR | os.O_CREAT, what="manifest"))
+            before = check_database(self.path, what="manifest")
+        conn = sqlite3.connect(
+            self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
+        )
+        try:
+            confirm_database(self.path, before, what="manifest")
+        except BaseException:
+            conn.close()
+            raise
         return conn
 
     def _create_schema(self, conn: sqlite3.Connection) -> None:

@@ -160,6 +160,8 @@ class _Task:
     size: int | None = None
     #: Why this object cannot be fetched (an unsafe name), recorded as its error.
     error: str | None = None
+    #: The class of that error (:class:`~dlutils.UnsafePathError` for a name).
+    error_type: type[Exception] = InvalidInputError
     #: What a bucket listing said of the object, so an unchanged one costs no request.
     remote_attrs: ObjectAttrs | None = None
     #: A big file (``blob_threshold``): fetched alone, over several connections.
@@ -394,10 +396,18 @@ class Job:
                 f"objects={objects!r} is a single string: give a list of links or a dict "
                 "name -> link (or use Job.single / Job.range)"
             )
-        if isinstance(objects, Mapping):
+        refused: dict[str, UnsafePathError] = {}
+        if isinstance(objects, Mapping):  # names the caller chose: a bad one is refused now
             pairs = [(_name_for(link, name), link) for name, link in objects.items()]
-        else:
-            pairs = [(_name_for(link, None), link) for link in objects]
+        else:  # names the links give: a bad one is an error of that object only
+            pairs = []
+            for link in objects:
+                try:
+                    pairs.append((_name_for(link, None), link))
+                except UnsafePathError as exc:
+                    name = object_name(link)
+                    pairs.append((name, link))
+                    refused[name] = exc
         if not pairs:
             raise InvalidInputError("objects is empty: give at least one link")
         by_name: dict[str, list[str]] = collections.defaultdict(list)
@@ -414,7 +424,10 @@ class Job:
                 f"{len(clashes)} name(s) would be used by more than one link: {lines}. "
                 "Give a dict name -> link to choose the names."
             )
-        tasks = [_Task(name, link, join_inside(dest, name)) for name, link in pairs]
+        tasks = [
+            _refused(name, link, refused[name]) if name in refused else _placed(name, link, dest)
+            for name, link in pairs
+        ]
         return cls(lambda: iter(tasks), dest, total=len(tasks), source="multi-download", opts=opts)
 
     @classmethod
@@ -439,17 +452,14 @@ class Job:
             raise InvalidInputError(f"template {template!r} expands to no link")
         check_link(first)
         prefix = check_name(subdir, what="subdir") + "/" if subdir else ""
-        _name_for(first, None)
+        try:
+            _name_for(first, None)
+        except UnsafePathError:
+            pass  # a name of the template, not the template: an error of that object only
 
         def tasks() -> Iterator[_Task]:
             for link in parsed:
-                name = prefix + object_name(link)
-                try:
-                    path = join_inside(dest, name)
-                except DownloadError as exc:
-                    yield _Task(name, link, "", error=str(exc))
-                    continue
-                yield _Task(name, link, path)
+                yield _placed(prefix + object_name(link), link, dest)
 
         return cls(tasks, dest, total=len(parsed), source=template, opts=opts)
 
@@ -497,12 +507,7 @@ class Job:
                 name = key[len(folder) :] if key.startswith(folder) else key
                 if listed is not None:
                     listed.add(name)
-                try:
-                    path = join_inside(dest, name, what="object name")
-                except DownloadError as exc:
-                    yield _Task(name, root + key, "", error=str(exc))
-                    continue
-                yield _Task(name, root + key, path, remote_attrs=attrs)
+                yield _placed(name, root + key, dest, remote_attrs=attrs)
 
         def synchronise(job: Job, manifest: Manifest) -> None:
             assert listed is not None
@@ -584,12 +589,8 @@ class Job:
                 if threshold is not None and attrs.size is None:
                     attrs = stat_hf(attrs.source, token=token, session=options.session)
                 big = threshold is not None and attrs.size is not None and attrs.size >= threshold
-                try:
-                    path = join_inside(dest, name, what="hub file")
-                except DownloadError as exc:
-                    yield _Task(name, attrs.source or ref.link, "", error=str(exc))
-                    continue
-                yield _Task(name, attrs.source, path, remote_attrs=attrs, big=big)
+                link = attrs.source or ref.link
+                yield _placed(name, link, dest, "hub file", remote_attrs=attrs, big=big)
 
         job = cls(tasks, dest, total=None, source=ref.link, opts=opts)
         job._blob_threshold = threshold
@@ -709,7 +710,10 @@ class Job:
             big_common["segment_threshold"] = max(1, self._blob_threshold)
         if opts.progress:
             self._open_bar()
+        where = "<manifest>"
         try:
+            manifest.check()  # a manifest planted as a link would write elsewhere: refuse the job
+            where = "<listing>"
             for task in self._tasks():
                 if task.big:  # one at a time, beside the pool: never in its window
                     if self._abort.is_set():
@@ -749,7 +753,7 @@ class Job:
             log.exception("job %s could not list its objects", self.id)
             with self._lock:
                 self._errors += 1
-                self._download_errors.append(("<listing>", _describe(exc, "")))
+                self._download_errors.append((where, _describe(exc, "")))
         finally:
             with self._lock:
                 while self._inflight:
@@ -948,9 +952,27 @@ def _execute_elsewhere(task: _Task, common: dict[str, Any]) -> Fetched:
     return fetch(task.link, task.path, **common, **_task_extras(task))
 
 
+def _placed(
+    name: str, link: str, dest: str | os.PathLike, what: str = "object name", **fields: Any
+) -> _Task:
+    """The task saving ``link`` as ``name`` under ``dest``.
+
+    A name that cannot be used (unsafe, too long, a working file's) makes a task that
+    fails as soon as it runs: an error of that object only, the job goes on.
+    """
+    try:
+        return _Task(name, link, join_inside(dest, name, what=what), **fields)
+    except (DownloadError, OSError) as exc:
+        return _refused(name, link, exc)
+
+
+def _refused(name: str, link: str, exc: Exception) -> _Task:
+    return _Task(name, link, "", error=str(exc), error_type=type(exc))
+
+
 def _raise_if_unusable(task: _Task) -> None:
     if task.error:
-        raise InvalidInputError(task.error)
+        raise task.error_type(task.error)
     if os.path.isdir(task.path):
         # The sources read an existing folder as "save inside it"; a job always means the
         # file itself, so two objects such as 'x' and 'x/x' must not share one file.

@@ -25,10 +25,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, BinaryIO
 
 from .errors import DownloadError, InvalidInputError, JobNotFoundError, JobStateError
 from .job import JobStatus, State, TaskInfo
+from .workfiles import check_database, confirm_database, open_working_file
 
 __all__ = ["JobStore", "JobRecord", "state_home", "new_job_id", "HEARTBEAT_STALE"]
 
@@ -220,11 +221,16 @@ class JobStore:
         self.path = os.path.join(self.home, self.FILENAME)
         self.clock = clock
         os.makedirs(self.home, mode=0o700, exist_ok=True)
-        self._conn = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
+        self._conn = self._open(timeout)
         try:
             self._conn.execute("PRAGMA journal_mode = WAL")
         except sqlite3.OperationalError:  # e.g. a network filesystem: the default journal
             pass
+        try:
+            check_database(self.path, what="job store")  # the -wal and -shm now exist
+        except BaseException:
+            self._conn.close()
+            raise
         self._conn.execute("PRAGMA synchronous = NORMAL")
         with self._transaction() as conn:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -239,6 +245,23 @@ class JobStore:
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         self._conn.row_factory = sqlite3.Row
 
+    def _open(self, timeout: float) -> sqlite3.Connection:
+        """Connect, never through a link planted at the store or its journals.
+
+        SQLite follows links, so the files are checked before and after it opens them.
+        """
+        before = check_database(self.path, what="job store")
+        if before is None:  # created here, not by SQLite: O_NOFOLLOW, and private
+            os.close(open_working_file(self.path, os.O_RDWR | os.O_CREAT, 0o600, what="job store"))
+            before = check_database(self.path, what="job store")
+        conn = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
+        try:
+            confirm_database(self.path, before, what="job store")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
     def close(self) -> None:
         """Close the connection."""
         self._conn.close()
@@ -252,6 +275,13 @@ class JobStore:
     def log_path(self, job_id: str) -> str:
         """Where the worker of ``job_id`` writes its log."""
         return os.path.join(self.home, "logs", f"{job_id}.log")
+
+    def open_log(self, job_id: str) -> BinaryIO:
+        """The log of ``job_id``'s worker, opened to append, never through a link."""
+        path = self.log_path(job_id)
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
+        return os.fdopen(open_working_file(path, flags, 0o600, what="job log"), "ab")
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:

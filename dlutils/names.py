@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import posixpath
 import re
@@ -22,6 +23,20 @@ __all__ = [
 ]
 
 _BUCKET_SCHEMES = ("s3", "gs", "ais")
+
+#: The suffix of the file an object's bytes gather in (``transfer.PART_SUFFIX``).
+PART_SUFFIX = ".part"
+#: Names dlutils gives its own files in a destination (the manifest and its journals).
+WORKING_PREFIX = ".dlutils-"
+#: Longest file or folder name, in bytes, that common filesystems take (ext4, xfs, btrfs, APFS).
+NAME_MAX = 255
+#: Longest path, in bytes, that a system call takes on Linux (the final NUL included).
+PATH_MAX = 4096
+#: How to download an object whose name cannot be used, said by every refusal.
+_RENAME = (
+    "give a dict {name: link} to a multi job, object_name= to a single one, or "
+    "local_filepath= to a download function"
+)
 
 # Query parameters whose values are credentials (signed URLs of S3, GCS, Azure, CloudFront, ...).
 _SECRET_PARAM = re.compile(
@@ -153,13 +168,20 @@ def name_from_content_disposition(value: str | None) -> str | None:
     return name or None
 
 
-def check_name(name: str, *, what: str = "name") -> str:
+def check_name(name: str, *, what: str = "name", local: bool = True) -> str:
     """Check that ``name`` is a safe relative path and return it with ``/`` separators.
 
     Rejected, with :class:`~dlutils.UnsafePathError` (a ``ValueError``): an empty
     name, one ending in ``/``, an absolute path, one starting with ``~``, a drive
     letter, a NUL byte, or any ``.`` or ``..`` segment (``\\`` counts as a
-    separator too, so Windows-style traversal is caught everywhere).
+    separator too, so Windows-style traversal is caught everywhere). Also refused,
+    so that no object can overwrite a working file of dlutils: a segment ending in
+    ``.part`` (where another object's bytes gather) or starting with ``.dlutils-``
+    (the manifest and its journals). And a name no filesystem would take: a segment
+    longer than 255 bytes in UTF-8 (250 for the file's own, which needs room for
+    ``.part``), or a whole name longer than a path may be. With ``local=False`` (a
+    path on a remote, saved under a name given elsewhere) these last two rules are
+    not applied.
 
     Examples
     --------
@@ -171,6 +193,11 @@ def check_name(name: str, *, what: str = "name") -> str:
     ...
     dlutils.errors.UnsafePathError: name '../etc/passwd' is not safe: it has a '..' segment; \
 a name must be a relative path inside the destination, such as 'train/shard-0001.tar'
+    >>> check_name("model.bin.part")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    dlutils.errors.UnsafePathError: name 'model.bin.part' is not safe: it ends with '.part', \
+the suffix of the file where the bytes of 'model.bin' gather...
     """
     example = (
         "a name must be a relative path inside the destination, such as 'train/shard-0001.tar'"
@@ -199,7 +226,62 @@ a name must be a relative path inside the destination, such as 'train/shard-0001
             raise bad("it has a '.' segment")
         if segment == "":
             raise bad("it has an empty segment ('//')")
+    if local:
+        _check_working_names(name, segments, what)
+        _check_lengths(name, segments, what)
     return "/".join(segments)
+
+
+def _check_working_names(name: str, segments: list[str], what: str) -> None:
+    """Refuse a name that a working file of dlutils has, or may have."""
+    rename = f"to download it anyway, save it under another name: {_RENAME}"
+    last = len(segments) - 1
+    for index, segment in enumerate(segments):
+        folded = segment.lower()  # a case-insensitive filesystem (macOS) sees 'A.PART' as 'a.part'
+        if folded.endswith(PART_SUFFIX):
+            if index == last:
+                reason = (
+                    f"it ends with {PART_SUFFIX!r}, the suffix of the file where the bytes of "
+                    f"{segment[: -len(PART_SUFFIX)]!r} gather while they download, so the two "
+                    "would overwrite each other"
+                )
+            else:
+                reason = f"its folder {segment!r} ends with {PART_SUFFIX!r}, as partial files do"
+            raise UnsafePathError(f"{what} {name!r} is not safe: {reason}; {rename}")
+        if folded.startswith(WORKING_PREFIX):
+            raise UnsafePathError(
+                f"{what} {name!r} is not safe: {segment!r} starts with {WORKING_PREFIX!r}, "
+                "which names dlutils' own files (the manifest of the folder and its journals); "
+                f"{rename}"
+            )
+
+
+def _check_lengths(name: str, segments: list[str], what: str) -> None:
+    """Refuse a name the filesystem would refuse with "File name too long"."""
+    rename = f"save it under a shorter name: {_RENAME}"
+    last = len(segments) - 1
+    for index, segment in enumerate(segments):
+        size = len(os.fsencode(segment))
+        limit = NAME_MAX - len(PART_SUFFIX) if index == last else NAME_MAX
+        if size > limit:
+            kind = "its file name" if index == last else "a folder in it"
+            raise UnsafePathError(
+                f"{what} {_short(name)!r} is not safe: {kind} {_short(segment)!r} is {size} bytes "
+                f"long in UTF-8, more than {limit} "
+                f"(a name has at most {NAME_MAX} bytes, and {PART_SUFFIX!r} must fit); {rename}"
+            )
+    size = len(os.fsencode(name)) + len(PART_SUFFIX)
+    if size >= PATH_MAX:
+        raise UnsafePathError(
+            f"{what} {_short(name)!r} is not safe: it is {size - len(PART_SUFFIX)} "
+            f"bytes long, more than a path can be ({PATH_MAX - 1} bytes with {PART_SUFFIX!r}); "
+            f"{rename}"
+        )
+
+
+def _short(text: str) -> str:
+    """``text``, its middle cut out when long, for messages."""
+    return text if len(text) <= 80 else f"{text[:50]}...{text[-20:]}"
 
 
 def join_inside(folder: str | os.PathLike, name: str, *, what: str = "name") -> str:
@@ -229,6 +311,12 @@ def join_inside(folder: str | os.PathLike, name: str, *, what: str = "name") -> 
             mode = os.lstat(current).st_mode
         except (FileNotFoundError, NotADirectoryError):
             break  # nothing deeper exists yet
+        except OSError as exc:
+            if exc.errno in (errno.ENAMETOOLONG, errno.ELOOP):
+                raise UnsafePathError(
+                    f"{what} {name!r} is not safe under {folder!r}: {exc.strerror}"
+                ) from exc
+            raise
         if stat.S_ISLNK(mode):
             root = os.path.realpath(folder)
             resolved = os.path.realpath(current)
@@ -237,4 +325,11 @@ def join_inside(folder: str | os.PathLike, name: str, *, what: str = "name") -> 
                     f"{what} {name!r} is not safe: through a symbolic link it resolves to "
                     f"{resolved!r}, outside the destination {folder!r}"
                 )
+    size = len(os.fsencode(path)) + len(PART_SUFFIX)
+    if size >= PATH_MAX:
+        raise UnsafePathError(
+            f"{what} {name!r} is not safe under {folder!r}: the path would be {size} bytes "
+            f"long with {PART_SUFFIX!r}, more than the {PATH_MAX - 1} a path can be; choose a "
+            "destination with a shorter path, or a shorter name"
+        )
     return path

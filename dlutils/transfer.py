@@ -33,6 +33,7 @@ from .errors import (
 )
 from .progress import Callback, Throttled, as_callback
 from .retry import RetryPolicy
+from .workfiles import open_working_file
 
 try:
     import fcntl
@@ -408,8 +409,8 @@ def _remove_if_empty(part: str, fd: int) -> None:
 def _lock_part(s: _Settings) -> int | None:
     """Open and exclusively lock the ``.part`` file; ``None`` if another process placed it."""
     while True:
-        try:
-            fd = os.open(s.part, os.O_RDWR | os.O_CREAT, 0o644)
+        try:  # never through a link: a .part planted as a symlink would write elsewhere
+            fd = open_working_file(s.part, os.O_RDWR | os.O_CREAT, what="partial file")
         except OSError as exc:
             raise DownloadError(f"cannot write {s.part!r}: {exc.strerror or exc}") from exc
         if fcntl is None:
@@ -430,7 +431,7 @@ def _lock_part(s: _Settings) -> int | None:
                     time.sleep(0.1)
         ino = os.fstat(fd).st_ino
         try:
-            if os.stat(s.part).st_ino == ino:
+            if os.lstat(s.part).st_ino == ino:
                 return fd
         except FileNotFoundError:
             pass
@@ -918,6 +919,7 @@ class _Transfer:
                 )
         if s.fsync:
             os.fsync(self.fd)
+        _check_still_ours(s.part, self.fd, s.path)
         os.replace(s.part, s.path)
         return TransferResult(
             path=s.path,
@@ -928,4 +930,24 @@ class _Transfer:
             validator=self.validator,
             headers=self.headers or {},
             checksum=s.checksum,
+        )
+
+
+def _check_still_ours(part: str, fd: int, path: str) -> None:
+    """Refuse to place anything but the file this transfer opened and locked.
+
+    Another file at ``part`` (a link, or another object's file moved there) is never
+    moved to ``path``. The check and the rename are two steps: a file swapped in between
+    them by another process is not caught (a narrow race).
+    """
+    ours = os.fstat(fd)
+    try:
+        found = os.lstat(part)
+    except FileNotFoundError:
+        found = None
+    if found is None or (found.st_dev, found.st_ino) != (ours.st_dev, ours.st_ino):
+        raise DownloadError(
+            f"{part!r} is no longer the file dlutils wrote (it was "
+            f"{'removed' if found is None else 'replaced'} during the download); nothing was "
+            f"moved to {path!r}. Check what else writes in that folder, then download again."
         )

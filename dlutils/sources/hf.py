@@ -929,7 +929,7 @@ has a '..' segment; a name must be a relative path inside the destination, such 
             f"hf link {ref.link!r} names no file (list a folder with list_hf); write it as "
             f"{_FORM}, for instance {_EXAMPLE}"
         )
-    check_name(ref.path, what="path in the repository")
+    check_name(ref.path, what="path in the repository", local=False)  # the local name: below
     user_checksum = parse_checksum(checksum)  # bad input fails before any request
     if remote_attrs is not None and not isinstance(remote_attrs, ObjectAttrs):
         raise InvalidInputError(f"remote_attrs {remote_attrs!r} is not an ObjectAttrs")
