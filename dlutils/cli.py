@@ -3,10 +3,15 @@
 Commands, as the AIStore CLI names them::
 
     dlutils download SRC DST [options]        (same: dlutils start download SRC DST)
-    dlutils show download [JOB_ID] [--regex R] [--all] [--progress] [--refresh D] [--json] [-v]
+    dlutils show download [JOB_ID] [--regex R] [--running] [--progress] [--refresh D] [--json] [-v]
     dlutils stop download JOB_ID | --regex R | --all
-    dlutils wait download JOB_ID [--timeout D] [--progress]
+    dlutils wait download JOB_ID [--timeout D] [--progress] [--refresh D]
     dlutils rm download JOB_ID | --all
+
+AIStore's spellings work too: ``show job download``, ``job rm download ID``,
+``download rm ID``. For a single file (not a template, bucket or list), DST names the
+file, as AIStore's destination names the object, unless it ends with ``/`` or is an
+existing folder; ``--refresh 500`` is 500 ms, as in AIStore.
 
 Jobs outlive the command. ``dlutils download`` records the job in the job store
 (:mod:`dlutils.jobstore`), starts a detached worker (:mod:`dlutils.worker`), waits until
@@ -60,6 +65,8 @@ START_TIMEOUT = 30.0
 #: Seconds ``dlutils stop download`` waits for a job to report that it stopped.
 STOP_TIMEOUT = 10.0
 _POLL = 0.1
+#: Seconds between reports of ``show``/``wait`` (``--refresh``), as in AIStore's CLI.
+DEFAULT_REFRESH = 1.0
 _EXAMPLE = "dlutils download 'https://host/shard-{0000..0099}.tar' DST"
 
 
@@ -97,6 +104,24 @@ def _duration(value: str) -> float:
     return seconds
 
 
+def _timeout(value: str) -> float | None:
+    """``--timeout``: a duration, or ``""`` (AIStore's documented default) for none given."""
+    if not value.strip():
+        return None
+    return _duration(value)
+
+
+def _refresh(value: str) -> float:
+    """``--refresh``: a duration; a bare number is milliseconds, as AIStore's CLI reads it."""
+    text = value.strip()
+    if re.fullmatch(r"\d+(\.\d*)?|\.\d+", text):
+        seconds = float(text) / 1000
+        if seconds <= 0:
+            raise argparse.ArgumentTypeError(f"{value!r} is not valid: give a duration above 0")
+        return seconds
+    return _duration(value)
+
+
 def _header(value: str) -> tuple[str, str]:
     name, sep, text = value.partition(":")
     if not sep or not name.strip() or any(c.isspace() for c in name.strip()):
@@ -123,7 +148,11 @@ def _download_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("dst", metavar="DST", nargs="?", help="the local folder to download into")
     p.add_argument("--desc", "--description", dest="desc", help="the job's description")
-    p.add_argument("--timeout", type=_duration, help="time limit per object, e.g. 30s, 5m")
+    p.add_argument(
+        "--timeout",
+        type=_timeout,
+        help='time limit per object, e.g. 30s, 5m ("" = none given, the default)',
+    )
     p.add_argument("--max-conns", type=_count, default=0, help="transfers at once (0 = default)")
     p.add_argument(
         "--limit-bph", type=_size, default=0, help="bytes per hour, e.g. 10GiB (0 = none)"
@@ -163,16 +192,27 @@ def _download_arguments(p: argparse.ArgumentParser) -> None:
     p.set_defaults(handler=_cmd_download, parser=p)
 
 
+_REFRESH_HELP = (
+    "time between reports (default 1s); a bare number is milliseconds, as in AIStore "
+    "(500 = 500ms), or give a unit: 500ms, 2s, 1m"
+)
+
+
 def _show_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("job_id", metavar="JOB_ID", nargs="?", help="one job (default: a table)")
+    p.add_argument("job_id", metavar="JOB_ID", nargs="?", help="one job (default: all jobs)")
     p.add_argument("--regex", type=_regex, help="only jobs whose description matches")
-    p.add_argument("--all", action="store_true", help="finished and aborted jobs too")
-    p.add_argument("--progress", action="store_true", help="a progress bar until the job ends")
+    p.add_argument("--running", action="store_true", help="only jobs not finished or aborted")
+    p.add_argument("--all", action="store_true", help="all jobs (the default; kept for scripts)")
+    p.add_argument(
+        "--progress",
+        action="store_true",
+        help="a bar for the job and one for each file being downloaded, until the job ends",
+    )
     p.add_argument(
         "--refresh",
-        type=_duration,
+        type=_refresh,
         metavar="DURATION",
-        help="show again every DURATION until the jobs end (e.g. 2s)",
+        help=_REFRESH_HELP + "; given, the report repeats until the jobs end",
     )
     p.add_argument("--json", action="store_true", help="JSON instead of text")
     p.add_argument(
@@ -194,9 +234,15 @@ def _stop_arguments(p: argparse.ArgumentParser) -> None:
 
 def _wait_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("job_id", metavar="JOB_ID", help="the job to wait for")
-    p.add_argument("--timeout", type=_duration, help="give up after this long (exit 1)")
-    p.add_argument("--progress", action="store_true", help="show a progress bar")
-    p.add_argument("--refresh", type=_duration, metavar="DURATION", help=argparse.SUPPRESS)
+    p.add_argument(
+        "--timeout", type=_timeout, help='give up after this long (exit 1); "" = wait forever'
+    )
+    p.add_argument(
+        "--progress",
+        action="store_true",
+        help="a bar for the job and one for each file being downloaded",
+    )
+    p.add_argument("--refresh", type=_refresh, metavar="DURATION", help=_REFRESH_HELP)
     p.set_defaults(handler=_cmd_wait, parser=p)
 
 
@@ -351,12 +397,18 @@ def _job_text(record: Any, details: bool) -> str:
 
 
 class _Bar:
-    """A files bar for a job followed through the store (tqdm on stderr)."""
+    """The job's bar (files) and one bar per file being downloaded (bytes), on stderr.
+
+    As AIStore's ``--progress`` shows them: the files bar moves when a file ends, the
+    byte bars while files come in; a file's bar goes away when the file is done.
+    """
 
     def __init__(self, job_id: str):
         from tqdm.auto import tqdm
 
-        self.bar = tqdm(total=None, unit="file", desc=job_id, dynamic_ncols=True)
+        self._tqdm = tqdm
+        self.bar = tqdm(total=None, unit="file", desc=f"{job_id} files", dynamic_ncols=True)
+        self.files: dict[str, Any] = {}
 
     def update(self, status: Any) -> None:
         from .limits import format_size
@@ -366,8 +418,30 @@ class _Bar:
             self.bar.total = total
         self.bar.update(status.finished + status.errors - self.bar.n)
         self.bar.set_postfix_str(f"{format_size(status.bytes)}, {status.errors} errors")
+        current = {task.name: task for task in status.current_tasks}
+        for name in [n for n in self.files if n not in current]:
+            self.files.pop(name).close()
+        for name in sorted(current):
+            task = current[name]
+            bar = self.files.get(name)
+            if bar is None:
+                bar = self.files[name] = self._tqdm(
+                    total=task.total,
+                    desc=name,
+                    unit="B",
+                    unit_scale=True,
+                    unit_divisor=1024,
+                    leave=False,
+                    dynamic_ncols=True,
+                )
+            if task.total and bar.total != task.total:
+                bar.total = task.total
+            bar.update(task.downloaded - bar.n)
 
     def close(self) -> None:
+        for bar in self.files.values():
+            bar.close()
+        self.files.clear()
         self.bar.close()
 
 
@@ -459,6 +533,13 @@ def _cmd_download(args: argparse.Namespace, store: Any) -> int:
             f"argument DST: {redact(args.dst)!r} is a link, but DST is a local folder"
             + _template_hint([args.src, args.dst])
         )
+    from .errors import InvalidInputError
+    from .job import _check_template
+
+    try:
+        _check_template(args.src)  # a malformed template is a usage error, never a link
+    except InvalidInputError as exc:
+        parser.error(f"argument SRC: {exc}")
     objects = None
     if args.object_list:
         try:
@@ -466,6 +547,12 @@ def _cmd_download(args: argparse.Namespace, store: Any) -> int:
         except (OSError, ValueError) as exc:
             parser.error(f"argument --object-list: {exc}")
     dest = os.path.abspath(os.path.expanduser(args.dst))
+    source: Any = objects or args.src
+    folder = dest
+    if objects is None and _one_object(args.src, args.dst):
+        # AIStore: for a single file, DST names the object (unless it names a folder)
+        folder, name = os.path.split(dest)
+        source = {name: args.src}
     headers = dict(args.header or [])
     if objects is not None:
         description = f"{redact(args.src)} ({len(objects)} objects) -> {dest}"
@@ -481,7 +568,7 @@ def _cmd_download(args: argparse.Namespace, store: Any) -> int:
         **({"token": args.hf_auth} if args.hf_auth else {}),
         **({"blob_threshold": args.blob_threshold} if args.blob_threshold else {}),
     }
-    request = {"source": objects or args.src, "dest": dest, "options": options}
+    request = {"source": source, "dest": folder, "options": options}
     recorded = {  # what the store keeps of the options: no header values, they may hold tokens
         "timeout": args.timeout,
         "max_conns": args.max_conns,
@@ -513,6 +600,21 @@ def _cmd_download(args: argparse.Namespace, store: Any) -> int:
     line, code = _summary(_watch(store, job_id, progress=True, interval=0.5))
     print(line)
     return code
+
+
+def _one_object(src: str, dst: str) -> bool:
+    """Whether ``src`` is one file (not a template, bucket or repository) and ``dst`` its name.
+
+    ``dst`` names a folder when it ends with a separator or is an existing folder.
+    """
+    from .job import _names_a_bucket
+    from .sources import scheme_of
+    from .sources._common import names_a_folder
+    from .templates import has_template
+
+    if scheme_of(src) == "hf" or has_template(src) or _names_a_bucket(src):
+        return False
+    return not names_a_folder(os.path.expanduser(dst))
 
 
 def _refused(store: Any, job_id: str) -> int:
@@ -587,7 +689,8 @@ def _start_worker(store: Any, job_id: str, request: dict[str, Any]) -> int | Non
 def _cmd_show(args: argparse.Namespace, store: Any) -> int:
     if args.job_id is not None:
         if args.progress:
-            record = _watch(store, args.job_id, progress=True, interval=args.refresh or 0.5)
+            interval = args.refresh or DEFAULT_REFRESH
+            record = _watch(store, args.job_id, progress=True, interval=interval)
             print(_job_text(record, args.details))
             return 0
         while True:
@@ -601,13 +704,13 @@ def _cmd_show(args: argparse.Namespace, store: Any) -> int:
             time.sleep(args.refresh)
             print()
     while True:
-        records = store.list(args.regex, active_only=not args.all)
+        records = store.list(args.regex, active_only=args.running)
         if args.json:
             print(json.dumps([r.to_dict() for r in records], indent=2))
         elif records:
             print(_table(records))
         else:
-            print("No running download jobs" + ("" if args.all else "; --all shows finished ones"))
+            print("No running download jobs" if args.running else "No download jobs")
         if not args.refresh or all(r.done or r.interrupted for r in records):
             return 0
         time.sleep(args.refresh)
@@ -653,7 +756,7 @@ def _cmd_wait(args: argparse.Namespace, store: Any) -> int:
             store,
             args.job_id,
             progress=args.progress,
-            interval=args.refresh or (0.5 if args.progress else 0.2),
+            interval=args.refresh or DEFAULT_REFRESH,
             timeout=args.timeout,
         )
     except TimeoutError as exc:
@@ -686,6 +789,28 @@ def _cmd_rm(args: argparse.Namespace, store: Any) -> int:
 
 # ------------------------------------------------------------------------------ main
 
+_VERBS = ("start", "show", "stop", "wait", "rm")
+
+
+def _aliases(argv: list[str]) -> list[str]:
+    """AIStore's other spellings, rewritten to ours where they cannot mean anything else.
+
+    ``show job download ...`` and ``job show download ...`` (AIStore 3.x) mean ``show
+    download ...``; ``download rm ID`` (and ``download show|stop|wait ...``) mean ``rm
+    download ID``: ``rm`` is never a link, so no download is mistaken for it.
+    """
+    i = 0
+    while i < len(argv) and argv[i].startswith("-"):  # global options: -v, --version
+        i += 1
+    head, rest = argv[:i], argv[i:]
+    if rest[:1] == ["job"] and len(rest) >= 3 and rest[1] in _VERBS and rest[2] == "download":
+        rest = [rest[1], *rest[2:]]
+    elif len(rest) >= 3 and rest[0] in _VERBS and rest[1] == "job" and rest[2] == "download":
+        rest = [rest[0], *rest[2:]]
+    elif len(rest) >= 2 and rest[0] == "download" and rest[1] in _VERBS[1:]:
+        rest = [rest[1], "download", *rest[2:]]
+    return head + rest
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (0 success, 1 failure, 2 usage error).
@@ -708,7 +833,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return worker_main(argv[1])
     parser = _parser()
-    args, extras = parser.parse_known_args(argv)
+    args, extras = parser.parse_known_args(_aliases(argv))
     if extras:
         sub = getattr(args, "parser", parser)
         hint = ""

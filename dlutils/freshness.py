@@ -21,7 +21,14 @@ from .checksums import ALGORITHMS, b64_to_hex, new_hasher
 from .errors import DownloadError, InvalidInputError, UnsafePathError
 from .workfiles import check_database, confirm_database, open_working_file
 
-__all__ = ["ObjectAttrs", "attrs_from_headers", "same_object", "file_attrs", "Manifest"]
+__all__ = [
+    "ObjectAttrs",
+    "attrs_from_headers",
+    "same_object",
+    "only_size_compares",
+    "file_attrs",
+    "Manifest",
+]
 
 logger = logging.getLogger("dlutils")
 
@@ -328,8 +335,13 @@ def _same_time(a: str, b: str) -> bool:
         return a.strip() == b.strip()
 
 
-def _compare(local: ObjectAttrs, remote: ObjectAttrs) -> tuple[bool, str]:
-    """``(current?, reason)``; the reason names the deciding attribute."""
+def _compare(local: ObjectAttrs, remote: ObjectAttrs) -> tuple[bool | None, str]:
+    """``(verdict, reason)``; the reason names the deciding attribute.
+
+    The verdict is True (current), False (an attribute known on both sides differs, or
+    the evidence is not enough) or None (nothing differs, and nothing but the size, a
+    weak ETag or Last-Modified could be compared).
+    """
     if local.size is not None and remote.size is not None and local.size != remote.size:
         return False, f"size {local.size} != {remote.size} remote"
 
@@ -371,6 +383,8 @@ def _compare(local: ObjectAttrs, remote: ObjectAttrs) -> tuple[bool, str]:
         return True, "a trusted checksum or ETag matches"
     if count >= 2:
         return True, f"{count} independent attributes match"
+    if count == 0:
+        return None, "nothing but the size could be compared"
     return False, f"only {count} independent attribute(s) match, and none is trusted alone"
 
 
@@ -435,9 +449,34 @@ def same_object(local: ObjectAttrs, remote: ObjectAttrs) -> bool:
     ...             ObjectAttrs(size=6, etag='"x1"', source=url))
     False
     """
-    current, reason = _compare(local, remote)
-    logger.debug("freshness of %s: %s (%s)", remote.source or local.source, current, reason)
-    return current
+    verdict, reason = _compare(local, remote)
+    logger.debug("freshness of %s: %s (%s)", remote.source or local.source, verdict, reason)
+    return verdict is True
+
+
+def only_size_compares(local: ObjectAttrs, remote: ObjectAttrs) -> bool:
+    """True when nothing differs and nothing but the size could be compared.
+
+    That is the case of a server that sends only ``Content-Length`` (no ETag, no
+    Last-Modified, no checksum), or of a record and a response that share no other
+    attribute; a weak ETag and Last-Modified, never counted as evidence, may also
+    match. :func:`same_object` then answers ``False`` (too little evidence);
+    :func:`dlutils.sources._common.is_current` lets the size decide, as pyvo does for
+    a file with no record.
+
+    Examples
+    --------
+    >>> from dlutils.freshness import ObjectAttrs, only_size_compares, same_object
+    >>> only_size = ObjectAttrs(size=5, source="https://example.org/a.bin")
+    >>> same_object(only_size, only_size), only_size_compares(only_size, only_size)
+    (False, True)
+    >>> only_size_compares(only_size, ObjectAttrs(size=6))
+    False
+    >>> only_size_compares(ObjectAttrs(size=5, version="7"), ObjectAttrs(size=5, version="7"))
+    False
+    """
+    verdict, _ = _compare(local, remote)
+    return verdict is None
 
 
 def file_attrs(path: str | os.PathLike, *, checksums: Iterable[str] = ()) -> ObjectAttrs:

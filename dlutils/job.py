@@ -30,6 +30,7 @@ from .errors import (
     JobNotFoundError,
     JobStateError,
     UnsafePathError,
+    UnsupportedSchemeError,
 )
 from .freshness import Manifest, ObjectAttrs
 from .limits import TokenBucket, format_size, parse_duration, parse_size
@@ -450,7 +451,15 @@ class Job:
         first = next(iter(parsed), None)
         if first is None:
             raise InvalidInputError(f"template {template!r} expands to no link")
+        if "://" not in template:
+            raise UnsupportedSchemeError(
+                f"template {redact(template)!r} has no scheme; write it as "
+                f"'https://{redact(template)}' (an AIStore JSON request, read by "
+                "Job.from_request, takes it as http:// as the AIStore downloader does)"
+            )
         check_link(first)
+        if isinstance(subdir, str):
+            subdir = subdir.rstrip("/\\")  # "some/subdir/" is a folder, as in AIStore
         prefix = check_name(subdir, what="subdir") + "/" if subdir else ""
         try:
             _name_for(first, None)
@@ -601,9 +610,30 @@ class Job:
         """A job from an AIStore downloader request body (a dict, as parsed from JSON).
 
         ``type`` is ``single`` (``link``, ``object_name``), ``multi`` (``objects``: a
-        list of links or a map name -> link) or ``range`` (``template``, ``subdir``);
-        common fields are ``description``, ``timeout`` (a duration such as ``"1m30s"``),
-        ``limits`` (``connections``, ``bytes_per_hour``) and ``headers``.
+        list of links or a map name -> link), ``range`` (``template``, ``subdir``) or
+        ``backend`` (``bucket``, ``prefix``, ``suffix``, ``sync``, also spelt
+        ``synchronize``); common fields are ``description``, ``timeout`` (a duration
+        such as ``"1m30s"``), ``limits`` (``connections``, ``bytes_per_hour``) and
+        ``headers``.
+
+        As in the AIStore downloader, a link or template without a scheme is an
+        ``http://`` link (``"randomwebsite.com/some_dir/object{200..300}log.txt"``), a
+        ``subdir`` may end with ``/``, and a backend ``bucket`` with no provider (or
+        provider ``"ais"``) is an AIStore bucket of the cluster ``AIS_ENDPOINT`` names.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> from dlutils import Job
+        >>> with tempfile.TemporaryDirectory() as dest:
+        ...     job = Job.from_request({
+        ...         "type": "range",
+        ...         "bucket": {"name": "test"},
+        ...         "template": "randomwebsite.com/some_dir/object{200..300}log.txt",
+        ...         "subdir": "some/subdir/",
+        ...     }, dest)
+        ...     print(job.status().total, job.description.split(" -> ")[0])
+        101 http://randomwebsite.com/some_dir/object{200..300}log.txt
         """
         if not isinstance(body, Mapping):
             raise InvalidInputError(f"request body {body!r} is not valid: expected a JSON object")
@@ -636,7 +666,8 @@ class Job:
         if kind == "single":
             if not body.get("link"):
                 raise InvalidInputError("missing 'link' in the request body")
-            return cls.single(body["link"], dest, body.get("object_name") or None, **opts)
+            link = _web_link(body["link"])
+            return cls.single(link, dest, body.get("object_name") or None, **opts)
         if kind == "multi":
             objects = body.get("objects")
             if not objects:
@@ -652,18 +683,30 @@ class Job:
                 )
             if bad:
                 raise InvalidInputError(f"'objects' must hold strings, found {bad[:3]!r}")
+            if isinstance(objects, Mapping):
+                objects = {name: _web_link(link) for name, link in objects.items()}
+            else:
+                objects = [_web_link(link) for link in objects]
             return cls.multi(objects, dest, **opts)
         if kind == "range":
-            if not body.get("template"):
+            template = body.get("template")
+            if not template:
                 raise InvalidInputError("missing 'template' in the request body")
-            return cls.range(body["template"], dest, body.get("subdir") or None, **opts)
+            if not isinstance(template, str):
+                raise InvalidInputError(f"'template' {template!r} is not valid: use a string")
+            _check_template(template)
+            return cls.range(_web_link(template), dest, body.get("subdir") or None, **opts)
         if kind == "backend":
+            # "sync" is the documented field, "synchronize" AIStore's own JSON tag: either
+            sync = body.get("sync", body.get("synchronize", False))
+            if not isinstance(sync, bool):
+                raise InvalidInputError(f"'sync' {sync!r} is not valid: use true or false")
             return cls.backend(
                 _bucket_from_request(body.get("bucket")),
                 dest,
                 prefix=body.get("prefix") or "",
                 suffix=body.get("suffix") or "",
-                sync=bool(body.get("synchronize", False)),
+                sync=sync or bool(body.get("synchronize")),
                 **opts,
             )
         raise InvalidInputError(
@@ -1019,20 +1062,61 @@ def _bucket_root(bucket_uri: str) -> tuple[str, str]:
     return root, folder
 
 
-_PROVIDERS = {"aws": "s3", "s3": "s3", "gcp": "gs", "gs": "gs", "gcs": "gs"}
+_PROVIDERS = {"aws": "s3", "s3": "s3", "gcp": "gs", "gs": "gs", "gcs": "gs", "ais": "ais"}
+_LITERAL_BRACES = (
+    "a link whose braces are meant literally can be written percent-encoded "
+    "('%7B' for '{', '%7D' for '}')"
+)
+
+
+def _web_link(link: Any) -> Any:
+    """A link of an AIStore request: no scheme means ``http://``, as AIStore prepends it."""
+    if isinstance(link, str) and link.strip() and "://" not in link:
+        return "http://" + link
+    return link
+
+
+def _check_template(text: str) -> None:
+    """Refuse a text with a brace that is not a well-formed template, before anything starts."""
+    if "{" not in text and "}" not in text:
+        return
+    try:
+        templates.parse(text)
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"{exc}; {_LITERAL_BRACES}") from None
+
+
+def _ais_bucket(name: str) -> str:
+    """``ais://host:port/name/`` for a bucket of the cluster ``AIS_ENDPOINT`` names."""
+    endpoint = os.environ.get("AIS_ENDPOINT", "").strip()
+    host = endpoint.split("://", 1)[-1].split("/", 1)[0] if endpoint else ""
+    if not host:
+        raise InvalidInputError(
+            f"bucket {{'name': {name!r}}} is an AIStore bucket (no provider, or 'ais'), but "
+            "AIS_ENDPOINT is not set: set it to the cluster's address (for instance "
+            "'http://10.0.0.5:8080'), give 'provider': 'aws' or 'gcp', or give the bucket as "
+            "a link such as 'ais://10.0.0.5:8080/bucket/'"
+        )
+    return f"ais://{host}/{name}/"
 
 
 def _bucket_from_request(bucket: Any) -> str:
-    """A bucket link from a request's ``bucket``: a link, or ``{"name", "provider"}``."""
+    """A bucket link from a request's ``bucket``: a link, or ``{"name", "provider"}``.
+
+    No provider, or ``"ais"``, means an AIStore bucket reached through ``AIS_ENDPOINT``.
+    """
     if isinstance(bucket, str) and bucket:
         return bucket
     if isinstance(bucket, Mapping) and bucket.get("name"):
-        scheme = _PROVIDERS.get(str(bucket.get("provider", "")).lower())
+        provider = str(bucket.get("provider") or "ais").lower()
+        scheme = _PROVIDERS.get(provider)
+        if scheme == "ais":
+            return _ais_bucket(str(bucket["name"]))
         if scheme:
             return f"{scheme}://{bucket['name']}/"
         raise InvalidInputError(
-            f"bucket provider {bucket.get('provider')!r} is not valid: use 'aws' or 'gcp', or "
-            "give the bucket as a link such as 'ais://host:8080/bucket/'"
+            f"bucket provider {bucket.get('provider')!r} is not valid: use 'ais', 'aws' or "
+            "'gcp', or give the bucket as a link such as 'ais://host:8080/bucket/'"
         )
     raise InvalidInputError(
         "missing 'bucket' in the backend request: give a link such as 's3://bucket/folder/' "
@@ -1068,6 +1152,9 @@ def download(
     string with a brace range a range job,
     a bucket link (``s3://bucket``, or any bucket link ending in ``/``) a backend
     job (``prefix=``, ``suffix=``, ``sync=`` apply), any other string a single link.
+    A string with a brace that is not a well-formed template is refused with
+    :class:`~dlutils.InvalidInputError` before anything starts (write braces meant
+    literally as ``%7B`` and ``%7D``).
 
     Examples
     --------
@@ -1085,6 +1172,8 @@ def download(
     ['four files']
     """
     is_text = isinstance(source, str)
+    if is_text:
+        _check_template(source)  # a malformed template is never taken as one literal link
     if is_text and scheme_of(source) == "hf":
         return _hf_job(source, dest, opts).start()
     backend_opts = {k: opts.pop(k) for k in ("prefix", "suffix", "sync") if k in opts}

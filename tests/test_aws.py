@@ -123,8 +123,6 @@ def test_bad_arguments_are_clear_errors(tmp_path):
         aws_download()
     with pytest.raises(InvalidInputError, match="names a bucket, not an object"):
         aws_download("s3://bkt/")
-    with pytest.raises(InvalidInputError, match="disagrees with bucket_name='other'"):
-        aws_download("s3://bkt/k", bucket_name="other")
     with pytest.raises(InvalidInputError, match="is not a boto3.session.Session"):
         aws_download("s3://bkt/k.bin", local_filepath=tmp_path / "k", session=object())
     with pytest.raises(InvalidInputError, match="not an s3:// link"):
@@ -164,9 +162,9 @@ def test_a_cache_hit_makes_no_get(s3, tmp_path, calls, capsys):
     path = aws_download(s3.uri("a.bin"), local_filepath=tmp_path)
     mtime = os.stat(path).st_mtime_ns
     calls.clear()
-    assert aws_download(s3.uri("a.bin"), local_filepath=tmp_path, verbose=True) == path
+    assert aws_download(s3.uri("a.bin"), local_filepath=tmp_path, cache=True, verbose=True) == path
     assert [c.operation for c in calls] == ["HeadObject"]
-    assert capsys.readouterr().out.strip() == f"Found cached file {path}."
+    assert capsys.readouterr().out.strip().splitlines()[-1] == f"Found cached file {path}."
     assert os.stat(path).st_mtime_ns == mtime and not os.path.exists(path + ".part")
 
 

@@ -121,8 +121,8 @@ def test_start_returns_an_id_then_wait_show_and_a_second_run(cli, server, tmp_pa
     assert sorted(p.name for p in dest.glob("*.bin")) == [f"f{i}.bin" for i in range(4)]
     assert (dest / "f2.bin").read_bytes() == bytes([2]) * 1002
 
-    assert cli("show", "download").stdout.startswith("No running download jobs")
-    table = cli("show", "download", "--all").stdout.splitlines()
+    assert cli("show", "download", "--running").stdout.startswith("No running download jobs")
+    table = cli("show", "download").stdout.splitlines()  # all jobs, as `ais show download`
     assert re.match(r"JOB ID +STATUS +ERRORS +DESCRIPTION$", table[0])
     assert re.match(rf"{job_id} +Finished +0 +four files$", table[1])
     assert table[0].index("STATUS") == table[1].index("Finished")

@@ -15,7 +15,7 @@ from dataclasses import replace
 from typing import Any
 
 from ..errors import CacheMismatchWarning
-from ..freshness import Manifest, ObjectAttrs, same_object
+from ..freshness import Manifest, ObjectAttrs, only_size_compares, same_object
 from ..transfer import Fetched, TransferResult
 
 __all__ = [
@@ -40,24 +40,29 @@ def names_a_folder(local_filepath: str | os.PathLike) -> bool:
 def is_current(target: str, remote: ObjectAttrs, manifest: Manifest | None, source: str) -> bool:
     """Whether the file at ``target`` is the object ``remote`` describes.
 
-    With a valid manifest record, :func:`dlutils.freshness.same_object` decides. With
-    none, the sizes are compared as pyvo does: equal (or unknown) is current, and is
-    recorded; different warns :class:`~dlutils.CacheMismatchWarning`.
+    With a valid manifest record, :func:`dlutils.freshness.same_object` decides (an
+    ETag, version, checksum or Last-Modified that differs means fetch again), except
+    when the record and the remote share nothing but a size (a server that sends only
+    ``Content-Length``, :func:`dlutils.freshness.only_size_compares`): then the size
+    decides, as for a file with no record. With none, the sizes are compared as pyvo
+    does: equal (or unknown) is current, and is recorded; different warns
+    :class:`~dlutils.CacheMismatchWarning` in pyvo's words.
     """
     found = manifest.get(os.path.abspath(target)) if manifest is not None else None
     if found is not None:
         if same_object(found, remote):
             return True
-        log.info("%s changed since %s was downloaded", source, target)
-        return False
+        if not only_size_compares(found, remote):
+            log.info("%s: %s is not known to be current; fetching it again", source, target)
+            return False
     local_size = os.path.getsize(target)
     if remote.size is None or remote.size == local_size:
-        if manifest is not None:
+        if manifest is not None and found is None:
             record(manifest, target, remote)
         return True
     warnings.warn(
-        f"Found cached file {target} but it has the wrong size ({local_size} bytes, "
-        f"{source} has {remote.size}). Overwriting ...",
+        f"Found cached file but it has the wrong size. Overwriting ... ({target} has "
+        f"{local_size} bytes, {source} has {remote.size})",
         CacheMismatchWarning,
         stacklevel=4,
     )

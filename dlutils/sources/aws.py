@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import re
@@ -177,6 +178,15 @@ class _Access:
         self.options = (endpoint_url, region, env, _timeouts(timeout))
         self.signed = session is not None or aws_profile is not None
         self._errors = botocore.exceptions
+        #: ``(how, worked, error)`` of each access tried, for ``verbose`` (pyvo's report).
+        self.attempts: collections.deque[tuple[str, bool, str | None]] = collections.deque(maxlen=4)
+
+    def _how(self, signed: bool) -> str:
+        if self.session is not None:
+            return "Access with session"
+        if self.profile is not None:
+            return f"Access with profile ({self.profile})"
+        return "Access with system credentials" if signed else "Anonymous access"
 
     def _private_key(self) -> tuple:
         return (*self.options[:3], self.bucket)
@@ -185,24 +195,39 @@ class _Access:
         signed = self.signed or self._private_key() in _CLIENTS.private
         client = _CLIENTS.get(self.session, self.profile, self.options, signed)
         try:
-            return getattr(client, operation)(**params)
-        except self._errors.ClientError as exc:
+            result = getattr(client, operation)(**params)
+        except Exception as exc:
+            self.attempts.append((self._how(signed), False, str(exc)))
+            if not isinstance(exc, self._errors.ClientError):
+                raise
             if signed or _status(exc) not in (401, 403):
                 raise
             refused = exc
+        else:
+            self.attempts.append((self._how(signed), True, None))
+            return result
         log.info("anonymous access to s3://%s was refused; using AWS credentials", self.bucket)
         client = _CLIENTS.get(None, None, self.options, True)
         try:
             result = getattr(client, operation)(**params)
-        except self._errors.NoCredentialsError:
+        except self._errors.NoCredentialsError as exc:
+            self.attempts.append((self._how(True), False, str(exc)))
             if hasattr(refused, "add_note"):
                 refused.add_note("No AWS credentials were found to retry it with.")
             raise refused from None
-        except self._errors.ClientError:
+        except self._errors.ClientError as exc:
+            self.attempts.append((self._how(True), False, str(exc)))
             _CLIENTS.private.add(self._private_key())
             raise
+        self.attempts.append((self._how(True), True, None))
         _CLIENTS.private.add(self._private_key())
         return result
+
+    def report(self) -> None:
+        """Print, as pyvo's ``verbose`` does, each access tried since the last report."""
+        for how, worked, error in self.attempts:
+            print(f"{how}: {worked}. Message: {error}")
+        self.attempts.clear()
 
 
 def _status(exc: Any) -> int:
@@ -383,7 +408,7 @@ def aws_download(
     bucket_name: str | None = None,
     key: str | None = None,
     local_filepath: str | os.PathLike | None = None,
-    cache: bool = True,
+    cache: bool = False,
     timeout: Any = None,
     aws_profile: str | None = None,
     session: Any = None,
@@ -416,18 +441,21 @@ def aws_download(
     uri : str, optional
         ``s3://bucket/key``; the key is taken literally (no percent-decoding).
     bucket_name, key : str, optional
-        Instead of ``uri``: both are needed.
+        Instead of ``uri``: both are needed. When ``uri`` is given they are ignored,
+        as in pyvo.
     local_filepath : str or PathLike, optional
         Where to write. ``None`` uses the key's base name in the current folder
         (returned relative, as pyvo does); an existing folder, or a path ending in
         ``/``, means that name inside it. A key with a ``.`` or ``..`` segment is
         refused then (:class:`~dlutils.UnsafePathError`).
     cache : bool
-        Reuse a file already there when it is current: with a record of an earlier
+        ``False`` by default, as in pyvo. Reuse a file already there when it is current:
+        with a record of an earlier
         download (the folder's manifest), version id, ETag (the md5 of a single-part
-        object) and size decide; without one, the sizes are compared as pyvo does,
-        and a file of the wrong size is replaced with a
-        :class:`~dlutils.CacheMismatchWarning`. ``False`` always downloads.
+        object) and size decide; without one (or when the record and S3 share nothing
+        but the size), the sizes are compared as pyvo does, and a file of the wrong
+        size is replaced with a :class:`~dlutils.CacheMismatchWarning`. ``False``
+        always downloads.
     timeout : float or (connect, read), optional
         Seconds a connection may stay silent; ``None`` means ``DEFAULT_TIMEOUT``.
     aws_profile : str, optional
@@ -437,7 +465,10 @@ def aws_download(
         anonymous first (public buckets), then, on 401 or 403, through the default
         credential chain (environment, files, instance role).
     verbose : bool
-        Show a progress bar and say when a cached file is used.
+        Print the bucket and key, which access worked (``Anonymous access``,
+        ``Access with profile (NAME)``, ``Access with session``, ``Access with system
+        credentials``: ``True``/``False`` and the error, as pyvo prints them), show a
+        progress bar and say when a cached file is used.
     endpoint_url, region : str, optional
         Another S3 endpoint (else ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL`` as
         boto3 reads them) and region.
@@ -509,10 +540,7 @@ def _uri_of(uri: Any, bucket_name: Any, key: Any) -> str:
     if uri is not None:
         bucket, path = split_s3_uri(uri)
         if (bucket_name is not None and bucket_name != bucket) or (key is not None and key != path):
-            raise InvalidInputError(
-                f"uri {uri!r} disagrees with bucket_name={bucket_name!r}, key={key!r}; "
-                "give the uri alone, or bucket_name= and key= alone"
-            )
+            log.debug("aws_download: uri %r given, so bucket_name and key are ignored", uri)
         return uri
     if bucket_name and key and isinstance(bucket_name, str) and isinstance(key, str):
         return f"s3://{bucket_name}/{key}"
@@ -578,9 +606,15 @@ def fetch_s3(
     bar = progress if progress is not None else (TqdmCallback(source) if verbose else None)
     try:
         remote = None if remote_attrs is None else _s3_attrs(replace(remote_attrs, source=source))
-        if cache and os.path.isfile(target):
-            if remote is None:
+        if verbose:
+            print(f"bucket: {bucket}, key: {key}")
+        if remote is None and (verbose or (cache and os.path.isfile(target))):
+            try:  # verbose: ask first, as pyvo does, to say which access works
                 remote = _s3_attrs(_head(s3, policy, abort, sleep))
+            finally:
+                if verbose:
+                    s3.access.report()
+        if cache and os.path.isfile(target) and remote is not None:
             if is_current(target, remote, keeper, source):
                 return hit(target, verbose, target)
         s3.version = remote.version if remote is not None else None

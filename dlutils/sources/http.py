@@ -7,6 +7,7 @@ import logging
 import os
 import re
 import threading
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -461,6 +462,8 @@ def fetch_http(
             )
             if first.status == 304 and candidate is not None:
                 return hit(candidate, verbose, returned(candidate))
+            if verbose and first.status == 200 and first.total == 0:
+                _warn_empty(source)
             if target is None:
                 target = _derive_target(url, folder, first, candidate)
                 if target != candidate and first.status != 200:
@@ -494,12 +497,19 @@ def fetch_http(
             record(record_keeper, target, attrs)
         if result.outcome != "downloaded":
             return hit(target, False, returned(target))
+        if verbose and first is None and result.size == 0:
+            _warn_empty(source)
         return Fetched(returned(target), False, result.size, result.received)
     finally:
         if bar is not None and progress is None:
             bar.close()
         if own_manifest and record_keeper is not None:
             record_keeper.close()
+
+
+def _warn_empty(source: str) -> None:
+    """pyvo's warning, in pyvo's words, when ``verbose`` and the body is empty."""
+    warnings.warn(f"URL {source} has length=0", UserWarning, stacklevel=4)
 
 
 def _derive_target(url: str, folder: str, first: Body, candidate: str | None) -> str:
