@@ -32,6 +32,7 @@ from .job import (
     range_download,
     remove_job,
 )
+from .redaction import install_filter
 from .sources.ais import ais_download
 from .sources.aws import aws_download
 from .sources.gcs import gcs_download
@@ -39,6 +40,7 @@ from .sources.hf import hf_download
 from .sources.http import http_download
 
 logging.getLogger("dlutils").addHandler(logging.NullHandler())
+install_filter(logging.getLogger("dlutils"))  # no credential in any record of dlutils
 
 __all__ = [
     "CacheMismatchWarning",

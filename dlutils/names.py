@@ -19,6 +19,8 @@ __all__ = [
     "check_name",
     "join_inside",
     "redact",
+    "redact_text",
+    "forwardable",
 ]
 
 _BUCKET_SCHEMES = ("s3", "gs", "ais")
@@ -238,3 +240,114 @@ def join_inside(folder: str | os.PathLike, name: str, *, what: str = "name") -> 
                     f"{resolved!r}, outside the destination {folder!r}"
                 )
     return path
+
+
+# ------------------------------------------------------------------- secrets in any text
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_LINK = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>`]+")
+_SECRET_WORD = _SECRET_PARAM.pattern[1:-1]  # sig|signature|token|...
+# ``name=value`` whose name looks secret, in a query, a fragment or prose; the value ends at
+# the next separator. ``key='x'`` (a quoted value) is left alone for the weak words (key,
+# session, policy, auth), which name object keys and sessions in ordinary messages.
+_PAIR = re.compile(
+    rf"(?P<name>[\w.\-%\[\]]*(?:{_SECRET_WORD})[\w.\-%\[\]]*)(?P<eq>=|%3D)"
+    r"(?P<value>[^\s&'\"<>#;,)\]}]+)",
+    re.IGNORECASE,
+)
+_STRONG = "sig|signature|token|secret|password|passwd|credential"
+_QUOTED_PAIR = re.compile(
+    rf"(?P<name>[\w.\-]*(?:{_STRONG})[\w.\-]*)(?P<eq>\s*[=:]\s*)(?P<q>['\"])(?P<value>[^'\"]*)(?P=q)",
+    re.IGNORECASE,
+)
+# ``'X-Api-Key': 'value'`` in a dict's repr (headers), ``"token": "value"`` in JSON.
+_QUOTED_ITEM = re.compile(
+    rf"(?P<name>(?P<q1>['\"])[\w.\-]*(?:{_SECRET_WORD}|cookie)[\w.\-]*(?P=q1)\s*:\s*)"
+    r"(?P<q>['\"])(?P<value>[^'\"]*)(?P=q)",
+    re.IGNORECASE,
+)
+# Header lines: ``Authorization: Bearer x``, ``Cookie: a=b``, ``X-Api-Key: x``.
+_HEADER_LINE = re.compile(
+    r"(?P<name>\b(?:proxy-)?authorization|\bcookie|\bset-cookie|"
+    rf"\bx-[\w-]*(?:{_SECRET_WORD})[\w-]*|\b[\w-]+-(?:key|token|secret|signature|password))"
+    r"(?P<eq>\s*:\s*)(?P<value>[^\r\n'\",}]+)",
+    re.IGNORECASE,
+)
+_AUTH_SCHEME = re.compile(r"^(basic|bearer|token|digest|aws4-hmac-sha256|negotiate)\s+", re.I)
+_BEARER = re.compile(r"\b(Bearer|token)\s+(?=[A-Za-z0-9._~+/=-]*\d)[A-Za-z0-9._~+/=-]{12,}")
+_KNOWN_TOKENS = re.compile(r"\bhf_[A-Za-z0-9]{16,}|\bgh[pousr]_[A-Za-z0-9]{20,}|\bya29\.[\w.-]+")
+
+
+def _header_value(match: re.Match) -> str:
+    value = match.group("value")
+    scheme = _AUTH_SCHEME.match(value)
+    kept = scheme.group(0) if scheme else ""
+    return f"{match.group('name')}{match.group('eq')}{kept}REDACTED"
+
+
+def redact_text(text: str) -> str:
+    """Return ``text`` with every credential found in it replaced by ``REDACTED``.
+
+    Meant for any message that leaves dlutils, whoever wrote it (requests, urllib3,
+    botocore or dlutils itself): whole links (see :func:`redact`), bare paths with a
+    query (``/a.bin?X-Amz-Signature=...``, as urllib3 quotes them), ``name=value`` pairs
+    whose name looks secret (``token=``, ``sig=``, ``password=``...), header text
+    (``Authorization: Bearer ...``, ``Cookie: ...``, ``X-Api-Key: ...``) and tokens of
+    known forms (``hf_...``). Applying it twice changes nothing more.
+
+    Examples
+    --------
+    >>> from dlutils.names import redact_text
+    >>> redact_text("Max retries exceeded with url: /a.bin?X-Amz-Signature=abc&part=1")
+    'Max retries exceeded with url: /a.bin?X-Amz-Signature=REDACTED&part=1'
+    >>> redact_text("GET https://bob:hunter2@host/x failed; Authorization: Bearer abc.def")
+    'GET https://bob:REDACTED@host/x failed; Authorization: Bearer REDACTED'
+    """
+    if not isinstance(text, str):
+        text = str(text)
+    text = _LINK.sub(lambda m: redact(m.group(0)), text)
+    text = _QUOTED_ITEM.sub(
+        lambda m: f"{m.group('name')}{m.group('q')}REDACTED{m.group('q')}", text
+    )
+    text = _HEADER_LINE.sub(_header_value, text)
+    text = _QUOTED_PAIR.sub(
+        lambda m: f"{m.group('name')}{m.group('eq')}{m.group('q')}REDACTED{m.group('q')}", text
+    )
+    text = _PAIR.sub(lambda m: f"{m.group('name')}{m.group('eq')}REDACTED", text)
+    text = _BEARER.sub(lambda m: f"{m.group(1)} REDACTED", text)
+    return _KNOWN_TOKENS.sub("REDACTED", text)
+
+
+def _origin(url: str) -> tuple[str, str, int | None] | None:
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    if not scheme or not parts.hostname:
+        return None
+    return scheme, parts.hostname.lower().rstrip("."), port or _DEFAULT_PORTS.get(scheme)
+
+
+def forwardable(from_url: str, to_url: str) -> bool:
+    """Whether credentials given for ``from_url`` may be sent to ``to_url`` (a redirect).
+
+    Only to the same origin: the same scheme, host and port (default ports count as
+    given). Another host, another port, or any change of scheme (``https`` down to
+    ``http`` above all) forbids them: custom headers, ``Authorization``, ``auth=``,
+    a ``Cookie`` header and tokens then stay behind, as curl does. Pure and independent
+    of the transport: every transport asks it at every hop.
+
+    Examples
+    --------
+    >>> from dlutils.names import forwardable
+    >>> forwardable("https://host/a", "https://HOST:443/b?x=1")
+    True
+    >>> forwardable("https://host/a", "http://host/a")
+    False
+    >>> forwardable("http://127.0.0.1:8000/a", "http://127.0.0.1:8001/a")
+    False
+    """
+    origin = _origin(from_url)
+    return origin is not None and origin == _origin(to_url)
