@@ -214,9 +214,7 @@ def _head(
     remote: HttpRemote, source: str, retry: RetryPolicy, abort: Any, sleep: Any
 ) -> tuple[ObjectAttrs, str | None]:
     def once() -> Mapping[str, str]:
-        response = remote.session.head(
-            remote.url, headers=remote.headers, timeout=remote.timeout, allow_redirects=True
-        )
+        response = remote.request("HEAD", stream=False)  # redirects: credentials stay home
         response.close()
         if response.status_code >= 400:
             raise _http_error(response, f"{source} (HEAD {remote.display})")
@@ -402,13 +400,11 @@ def _entry_attrs(entry: Mapping[str, Any], source: str) -> ObjectAttrs:
 
 
 def _page(remote: HttpRemote, message: dict[str, Any]) -> dict[str, Any]:
-    response = remote.session.request(
+    response = remote.request(
         "GET",
-        remote.url,
         json={"action": "list", "value": message},
         headers={**remote.headers, "Accept": "application/json"},
-        timeout=remote.timeout,
-        allow_redirects=True,
+        stream=False,
     )
     with response:
         if response.status_code >= 400:

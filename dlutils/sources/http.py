@@ -178,7 +178,7 @@ class HttpRemote:
                 request_headers["If-Range"] = if_range
         if headers:
             request_headers.update(headers)
-        response = self._follow(request_headers)
+        response = self.request("GET", headers=request_headers)
         status = response.status_code
         if status == 416:
             _, _, total = _parse_range(response.headers, status)
@@ -221,8 +221,16 @@ class HttpRemote:
             interrupt=lambda: interrupt(response.raw, response.close),
         )
 
-    def _follow(self, request_headers: Mapping[str, str]) -> requests.Response:
-        """GET the link, following redirects one hop at a time (at most :data:`MAX_REDIRECTS`).
+    def request(
+        self,
+        method: str = "GET",
+        *,
+        headers: Mapping[str, str] | None = None,
+        stream: bool = True,
+        json: Any = None,
+    ) -> requests.Response:
+        """Send ``method`` to the link, following redirects one hop at a time (at most
+        :data:`MAX_REDIRECTS`); ``headers`` default to the remote's own.
 
         At each hop :func:`~dlutils.names.forwardable` decides whether the caller's
         credentials go too: only to the link's own origin (scheme, host, port). Elsewhere,
@@ -231,10 +239,11 @@ class HttpRemote:
         The session's cookie jar still sends what each host set for itself. Errors of the
         transport leave with their credentials removed (:func:`~dlutils.redaction.redacted`).
         """
+        request_headers = self.headers if headers is None else headers
         url = self.url
         for _ in range(MAX_REDIRECTS + 1):
             try:
-                response = self._send(url, request_headers)
+                response = self._send(method, url, request_headers, stream=stream, json=json)
             except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
                 clean = redacted(exc)
                 if clean is exc:
@@ -245,6 +254,9 @@ class HttpRemote:
                 return response
             _discard(response)
             following = urljoin(url, location)
+            if response.status_code not in (307, 308):
+                json = None  # as browsers and requests do: the body stays with the first host
+                method = "HEAD" if method == "HEAD" else "GET"
             if not following.lower().startswith(("http://", "https://")):
                 raise requests.HTTPError(
                     f"{response.status_code} redirect of {self.display} to "
@@ -263,8 +275,10 @@ class HttpRemote:
             )
         raise_clean(clean)
 
-    def _send(self, url: str, request_headers: Mapping[str, str]) -> requests.Response:
-        """One GET of ``url``, with the credentials only if :func:`forwardable` allows."""
+    def _send(
+        self, method: str, url: str, request_headers: Mapping[str, str], **options: Any
+    ) -> requests.Response:
+        """One request to ``url``, with the credentials only if :func:`forwardable` allows."""
         if forwardable(self.url, url):
             headers: dict[str, str | None] = dict(request_headers)
             auth = self.auth
@@ -275,14 +289,19 @@ class HttpRemote:
                     headers[name] = None  # None removes a session-level header
             # no auth= here; a session-level auth is switched off (netrc still applies per host)
             auth = _no_auth if getattr(self.session, "auth", None) is not None else None
-        return self.session.get(
-            url,
-            headers=headers,
-            stream=True,
-            timeout=self.timeout,
-            auth=auth,
-            allow_redirects=False,
-        )
+        if method == "GET" and options.get("json") is None:  # what a stand-in session offers
+            return self.session.get(
+                url,
+                headers=headers,
+                stream=options["stream"],
+                timeout=self.timeout,
+                auth=auth,
+                allow_redirects=False,
+            )
+        return self.session.request(
+            method, url, headers=headers, timeout=self.timeout, auth=auth, allow_redirects=False,
+            **options,
+        )  # fmt: skip
 
     def _raise(self, response: requests.Response) -> None:
         try:
