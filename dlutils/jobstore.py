@@ -16,6 +16,7 @@ shared memory, which network filesystems rarely give).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -31,7 +32,7 @@ from typing import Any
 
 from .errors import DownloadError, InvalidInputError, JobNotFoundError, JobStateError
 from .job import JobStatus, State, TaskInfo
-from .names import redact_text
+from .names import redact_text as _redact_text
 
 __all__ = ["JobStore", "JobRecord", "state_home", "new_job_id", "HEARTBEAT_STALE"]
 
@@ -72,6 +73,10 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_request ON jobs (source, dest)
 """
+
+#: :func:`~dlutils.names.redact_text`, remembered: a job's errors are written again at each
+#: report and read at each poll.
+redact_text = functools.lru_cache(maxsize=4096)(_redact_text)
 
 _RESET = dict(
     total=None, scheduled=0, finished=0, skipped=0, errors=0, deleted=0, bytes=0,

@@ -247,42 +247,75 @@ def join_inside(folder: str | os.PathLike, name: str, *, what: str = "name") -> 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _LINK = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>`]+")
 _SECRET_WORD = _SECRET_PARAM.pattern[1:-1]  # sig|signature|token|...
-# ``name=value`` whose name looks secret, in a query, a fragment or prose; the value ends at
-# the next separator. ``key='x'`` (a quoted value) is left alone for the weak words (key,
-# session, policy, auth), which name object keys and sessions in ordinary messages.
+# ``name=value`` in a query, a fragment or prose; the value ends at the next separator.
+# Replaced when the name looks secret; ``key='x'`` (a quoted value) is left alone for the weak
+# words (key, session, policy, auth), which name object keys and sessions in messages.
+_NAME_CHARS = r"[\w.\-%\[\]]"
 _PAIR = re.compile(
-    rf"(?P<name>[\w.\-%\[\]]*(?:{_SECRET_WORD})[\w.\-%\[\]]*)(?P<eq>=|%3D)"
+    rf"(?<!{_NAME_CHARS})(?P<name>{_NAME_CHARS}+)(?P<eq>=|%3D)"
     r"(?P<value>[^\s&'\"<>#;,)\]}]+)",
     re.IGNORECASE,
 )
-_STRONG = "sig|signature|token|secret|password|passwd|credential"
+_STRONG_PARAM = re.compile("sig|signature|token|secret|password|passwd|credential", re.I)
 _QUOTED_PAIR = re.compile(
-    rf"(?P<name>[\w.\-]*(?:{_STRONG})[\w.\-]*)(?P<eq>\s*[=:]\s*)(?P<q>['\"])(?P<value>[^'\"]*)(?P=q)",
-    re.IGNORECASE,
+    r"(?<![\w.\-])(?P<name>[\w.\-]+)(?P<eq>\s*[=:]\s*)(?P<q>['\"])(?P<value>[^'\"]*)(?P=q)"
 )
+#: Words without which a text holds nothing :func:`redact_text` would change.
+_ANY_SECRET = re.compile(rf"://|{_SECRET_WORD}|cookie|bearer|hf_|ya29\.|gh[pousr]_", re.I)
 # ``'X-Api-Key': 'value'`` in a dict's repr (headers), ``"token": "value"`` in JSON.
 _QUOTED_ITEM = re.compile(
-    rf"(?P<name>(?P<q1>['\"])[\w.\-]*(?:{_SECRET_WORD}|cookie)[\w.\-]*(?P=q1)\s*:\s*)"
-    r"(?P<q>['\"])(?P<value>[^'\"]*)(?P=q)",
-    re.IGNORECASE,
+    r"(?P<name>(?P<q1>['\"])(?P<key>[\w.\-]+)(?P=q1)\s*:\s*)(?P<q>['\"])(?P<value>[^'\"]*)(?P=q)"
 )
 # Header lines: ``Authorization: Bearer x``, ``Cookie: a=b``, ``X-Api-Key: x``.
 _HEADER_LINE = re.compile(
-    r"(?P<name>\b(?:proxy-)?authorization|\bcookie|\bset-cookie|"
-    rf"\bx-[\w-]*(?:{_SECRET_WORD})[\w-]*|\b[\w-]+-(?:key|token|secret|signature|password))"
-    r"(?P<eq>\s*:\s*)(?P<value>[^\r\n'\",}]+)",
-    re.IGNORECASE,
+    r"(?<![\w-])(?P<name>[\w-]+)(?P<eq>[ \t]*:[ \t]*)(?P<value>[^\r\n'\",}]+)"
 )
+_SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie"})
+_SECRET_HEADER_END = re.compile(r"-(?:key|token|secret|signature|password)$", re.I)
+
+
+def _secret_header(name: str) -> bool:
+    """Whether a header of this name carries a credential."""
+    lowered = name.lower()
+    return (
+        lowered in _SECRET_HEADERS
+        or bool(_SECRET_HEADER_END.search(lowered))
+        or (lowered.startswith("x-") and bool(_SECRET_PARAM.search(lowered)))
+    )
+
+
 _AUTH_SCHEME = re.compile(r"^(basic|bearer|token|digest|aws4-hmac-sha256|negotiate)\s+", re.I)
 _BEARER = re.compile(r"\b(Bearer|token)\s+(?=[A-Za-z0-9._~+/=-]*\d)[A-Za-z0-9._~+/=-]{12,}")
 _KNOWN_TOKENS = re.compile(r"\bhf_[A-Za-z0-9]{16,}|\bgh[pousr]_[A-Za-z0-9]{20,}|\bya29\.[\w.-]+")
 
 
 def _header_value(match: re.Match) -> str:
+    if not _secret_header(match.group("name")):
+        return match.group(0)
     value = match.group("value")
     scheme = _AUTH_SCHEME.match(value)
     kept = scheme.group(0) if scheme else ""
     return f"{match.group('name')}{match.group('eq')}{kept}REDACTED"
+
+
+def _quoted_item(match: re.Match) -> str:
+    key = match.group("key")
+    if not (_SECRET_PARAM.search(key) or _secret_header(key)):
+        return match.group(0)
+    return f"{match.group('name')}{match.group('q')}REDACTED{match.group('q')}"
+
+
+def _pair(match: re.Match) -> str:
+    if not _SECRET_PARAM.search(match.group("name")):
+        return match.group(0)
+    return f"{match.group('name')}{match.group('eq')}REDACTED"
+
+
+def _quoted_pair(match: re.Match) -> str:
+    if not _STRONG_PARAM.search(match.group("name")):
+        return match.group(0)
+    quote = match.group("q")
+    return f"{match.group('name')}{match.group('eq')}{quote}REDACTED{quote}"
 
 
 def redact_text(text: str) -> str:
@@ -305,15 +338,14 @@ def redact_text(text: str) -> str:
     """
     if not isinstance(text, str):
         text = str(text)
-    text = _LINK.sub(lambda m: redact(m.group(0)), text)
-    text = _QUOTED_ITEM.sub(
-        lambda m: f"{m.group('name')}{m.group('q')}REDACTED{m.group('q')}", text
-    )
+    if not _ANY_SECRET.search(text):
+        return text
+    if "://" in text:
+        text = _LINK.sub(lambda m: redact(m.group(0)), text)
+    text = _QUOTED_ITEM.sub(_quoted_item, text)
     text = _HEADER_LINE.sub(_header_value, text)
-    text = _QUOTED_PAIR.sub(
-        lambda m: f"{m.group('name')}{m.group('eq')}{m.group('q')}REDACTED{m.group('q')}", text
-    )
-    text = _PAIR.sub(lambda m: f"{m.group('name')}{m.group('eq')}REDACTED", text)
+    text = _QUOTED_PAIR.sub(_quoted_pair, text)
+    text = _PAIR.sub(_pair, text)
     text = _BEARER.sub(lambda m: f"{m.group(1)} REDACTED", text)
     return _KNOWN_TOKENS.sub("REDACTED", text)
 
