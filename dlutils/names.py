@@ -266,10 +266,10 @@ _ANY_SECRET = re.compile(rf"://|{_SECRET_WORD}|cookie|bearer|hf_|ya29\.|gh[pousr
 _QUOTED_ITEM = re.compile(
     r"(?P<name>(?P<q1>['\"])(?P<key>[\w.\-]+)(?P=q1)\s*:\s*)(?P<q>['\"])(?P<value>[^'\"]*)(?P=q)"
 )
-# Header lines: ``Authorization: Bearer x``, ``Cookie: a=b``, ``X-Api-Key: x``.
-_HEADER_LINE = re.compile(
-    r"(?<![\w-])(?P<name>[\w-]+)(?P<eq>[ \t]*:[ \t]*)(?P<value>[^\r\n'\",}]+)"
-)
+# Header lines: ``Authorization: Bearer x``, ``Cookie: a=b``, ``X-Api-Key: x``: a name and a
+# colon (found first, so that ``https:`` or ``failed:`` never swallow what follows), then a value.
+_HEADER_NAME = re.compile(r"(?<![\w-])(?P<name>[\w-]+)[ \t]*:[ \t]*")
+_HEADER_VALUE = re.compile(r"[^\r\n'\",}]+")
 _SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie"})
 _SECRET_HEADER_END = re.compile(r"-(?:key|token|secret|signature|password)$", re.I)
 
@@ -289,13 +289,19 @@ _BEARER = re.compile(r"\b(Bearer|token)\s+(?=[A-Za-z0-9._~+/=-]*\d)[A-Za-z0-9._~
 _KNOWN_TOKENS = re.compile(r"\bhf_[A-Za-z0-9]{16,}|\bgh[pousr]_[A-Za-z0-9]{20,}|\bya29\.[\w.-]+")
 
 
-def _header_value(match: re.Match) -> str:
-    if not _secret_header(match.group("name")):
-        return match.group(0)
-    value = match.group("value")
-    scheme = _AUTH_SCHEME.match(value)
-    kept = scheme.group(0) if scheme else ""
-    return f"{match.group('name')}{match.group('eq')}{kept}REDACTED"
+def _redact_headers(text: str) -> str:
+    """Replace the values of header-like ``Name: value`` text whose name carries a credential."""
+    parts, done = [], 0
+    for match in _HEADER_NAME.finditer(text):
+        if match.start() < done or not _secret_header(match.group("name")):
+            continue
+        value = _HEADER_VALUE.match(text, match.end())
+        if value is None:
+            continue
+        scheme = _AUTH_SCHEME.match(value.group(0))
+        parts += [text[done : match.end()], scheme.group(0) if scheme else "", "REDACTED"]
+        done = value.end()
+    return "".join(parts) + text[done:] if parts else text
 
 
 def _quoted_item(match: re.Match) -> str:
@@ -343,7 +349,7 @@ def redact_text(text: str) -> str:
     if "://" in text:
         text = _LINK.sub(lambda m: redact(m.group(0)), text)
     text = _QUOTED_ITEM.sub(_quoted_item, text)
-    text = _HEADER_LINE.sub(_header_value, text)
+    text = _redact_headers(text)
     text = _QUOTED_PAIR.sub(_quoted_pair, text)
     text = _PAIR.sub(_pair, text)
     text = _BEARER.sub(lambda m: f"{m.group(1)} REDACTED", text)
