@@ -292,6 +292,7 @@ LEAKY_TEXTS = [
     "headers were {'X-Api-Key': 'KEYVALUE', 'Accept': '*/*'}",
     '{"access_token": "TOKVALUE", "name": "a.bin"}',
     "Authorization: Bearer TOKVALUE",
+    "GET https://host/x failed: Authorization: Bearer TOKVALUE",
     "Authorization: token TOKVALUE\r\nCookie: sid=COOKIEVALUE; theme=dark",
     "X-Api-Key: KEYVALUE",
     "refused token='TOKVALUE' and password=PWVALUE",
