@@ -279,7 +279,7 @@ class HttpRemote:
         self, method: str, url: str, request_headers: Mapping[str, str], **options: Any
     ) -> requests.Response:
         """One request to ``url``, with the credentials only if :func:`forwardable` allows."""
-        if forwardable(self.url, url):
+        if url == self.url or forwardable(self.url, url):
             headers: dict[str, str | None] = dict(request_headers)
             auth = self.auth
         else:
