@@ -7,7 +7,7 @@ import functools
 import logging
 import traceback
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from .names import redact_text
 
@@ -83,7 +83,7 @@ def redacting(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def raise_clean(clean: BaseException) -> None:
+def raise_clean(clean: BaseException) -> NoReturn:
     """Raise a copy made by :func:`redacted` (call it outside any ``except`` block, so that
     Python does not set the original, unredacted exception as its context)."""
     raise clean

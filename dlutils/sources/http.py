@@ -242,13 +242,7 @@ class HttpRemote:
         request_headers = self.headers if headers is None else headers
         url = self.url
         for _ in range(MAX_REDIRECTS + 1):
-            try:
-                response = self._send(method, url, request_headers, stream=stream, json=json)
-            except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
-                clean = redacted(exc)
-                if clean is exc:
-                    raise
-                break
+            response = self._send(method, url, request_headers, stream=stream, json=json)
             location = response.headers.get("Location")
             if response.status_code not in _REDIRECTS or not location:
                 return response
@@ -267,18 +261,17 @@ class HttpRemote:
                 log.info("%s redirects from https down to http; credentials stay behind",
                          self.display)  # fmt: skip
             url = following
-        else:
-            raise requests.TooManyRedirects(
-                f"{self.display} redirected more than {MAX_REDIRECTS} times (last to "
-                f"{redact(url)}): a redirect loop?",
-                response=response,
-            )
-        raise_clean(clean)
+        raise requests.TooManyRedirects(
+            f"{self.display} redirected more than {MAX_REDIRECTS} times (last to "
+            f"{redact(url)}): a redirect loop?",
+            response=response,
+        )
 
     def _send(
         self, method: str, url: str, request_headers: Mapping[str, str], **options: Any
     ) -> requests.Response:
-        """One request to ``url``, with the credentials only if :func:`forwardable` allows."""
+        """One request to ``url``, with the credentials only if :func:`forwardable` allows;
+        a failure of the transport is raised with its credentials removed."""
         if url == self.url or forwardable(self.url, url):
             headers: dict[str, str | None] = dict(request_headers)
             auth = self.auth
@@ -289,19 +282,25 @@ class HttpRemote:
                     headers[name] = None  # None removes a session-level header
             # no auth= here; a session-level auth is switched off (netrc still applies per host)
             auth = _no_auth if getattr(self.session, "auth", None) is not None else None
-        if method == "GET" and options.get("json") is None:  # what a stand-in session offers
-            return self.session.get(
-                url,
-                headers=headers,
-                stream=options["stream"],
-                timeout=self.timeout,
-                auth=auth,
-                allow_redirects=False,
-            )
-        return self.session.request(
-            method, url, headers=headers, timeout=self.timeout, auth=auth, allow_redirects=False,
-            **options,
-        )  # fmt: skip
+        try:
+            if method == "GET" and options.get("json") is None:  # all a stand-in session has
+                return self.session.get(
+                    url,
+                    headers=headers,
+                    stream=options["stream"],
+                    timeout=self.timeout,
+                    auth=auth,
+                    allow_redirects=False,
+                )
+            return self.session.request(
+                method, url, headers=headers, timeout=self.timeout, auth=auth,
+                allow_redirects=False, **options,
+            )  # fmt: skip
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+            clean = redacted(exc)
+            if clean is exc:
+                raise
+        raise_clean(clean)  # outside the except: the original stays out of its context
 
     def _raise(self, response: requests.Response) -> None:
         try:
