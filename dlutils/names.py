@@ -248,8 +248,8 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 _LINK = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>`]+")
 _SECRET_WORD = _SECRET_PARAM.pattern[1:-1]  # sig|signature|token|...
 # ``name=value`` in a query, a fragment or prose; the value ends at the next separator.
-# Replaced when the name looks secret; ``key='x'`` (a quoted value) is left alone for the weak
-# words (key, session, policy, auth), which name object keys and sessions in messages.
+# Replaced when the name looks secret; the weak words (key, session, policy, auth), which
+# name object keys and sessions in ordinary messages, only in a query (after ? & # ;).
 _NAME_CHARS = r"[\w.\-%\[\]]"
 _PAIR = re.compile(
     rf"(?<!{_NAME_CHARS})(?P<name>{_NAME_CHARS}+)(?P<eq>=|%3D)"
@@ -312,9 +312,13 @@ def _quoted_item(match: re.Match) -> str:
 
 
 def _pair(match: re.Match) -> str:
-    if not _SECRET_PARAM.search(match.group("name")):
-        return match.group(0)
-    return f"{match.group('name')}{match.group('eq')}REDACTED"
+    name, start = match.group("name"), match.start()
+    in_query = start > 0 and match.string[start - 1] in "?&#;"
+    # a signature, token, password... wherever it stands; key=, session=, auth=, policy=
+    # only as a query parameter
+    if _STRONG_PARAM.search(name) or (in_query and _SECRET_PARAM.search(name)):
+        return f"{name}{match.group('eq')}REDACTED"
+    return match.group(0)
 
 
 def _quoted_pair(match: re.Match) -> str:

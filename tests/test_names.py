@@ -298,6 +298,7 @@ LEAKY_TEXTS = [
     "refused token='TOKVALUE' and password=PWVALUE",
     "a token hf_abcdefghijklmnopqrstuvwxyz0123 in prose",
     "/p?X-Amz-Signature%3DSIGVALUE",
+    "/maps?key=KEYVALUE&q=1 and /p?a=1&Policy=PWVALUE&Key-Pair-Id=x",
 ]
 
 
@@ -317,6 +318,8 @@ def test_redact_text_finds_credentials_in_any_text(text):
     "text",
     [
         "object key='train/a.bin' is not valid",
+        "got uri=None, bucket_name='b', key=None",
+        "session=3 auth=basic policy=strict",
         "no download job 'dnl-0123456789'",
         "the token given was refused: use a token with access",
         "https://host/data/a.bin?part=1&size=large",

@@ -46,6 +46,7 @@ from ..errors import DownloadError, InvalidInputError, UnsupportedSchemeError
 from ..freshness import Manifest, ObjectAttrs, attrs_from_headers
 from ..names import join_inside, redact
 from ..progress import Callback, TqdmCallback
+from ..redaction import redacting
 from ..retry import RetryPolicy
 from ..transfer import SEGMENT_THRESHOLD, Fetched, call_with_retries
 from ._common import hit, is_current, names_a_folder
@@ -358,6 +359,7 @@ def fetch_ais(
             keeper.close()
 
 
+@redacting  # no credential in what it raises, whichever library raised it
 def ais_download(
     uri: str,
     local_filepath: str | os.PathLike | None = None,

@@ -33,7 +33,7 @@ from ..names import (
     redact_text,
 )
 from ..progress import Callback, TqdmCallback
-from ..redaction import raise_clean, redacted
+from ..redaction import raise_clean, redacted, redacting
 from ..retry import FATAL_STATUS, RETRYABLE_STATUS, RetryPolicy, parse_retry_after
 from ..transfer import (
     SEGMENT_THRESHOLD,
@@ -375,6 +375,7 @@ def _discard(response: requests.Response) -> None:
     response.close()
 
 
+@redacting  # no credential in what it raises, whichever library raised it
 def http_download(
     url: str,
     local_filepath: str | os.PathLike | None = None,
