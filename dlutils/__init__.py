@@ -42,7 +42,7 @@ from .sources.http import http_download
 logging.getLogger("dlutils").addHandler(logging.NullHandler())
 # No credential in any record of dlutils, nor in urllib3's DEBUG lines, which quote the
 # path and query of every request (the signed links dlutils fetches among them).
-for _name in ("dlutils", "urllib3.connectionpool", "urllib3.util.retry"):
+for _name in ("dlutils", "urllib3.connectionpool", "urllib3.poolmanager", "urllib3.util.retry"):
     install_filter(logging.getLogger(_name))
 del _name
 
