@@ -122,3 +122,17 @@ def test_a_redirect_loop_ends_with_a_clear_error_and_nothing_written(http_server
         http_download(http_server.url_for("loop.bin"), tmp_path / "loop.bin", manifest=False)
     assert len(http_server.requests_for("loop.bin")) == MAX_REDIRECTS + 1  # not retried
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_sessions_own_auth_stays_home_and_a_session_works_after(two_hosts, tmp_path):
+    first, second = two_hosts
+    second.put("a.bin", b"elsewhere")
+    first.redirect("a.bin", second.url_for("a.bin"))
+    first.put("b.bin", b"at home")
+    with requests.Session() as session:
+        session.auth = ("bob", "pw-1414")
+        http_download(first.url_for("a.bin"), tmp_path / "a.bin", session=session, manifest=False)
+        http_download(first.url_for("b.bin"), tmp_path / "b.bin", session=session, manifest=False)
+    assert "Authorization" in first.requests_for("a.bin")[0].headers
+    assert "Authorization" not in second.requests_for("a.bin")[0].headers
+    assert "Authorization" in first.requests_for("b.bin")[0].headers  # the session is unchanged
