@@ -32,6 +32,7 @@ from .job import (
     range_download,
     remove_job,
 )
+from .redaction import install_filter
 from .sources.ais import ais_download
 from .sources.aws import aws_download
 from .sources.gcs import gcs_download
@@ -39,6 +40,11 @@ from .sources.hf import hf_download
 from .sources.http import http_download
 
 logging.getLogger("dlutils").addHandler(logging.NullHandler())
+# No credential in any record of dlutils, nor in urllib3's DEBUG lines, which quote the
+# path and query of every request (the signed links dlutils fetches among them).
+for _name in ("dlutils", "urllib3.connectionpool", "urllib3.poolmanager", "urllib3.util.retry"):
+    install_filter(logging.getLogger(_name))
+del _name
 
 __all__ = [
     "CacheMismatchWarning",

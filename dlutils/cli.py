@@ -252,8 +252,17 @@ def _rm_arguments(p: argparse.ArgumentParser) -> None:
     p.set_defaults(handler=_cmd_rm, parser=p)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with credentials removed from its messages (they quote the arguments)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        from .names import redact_text
+
+        super().error(redact_text(message))
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="dlutils",
         description="Download datasets and models, fast and without losing a byte.",
     )
@@ -308,7 +317,9 @@ def _template_hint(words: Sequence[str]) -> str:
 
 
 def _err(message: str) -> None:
-    print(f"dlutils: error: {message}", file=sys.stderr)
+    from .names import redact_text
+
+    print(f"dlutils: error: {redact_text(message)}", file=sys.stderr)
 
 
 def _counts(status: Any) -> str:
@@ -856,8 +867,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if handler is None:
         parser.print_help()
         return 2
+    import sqlite3
+
+    import requests
+
     from .errors import DownloadError
-    from .jobstore import JobStore
+    from .jobstore import JobStore, state_home
 
     try:
         with JobStore() as store:
@@ -870,6 +885,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:  # the reader of our output went away (`| head`)
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except sqlite3.Error as exc:  # the job store: a full disk, a read-only or locked file
+        _err(
+            f"the job store in {state_home()!r} failed: {exc} ({type(exc).__name__}); "
+            "free some space, or set DLUTILS_HOME to a writable folder"
+        )
+        return 1
+    except (OSError, requests.RequestException) as exc:  # a plain operational failure
+        _err(f"{type(exc).__name__}: {exc}")
+        return 1
+    except Exception:  # a bug: its traceback, credentials removed, for the report
+        import traceback
+
+        from .names import redact_text
+
+        print(redact_text(traceback.format_exc()), file=sys.stderr, end="")
+        _err("unexpected failure (above); please report it")
         return 1
 
 

@@ -34,7 +34,7 @@ from .errors import (
 )
 from .freshness import Manifest, ObjectAttrs
 from .limits import TokenBucket, format_size, parse_duration, parse_size
-from .names import check_name, join_inside, object_name, redact
+from .names import check_name, join_inside, object_name, redact, redact_text
 from .progress import Callback, TqdmCallback
 from .sources import BUCKET_SCHEMES, check_link, fetch, list_objects, scheme_of
 from .transfer import AbortEvent, Fetched
@@ -351,7 +351,9 @@ class Job:
         self._blob_threshold: int | None = None
         self.dest = os.fspath(dest)
         self.id = "dnl-" + secrets.token_hex(5)
-        self.description = self._opts.description or f"{redact(source)} -> {self.dest or '.'}"
+        self.description = redact_text(
+            self._opts.description or f"{redact(source)} -> {self.dest or '.'}"
+        )
         self._total = total
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
@@ -1037,11 +1039,14 @@ def _task_extras(task: _Task) -> dict[str, Any]:
 
 
 def _describe(exc: BaseException, link: str) -> str:
+    """The error of one object as its status shows it: type, message, link; no credential."""
     message = f"{type(exc).__name__}: {exc}"
     if link and link in message:
         message = message.replace(link, redact(link))
-    if link and redact(link) not in message:
-        message = f"{message} ({redact(link)})"
+    message = redact_text(message)  # whatever library wrote it, in whatever form
+    shown = redact(link) if link else ""
+    if shown and shown not in message:
+        message = f"{message} ({shown})"
     return message
 
 

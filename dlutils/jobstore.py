@@ -3,9 +3,11 @@
 One file, ``jobs.sqlite``, in the user's state folder (``$DLUTILS_HOME``, else
 ``$XDG_STATE_HOME/dlutils``, else ``~/.local/state/dlutils``). Each job is one row: what
 it downloads (credentials removed), its options (no secrets), the process running it
-with a heartbeat, its state and counters, and an abort-request flag. Several workers
-and readers may use the store at once: WAL journal, a busy timeout, and every write one
-short ``BEGIN IMMEDIATE`` transaction. The schema is versioned with ``user_version``.
+with a heartbeat, its state and counters, and an abort-request flag. Every text written
+or read (description, source, errors, failure) goes through
+:func:`~dlutils.names.redact_text`. Several workers and readers may use the store at
+once: WAL journal, a busy timeout, and every write one short ``BEGIN IMMEDIATE``
+transaction. The schema is versioned with ``user_version``.
 
 Times that other processes compare (heartbeats) are wall-clock seconds; no deadline or
 rate is computed from them. The store needs a local filesystem (SQLite's WAL needs
@@ -14,6 +16,7 @@ shared memory, which network filesystems rarely give).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -29,6 +32,7 @@ from typing import Any, BinaryIO
 
 from .errors import DownloadError, InvalidInputError, JobNotFoundError, JobStateError
 from .job import JobStatus, State, TaskInfo
+from .names import redact_text as _redact_text
 from .workfiles import check_database, confirm_database, open_working_file
 
 __all__ = ["JobStore", "JobRecord", "state_home", "new_job_id", "HEARTBEAT_STALE"]
@@ -70,6 +74,10 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_request ON jobs (source, dest)
 """
+
+#: :func:`~dlutils.names.redact_text`, remembered: a job's errors are written again at each
+#: report and read at each poll.
+redact_text = functools.lru_cache(maxsize=4096)(_redact_text)
 
 _RESET = dict(
     total=None, scheduled=0, finished=0, skipped=0, errors=0, deleted=0, bytes=0,
@@ -318,8 +326,8 @@ class JobStore:
         state = State(row["state"])
         record = JobRecord(
             id=row["id"],
-            description=row["description"],
-            source=row["source"],
+            description=redact_text(row["description"]),  # a row from before redaction too
+            source=redact_text(row["source"]),
             dest=row["dest"],
             options=json.loads(row["options"]),
             state=state,
@@ -328,11 +336,11 @@ class JobStore:
             host=row["host"],
             heartbeat=row["heartbeat"],
             created=row["created"],
-            failure=row["failure"],
+            failure=redact_text(row["failure"]) if row["failure"] else row["failure"],
             failure_code=row["failure_code"],
             status=JobStatus(
                 id=row["id"],
-                description=row["description"],
+                description=redact_text(row["description"]),
                 state=state,
                 total=row["total"],
                 scheduled=row["scheduled"],
@@ -346,7 +354,7 @@ class JobStore:
                 current_tasks=_tasks(row["current_tasks"]),
                 finished_tasks=_tasks(row["finished_tasks"]),
                 download_errors=tuple(
-                    (e["name"], e["error"]) for e in json.loads(row["download_errors"])
+                    (e["name"], redact_text(e["error"])) for e in json.loads(row["download_errors"])
                 ),
                 deleted=row["deleted"],
             ),
@@ -415,7 +423,8 @@ class JobStore:
         JobStateError
             A live job already runs this request.
         """
-        options_json = json.dumps(options or {}, sort_keys=True)
+        description, source = redact_text(description), redact_text(source)
+        options_json = redact_text(json.dumps(options or {}, sort_keys=True))
         now = self.clock()
         with self._transaction():
             same = self._rows(
@@ -468,7 +477,10 @@ class JobStore:
             return json.dumps([{"name": t.name, "downloaded": t.downloaded, "total": t.total}
                                for t in items])  # fmt: skip
 
-        errors = [{"name": n, "error": e} for n, e in status.download_errors[:MAX_STORED_ERRORS]]
+        errors = [
+            {"name": n, "error": redact_text(e)}
+            for n, e in status.download_errors[:MAX_STORED_ERRORS]
+        ]
         return self._owned_update(
             job_id,
             pid,
@@ -496,7 +508,7 @@ class JobStore:
                 conn,
                 job_id,
                 state=State.ABORTED.value,
-                failure=message,
+                failure=redact_text(message),
                 failure_code=code,
                 finished_time=now,
                 heartbeat=self.clock(),

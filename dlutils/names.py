@@ -20,6 +20,8 @@ __all__ = [
     "check_name",
     "join_inside",
     "redact",
+    "redact_text",
+    "forwardable",
 ]
 
 _BUCKET_SCHEMES = ("s3", "gs", "ais")
@@ -333,3 +335,156 @@ def join_inside(folder: str | os.PathLike, name: str, *, what: str = "name") -> 
             "destination with a shorter path, or a shorter name"
         )
     return path
+
+
+# ------------------------------------------------------------------- secrets in any text
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_LINK = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>`]+")
+_SECRET_WORD = _SECRET_PARAM.pattern[1:-1]  # sig|signature|token|...
+# ``name=value`` in a query, a fragment or prose; the value ends at the next separator.
+# Replaced when the name looks secret; the weak words (key, session, policy, auth), which
+# name object keys and sessions in ordinary messages, only in a query (after ? & # ;).
+_NAME_CHARS = r"[\w.\-%\[\]]"
+_PAIR = re.compile(
+    rf"(?<!{_NAME_CHARS})(?P<name>{_NAME_CHARS}+)(?P<eq>=|%3D)"
+    r"(?P<value>[^\s&'\"<>#;,)\]}]+)",
+    re.IGNORECASE,
+)
+_STRONG_PARAM = re.compile("sig|signature|token|secret|password|passwd|credential", re.I)
+_QUOTED_PAIR = re.compile(
+    r"(?<![\w.\-])(?P<name>[\w.\-]+)(?P<eq>\s*[=:]\s*)(?P<q>['\"])(?P<value>[^'\"]*)(?P=q)"
+)
+#: Words without which a text holds nothing :func:`redact_text` would change.
+_ANY_SECRET = re.compile(rf"://|{_SECRET_WORD}|cookie|bearer|hf_|ya29\.|gh[pousr]_", re.I)
+# ``'X-Api-Key': 'value'`` in a dict's repr (headers), ``"token": "value"`` in JSON.
+_QUOTED_ITEM = re.compile(
+    r"(?P<name>(?P<q1>['\"])(?P<key>[\w.\-]+)(?P=q1)\s*:\s*)(?P<q>['\"])(?P<value>[^'\"]*)(?P=q)"
+)
+# Header lines: ``Authorization: Bearer x``, ``Cookie: a=b``, ``X-Api-Key: x``: a name and a
+# colon (found first, so that ``https:`` or ``failed:`` never swallow what follows), then a value.
+_HEADER_NAME = re.compile(r"(?<![\w-])(?P<name>[\w-]+)[ \t]*:[ \t]*")
+_HEADER_VALUE = re.compile(r"[^\r\n'\",}]+")
+_SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie"})
+_SECRET_HEADER_END = re.compile(r"-(?:key|token|secret|signature|password)$", re.I)
+
+
+def _secret_header(name: str) -> bool:
+    """Whether a header of this name carries a credential."""
+    lowered = name.lower()
+    return (
+        lowered in _SECRET_HEADERS
+        or bool(_SECRET_HEADER_END.search(lowered))
+        or (lowered.startswith("x-") and bool(_SECRET_PARAM.search(lowered)))
+    )
+
+
+_AUTH_SCHEME = re.compile(r"^(basic|bearer|token|digest|aws4-hmac-sha256|negotiate)\s+", re.I)
+_BEARER = re.compile(r"\b(Bearer|token)\s+(?=[A-Za-z0-9._~+/=-]*\d)[A-Za-z0-9._~+/=-]{12,}")
+_KNOWN_TOKENS = re.compile(r"\bhf_[A-Za-z0-9]{16,}|\bgh[pousr]_[A-Za-z0-9]{20,}|\bya29\.[\w.-]+")
+
+
+def _redact_headers(text: str) -> str:
+    """Replace the values of header-like ``Name: value`` text whose name carries a credential."""
+    parts, done = [], 0
+    for match in _HEADER_NAME.finditer(text):
+        if match.start() < done or not _secret_header(match.group("name")):
+            continue
+        value = _HEADER_VALUE.match(text, match.end())
+        if value is None:
+            continue
+        scheme = _AUTH_SCHEME.match(value.group(0))
+        parts += [text[done : match.end()], scheme.group(0) if scheme else "", "REDACTED"]
+        done = value.end()
+    return "".join(parts) + text[done:] if parts else text
+
+
+def _quoted_item(match: re.Match) -> str:
+    key = match.group("key")
+    if not (_SECRET_PARAM.search(key) or _secret_header(key)):
+        return match.group(0)
+    return f"{match.group('name')}{match.group('q')}REDACTED{match.group('q')}"
+
+
+def _pair(match: re.Match) -> str:
+    name, start = match.group("name"), match.start()
+    in_query = start > 0 and match.string[start - 1] in "?&#;"
+    # a signature, token, password... wherever it stands; key=, session=, auth=, policy=
+    # only as a query parameter
+    if _STRONG_PARAM.search(name) or (in_query and _SECRET_PARAM.search(name)):
+        return f"{name}{match.group('eq')}REDACTED"
+    return match.group(0)
+
+
+def _quoted_pair(match: re.Match) -> str:
+    if not _STRONG_PARAM.search(match.group("name")):
+        return match.group(0)
+    quote = match.group("q")
+    return f"{match.group('name')}{match.group('eq')}{quote}REDACTED{quote}"
+
+
+def redact_text(text: str) -> str:
+    """Return ``text`` with every credential found in it replaced by ``REDACTED``.
+
+    Meant for any message that leaves dlutils, whoever wrote it (requests, urllib3,
+    botocore or dlutils itself): whole links (see :func:`redact`), bare paths with a
+    query (``/a.bin?X-Amz-Signature=...``, as urllib3 quotes them), ``name=value`` pairs
+    whose name looks secret (``token=``, ``sig=``, ``password=``...), header text
+    (``Authorization: Bearer ...``, ``Cookie: ...``, ``X-Api-Key: ...``) and tokens of
+    known forms (``hf_...``). Applying it twice changes nothing more.
+
+    Examples
+    --------
+    >>> from dlutils.names import redact_text
+    >>> redact_text("Max retries exceeded with url: /a.bin?X-Amz-Signature=abc&part=1")
+    'Max retries exceeded with url: /a.bin?X-Amz-Signature=REDACTED&part=1'
+    >>> redact_text("GET https://bob:hunter2@host/x failed; Authorization: Bearer abc.def")
+    'GET https://bob:REDACTED@host/x failed; Authorization: Bearer REDACTED'
+    """
+    if not isinstance(text, str):
+        text = str(text)
+    if not _ANY_SECRET.search(text):
+        return text
+    if "://" in text:
+        text = _LINK.sub(lambda m: redact(m.group(0)), text)
+    text = _QUOTED_ITEM.sub(_quoted_item, text)
+    text = _redact_headers(text)
+    text = _QUOTED_PAIR.sub(_quoted_pair, text)
+    text = _PAIR.sub(_pair, text)
+    text = _BEARER.sub(lambda m: f"{m.group(1)} REDACTED", text)
+    return _KNOWN_TOKENS.sub("REDACTED", text)
+
+
+def _origin(url: str) -> tuple[str, str, int | None] | None:
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    if not scheme or not parts.hostname:
+        return None
+    return scheme, parts.hostname.lower().rstrip("."), port or _DEFAULT_PORTS.get(scheme)
+
+
+def forwardable(from_url: str, to_url: str) -> bool:
+    """Whether credentials given for ``from_url`` may be sent to ``to_url`` (a redirect).
+
+    Only to the same origin: the same scheme, host and port (default ports count as
+    given). Another host, another port, or any change of scheme (``https`` down to
+    ``http`` above all) forbids them: custom headers, ``Authorization``, ``auth=``,
+    a ``Cookie`` header and tokens then stay behind, as curl does. Pure and independent
+    of the transport: every transport asks it at every hop.
+
+    Examples
+    --------
+    >>> from dlutils.names import forwardable
+    >>> forwardable("https://host/a", "https://HOST:443/b?x=1")
+    True
+    >>> forwardable("https://host/a", "http://host/a")
+    False
+    >>> forwardable("http://127.0.0.1:8000/a", "http://127.0.0.1:8001/a")
+    False
+    """
+    origin = _origin(from_url)
+    return origin is not None and origin == _origin(to_url)

@@ -163,6 +163,14 @@ def main(job_id: str) -> int:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
+    try:
+        return _serve(job_id, stop)
+    except Exception:  # its traceback goes to the job's log through the redacting filter
+        log.exception("job %s: the worker failed", job_id)
+        return 1
+
+
+def _serve(job_id: str, stop: threading.Event) -> int:
     with JobStore() as store:
         try:
             request = json.loads(sys.stdin.read())

@@ -279,3 +279,75 @@ def test_object_names_of_bucket_keys_are_literal(link, name):
     from dlutils.names import object_name
 
     assert object_name(link) == name
+
+
+# ------------------------------------------------------------------- redact_text, forwardable
+
+LEAKY_TEXTS = [
+    # urllib3 quotes only the path and query of the link it could not reach
+    "HTTPConnectionPool(host='127.0.0.1', port=9): Max retries exceeded with url: "
+    "/a.bin?X-Amz-Signature=SIGVALUE&X-Amz-Credential=CREDVALUE&token=TOKVALUE&part=1 "
+    "(Caused by NewConnectionError('Failed to establish a new connection'))",
+    "GET https://bob:PWVALUE@example.org/x?sig=SIGVALUE failed",
+    "headers were {'X-Api-Key': 'KEYVALUE', 'Accept': '*/*'}",
+    '{"access_token": "TOKVALUE", "name": "a.bin"}',
+    "Authorization: Bearer TOKVALUE",
+    "GET https://host/x failed: Authorization: Bearer TOKVALUE",
+    "Authorization: token TOKVALUE\r\nCookie: sid=COOKIEVALUE; theme=dark",
+    "X-Api-Key: KEYVALUE",
+    "refused token='TOKVALUE' and password=PWVALUE",
+    "a token hf_abcdefghijklmnopqrstuvwxyz0123 in prose",
+    "/p?X-Amz-Signature%3DSIGVALUE",
+    "/maps?key=KEYVALUE&q=1 and /p?a=1&Policy=PWVALUE&Key-Pair-Id=x",
+]
+
+
+@pytest.mark.parametrize("text", LEAKY_TEXTS)
+def test_redact_text_finds_credentials_in_any_text(text):
+    from dlutils.names import redact_text
+
+    clean = redact_text(text)
+    for secret in ("SIGVALUE", "CREDVALUE", "TOKVALUE", "PWVALUE", "KEYVALUE", "COOKIEVALUE"):
+        assert secret not in clean
+    assert "hf_abcdefghij" not in clean
+    assert "REDACTED" in clean
+    assert redact_text(clean) == clean  # a second pass changes nothing
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "object key='train/a.bin' is not valid",
+        "got uri=None, bucket_name='b', key=None",
+        "session=3 auth=basic policy=strict",
+        "no download job 'dnl-0123456789'",
+        "the token given was refused: use a token with access",
+        "https://host/data/a.bin?part=1&size=large",
+        "HTTPConnectionPool(host='127.0.0.1', port=9): Read timed out.",
+    ],
+)
+def test_redact_text_leaves_ordinary_text_alone(text):
+    from dlutils.names import redact_text
+
+    assert redact_text(text) == text
+
+
+@pytest.mark.parametrize(
+    "origin, target, allowed",
+    [
+        ("https://host/a", "https://host/b?x=1", True),
+        ("https://host/a", "https://HOST:443/b", True),
+        ("http://host:80/a", "http://host/b", True),
+        ("https://host/a", "http://host/a", False),  # down to plain http
+        ("http://host/a", "https://host/a", False),  # another scheme is another origin
+        ("https://host/a", "https://other/a", False),
+        ("https://host/a", "https://host.evil.org/a", False),
+        ("http://127.0.0.1:8000/a", "http://127.0.0.1:8001/a", False),
+        ("https://host/a", "not a link", False),
+        ("https://host/a", "https://host:99999/a", False),  # unparsable port
+    ],
+)
+def test_forwardable_is_same_scheme_host_and_port_only(origin, target, allowed):
+    from dlutils.names import forwardable
+
+    assert forwardable(origin, target) is allowed

@@ -46,6 +46,7 @@ from ..errors import DownloadError, InvalidInputError, UnsupportedSchemeError
 from ..freshness import Manifest, ObjectAttrs, attrs_from_headers
 from ..names import join_inside, redact
 from ..progress import Callback, TqdmCallback
+from ..redaction import redacting
 from ..retry import RetryPolicy
 from ..transfer import SEGMENT_THRESHOLD, Fetched, call_with_retries
 from ._common import hit, is_current, names_a_folder
@@ -214,9 +215,7 @@ def _head(
     remote: HttpRemote, source: str, retry: RetryPolicy, abort: Any, sleep: Any
 ) -> tuple[ObjectAttrs, str | None]:
     def once() -> Mapping[str, str]:
-        response = remote.session.head(
-            remote.url, headers=remote.headers, timeout=remote.timeout, allow_redirects=True
-        )
+        response = remote.request("HEAD", stream=False)  # redirects: credentials stay home
         response.close()
         if response.status_code >= 400:
             raise _http_error(response, f"{source} (HEAD {remote.display})")
@@ -360,6 +359,7 @@ def fetch_ais(
             keeper.close()
 
 
+@redacting  # no credential in what it raises, whichever library raised it
 def ais_download(
     uri: str,
     local_filepath: str | os.PathLike | None = None,
@@ -402,13 +402,11 @@ def _entry_attrs(entry: Mapping[str, Any], source: str) -> ObjectAttrs:
 
 
 def _page(remote: HttpRemote, message: dict[str, Any]) -> dict[str, Any]:
-    response = remote.session.request(
+    response = remote.request(
         "GET",
-        remote.url,
         json={"action": "list", "value": message},
         headers={**remote.headers, "Accept": "application/json"},
-        timeout=remote.timeout,
-        allow_redirects=True,
+        stream=False,
     )
     with response:
         if response.status_code >= 400:

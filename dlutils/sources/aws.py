@@ -20,6 +20,7 @@ from ..errors import IncompleteDownloadError, InvalidInputError, RemoteChangedEr
 from ..freshness import Manifest, ObjectAttrs, attrs_from_headers
 from ..names import join_inside, redact
 from ..progress import Callback, TqdmCallback
+from ..redaction import redacting
 from ..retry import FATAL_STATUS, RETRYABLE_STATUS, RetryPolicy, parse_retry_after
 from ..transfer import SEGMENT_THRESHOLD, Body, Fetched, call_with_retries, download
 from ._common import hit, interrupt, is_current, names_a_folder, record, with_verified
@@ -403,6 +404,7 @@ def _s3_attrs(attrs: ObjectAttrs) -> ObjectAttrs:
     return replace(attrs, last_modified=None)
 
 
+@redacting  # no credential in what it raises, whichever library raised it
 def aws_download(
     uri: str | None = None,
     bucket_name: str | None = None,

@@ -28,6 +28,7 @@ from ..errors import (
 from ..freshness import Manifest, ObjectAttrs
 from ..names import join_inside
 from ..progress import Callback, TqdmCallback
+from ..redaction import redacting
 from ..retry import RetryPolicy
 from ..transfer import (
     SEGMENT_THRESHOLD,
@@ -321,6 +322,7 @@ def _local_name(key: str) -> str:
     return key.rsplit("/", 1)[-1]
 
 
+@redacting  # no credential in what it raises, whichever library raised it
 def gcs_download(
     uri: str | None = None,
     bucket_name: str | None = None,

@@ -60,6 +60,7 @@ from ..errors import (
 from ..freshness import Manifest, ObjectAttrs, attrs_from_headers
 from ..names import check_name, join_inside, redact
 from ..progress import Callback, TqdmCallback
+from ..redaction import redacting
 from ..retry import RetryPolicy
 from ..transfer import SEGMENT_THRESHOLD, Fetched, call_with_retries, download
 from ._common import hit, is_current, names_a_folder, record, with_verified
@@ -990,6 +991,7 @@ has a '..' segment; a name must be a relative path inside the destination, such 
             keeper.close()
 
 
+@redacting  # no credential in what it raises, whichever library raised it
 def hf_download(
     repo_id: str,
     filename: str | None = None,

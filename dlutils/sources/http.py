@@ -10,6 +10,7 @@ import threading
 import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
+from urllib.parse import urljoin
 
 import requests
 import urllib3
@@ -23,8 +24,17 @@ from ..errors import (
     UnsupportedSchemeError,
 )
 from ..freshness import Manifest, attrs_from_headers
-from ..names import check_name, join_inside, name_from_content_disposition, name_from_url, redact
+from ..names import (
+    check_name,
+    forwardable,
+    join_inside,
+    name_from_content_disposition,
+    name_from_url,
+    redact,
+    redact_text,
+)
 from ..progress import Callback, TqdmCallback
+from ..redaction import raise_clean, redacted, redacting
 from ..retry import FATAL_STATUS, RETRYABLE_STATUS, RetryPolicy, parse_retry_after
 from ..transfer import (
     SEGMENT_THRESHOLD,
@@ -39,6 +49,16 @@ from ._common import hit, interrupt, is_current, names_a_folder, record, with_ve
 __all__ = ["http_download", "fetch_http", "HttpRemote", "default_session", "DEFAULT_TIMEOUT"]
 
 log = logging.getLogger("dlutils")
+
+#: Redirects followed for one request before giving up (as requests does).
+MAX_REDIRECTS = 30
+#: Headers sent to a redirect's target on another origin: what the transfer needs, nothing
+#: that could identify or authorise the user.
+PORTABLE_HEADERS = frozenset(
+    {"range", "if-range", "if-none-match", "if-modified-since", "if-match", "accept",
+     "accept-encoding", "user-agent", "connection"}
+)  # fmt: skip
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 #: (connect, read) seconds used when ``timeout=None``: a silent server is never waited for forever.
 DEFAULT_TIMEOUT = (30.0, 120.0)
@@ -159,14 +179,7 @@ class HttpRemote:
                 request_headers["If-Range"] = if_range
         if headers:
             request_headers.update(headers)
-        response = self.session.get(
-            self.url,
-            headers=request_headers,
-            stream=True,
-            timeout=self.timeout,
-            auth=self.auth,
-            allow_redirects=True,
-        )
+        response = self.request("GET", headers=request_headers)
         status = response.status_code
         if status == 416:
             _, _, total = _parse_range(response.headers, status)
@@ -209,6 +222,87 @@ class HttpRemote:
             interrupt=lambda: interrupt(response.raw, response.close),
         )
 
+    def request(
+        self,
+        method: str = "GET",
+        *,
+        headers: Mapping[str, str] | None = None,
+        stream: bool = True,
+        json: Any = None,
+    ) -> requests.Response:
+        """Send ``method`` to the link, following redirects one hop at a time (at most
+        :data:`MAX_REDIRECTS`); ``headers`` default to the remote's own.
+
+        At each hop :func:`~dlutils.names.forwardable` decides whether the caller's
+        credentials go too: only to the link's own origin (scheme, host, port). Elsewhere,
+        and from https down to http, only :data:`PORTABLE_HEADERS` are sent: no custom
+        header, ``Authorization``, ``auth=``, ``Cookie`` header or session-level header.
+        The session's cookie jar still sends what each host set for itself. Errors of the
+        transport leave with their credentials removed (:func:`~dlutils.redaction.redacted`).
+        """
+        request_headers = self.headers if headers is None else headers
+        url = self.url
+        for _ in range(MAX_REDIRECTS + 1):
+            response = self._send(method, url, request_headers, stream=stream, json=json)
+            location = response.headers.get("Location")
+            if response.status_code not in _REDIRECTS or not location:
+                return response
+            _discard(response)
+            following = urljoin(url, location)
+            if response.status_code not in (307, 308):
+                json = None  # as browsers and requests do: the body stays with the first host
+                method = "HEAD" if method == "HEAD" else "GET"
+            if not following.lower().startswith(("http://", "https://")):
+                raise requests.HTTPError(
+                    f"{response.status_code} redirect of {self.display} to "
+                    f"{redact_text(following)!r}, which is not an http(s) link",
+                    response=response,
+                )
+            if url.lower().startswith("https:") and following.lower().startswith("http:"):
+                log.info("%s redirects from https down to http; credentials stay behind",
+                         self.display)  # fmt: skip
+            url = following
+        raise requests.TooManyRedirects(
+            f"{self.display} redirected more than {MAX_REDIRECTS} times (last to "
+            f"{redact(url)}): a redirect loop?",
+            response=response,
+        )
+
+    def _send(
+        self, method: str, url: str, request_headers: Mapping[str, str], **options: Any
+    ) -> requests.Response:
+        """One request to ``url``, with the credentials only if :func:`forwardable` allows;
+        a failure of the transport is raised with its credentials removed."""
+        if url == self.url or forwardable(self.url, url):
+            headers: dict[str, str | None] = dict(request_headers)
+            auth = self.auth
+        else:
+            headers = {k: v for k, v in request_headers.items() if k.lower() in PORTABLE_HEADERS}
+            for name in getattr(self.session, "headers", None) or ():
+                if name.lower() not in PORTABLE_HEADERS and name not in headers:
+                    headers[name] = None  # None removes a session-level header
+            # no auth= here; a session-level auth is switched off (netrc still applies per host)
+            auth = _no_auth if getattr(self.session, "auth", None) is not None else None
+        try:
+            if method == "GET" and options.get("json") is None:  # all a stand-in session has
+                return self.session.get(
+                    url,
+                    headers=headers,
+                    stream=options["stream"],
+                    timeout=self.timeout,
+                    auth=auth,
+                    allow_redirects=False,
+                )
+            return self.session.request(
+                method, url, headers=headers, timeout=self.timeout, auth=auth,
+                allow_redirects=False, **options,
+            )  # fmt: skip
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+            clean = redacted(exc)
+            if clean is exc:
+                raise
+        raise_clean(clean)  # outside the except: the original stays out of its context
+
     def _raise(self, response: requests.Response) -> None:
         try:
             response.raw.read(4096, decode_content=False)
@@ -230,10 +324,12 @@ class HttpRemote:
                 return raw.read(size, decode_content=False)
             except urllib3.exceptions.ReadTimeoutError as exc:
                 raise requests.exceptions.ReadTimeout(
-                    f"{display} sent nothing for too long: {exc}"
-                ) from exc
+                    f"{display} sent nothing for too long: {redact_text(str(exc))}"
+                ) from redacted(exc)
             except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError) as exc:
-                raise IncompleteDownloadError(f"{display}: the connection broke: {exc}") from exc
+                raise IncompleteDownloadError(
+                    f"{display}: the connection broke: {redact_text(str(exc))}"
+                ) from redacted(exc)
 
         return read
 
@@ -266,6 +362,21 @@ def _noop() -> None:
     pass
 
 
+def _no_auth(request: Any) -> Any:
+    """An auth that adds nothing: stops a session's own ``auth`` on another host."""
+    return request
+
+
+def _discard(response: requests.Response) -> None:
+    """Read a little of a redirect's body (so its connection can be reused) and close it."""
+    try:
+        response.raw.read(1 << 16, decode_content=False)
+    except Exception:  # noqa: BLE001 - only the connection's reuse is at stake
+        pass
+    response.close()
+
+
+@redacting  # no credential in what it raises, whichever library raised it
 def http_download(
     url: str,
     local_filepath: str | os.PathLike | None = None,
