@@ -8,6 +8,7 @@ from ._version import __version__ as __version__
 from .errors import (
     CacheMismatchWarning,
     ChecksumMismatchError,
+    ContentEncodingError,
     DownloadAborted,
     DownloadError,
     IncompleteDownloadError,
@@ -15,6 +16,7 @@ from .errors import (
     JobFailedError,
     JobNotFoundError,
     JobStateError,
+    OverlongBodyError,
     RemoteChangedError,
     SizeMismatchError,
     UnsafePathError,
@@ -43,6 +45,7 @@ logging.getLogger("dlutils").addHandler(logging.NullHandler())
 __all__ = [
     "CacheMismatchWarning",
     "ChecksumMismatchError",
+    "ContentEncodingError",
     "DownloadAborted",
     "DownloadError",
     "IncompleteDownloadError",
@@ -51,6 +54,7 @@ __all__ = [
     "JobFailedError",
     "JobNotFoundError",
     "JobStateError",
+    "OverlongBodyError",
     "JobStatus",
     "State",
     "TaskInfo",

@@ -31,9 +31,18 @@ from ..transfer import (
     Fetched,
     call_with_retries,
     download,
+    object_headers,
     resume_point,
 )
-from ._common import hit, interrupt, is_current, names_a_folder, record, with_verified
+from ._common import (
+    hit,
+    interrupt,
+    is_current,
+    names_a_folder,
+    record,
+    verify_cached,
+    with_verified,
+)
 
 __all__ = ["http_download", "fetch_http", "HttpRemote", "default_session", "DEFAULT_TIMEOUT"]
 
@@ -114,6 +123,18 @@ def _parse_range(headers: Mapping[str, str], status: int) -> tuple[int, int | No
     return 0, None, total
 
 
+def _asked(request_headers: Mapping[str, str], encoding: str | None) -> bool:
+    """Whether the request's Accept-Encoding asked for every coding in ``encoding``."""
+    accept = next((v for k, v in request_headers.items() if k.lower() == "accept-encoding"), "")
+    accepted = set()
+    for item in accept.lower().split(","):
+        coding, _, params = item.partition(";")
+        if params.replace(" ", "") not in ("q=0", "q=0.0", "q=0.00", "q=0.000"):
+            accepted.add(coding.strip())
+    codings = [c.strip() for c in (encoding or "").split(",") if c.strip() not in ("", "identity")]
+    return bool(codings) and all(c in accepted or "*" in accepted for c in codings)
+
+
 def _validator(headers: Mapping[str, str]) -> str | None:
     etag = headers.get("ETag")
     if etag and not etag.startswith("W/"):
@@ -191,10 +212,12 @@ class HttpRemote:
                 f"{status} {response.reason} for url: {self.display} (expected 200 or 206)",
                 response=response,
             )
-        # Bytes are stored as sent (never decoded), so Content-Length counts them even
-        # when a server compresses against our Accept-Encoding: identity.
+        # The raw bytes are read (urllib3 decodes nothing): the engine decides what to do
+        # with a Content-Encoding, from the facts reported here.
         first, last, total = _parse_range(response.headers, status)
         accepts = status == 206 or response.headers.get("Accept-Ranges", "").lower() == "bytes"
+        length = response.headers.get("Content-Length", "").strip()
+        encoding = response.headers.get("Content-Encoding", "").strip().lower() or None
         return Body(
             status=status,
             start=first if status == 206 else 0,
@@ -206,6 +229,9 @@ class HttpRemote:
             read=self._reader(response),
             close=response.close,
             interrupt=lambda: interrupt(response.raw, response.close),
+            length=int(length) if length.isdigit() else None,
+            encoding=None if encoding in (None, "identity") else encoding,
+            encoding_asked=_asked(request_headers, encoding),
         )
 
     def _raise(self, response: requests.Response) -> None:
@@ -460,15 +486,19 @@ def fetch_http(
                 sleep=sleep,
             )
             if first.status == 304 and candidate is not None:
-                return hit(candidate, verbose, returned(candidate))
+                if verify_cached(candidate, checksum):
+                    return hit(candidate, verbose, returned(candidate))
+                first, target = None, candidate  # current by its record, but not the bytes asked
             if target is None:
                 target = _derive_target(url, folder, first, candidate)
                 if target != candidate and first.status != 200:
                     first.close()  # it resumed the link's name; the server named it otherwise
                     first = None
             if first is not None and cache and os.path.isfile(target):
-                remote_attrs = attrs_from_headers(source, first.headers)
-                if is_current(target, remote_attrs, record_keeper, source):
+                remote_attrs = attrs_from_headers(source, object_headers(first))
+                if is_current(target, remote_attrs, record_keeper, source) and verify_cached(
+                    target, checksum
+                ):
                     first.close()
                     return hit(target, verbose, returned(target))
         assert target is not None
