@@ -533,6 +533,9 @@ class _Transfer:
         self.headers: Mapping[str, str] | None = None
         self.validator: str | None = None
         self.segments_used = 1
+        # (validator, total) of the version last seen announced: a later answer of that
+        # version that announces no length is still held to it.
+        self.known: tuple[str, int] | None = None
         # Integrity restarts: counted once per .part generation (segments fail together).
         self.generation = 0
         self.restarts = 0
@@ -700,6 +703,8 @@ class _Transfer:
         offset = part_size
         validator = partial["validator"] if partial else None
         pinned_total = partial.get("total") if partial else None
+        if validator and pinned_total is not None:
+            self.known = (validator, pinned_total)
         if (
             first is not None
             and offset
@@ -788,6 +793,10 @@ class _Transfer:
                 return self._decode(body, codings)
             self.headers, self.validator = body.headers, body.validator
             total = body.total
+            if total is not None and body.validator:
+                self.known = (body.validator, total)
+            elif self.known is not None and body.validator == self.known[0]:
+                total = self.known[1]  # no length announced, but this version's is known
             if body.status == 200 and None not in (body.length, total) and body.length != total:
                 raise self._failure(
                     RemoteChangedError,
@@ -1007,6 +1016,8 @@ class _Transfer:
     def _resume_segments(self, partial: dict[str, Any], first: Body | None) -> int | None:
         validator, total = partial["validator"], partial.get("total")
         plan = [list(map(int, seg)) for seg in partial["segments"]]
+        if total is not None:
+            self.known = (validator, total)
         if first is not None:
             if first.validator == validator and first.total == total:
                 _quietly(first.close)
@@ -1071,7 +1082,7 @@ class _Transfer:
                     if stop.is_set() or (s.abort is not None and s.abort.is_set()):
                         raise
                     retryable, retry_after = self._classify(exc)
-                    if isinstance(exc, RemoteChangedError) or not retryable:
+                    if isinstance(exc, (RemoteChangedError, OverlongBodyError)) or not retryable:
                         raise
                     if seg[2] > before:
                         attempt = 0
@@ -1104,7 +1115,7 @@ class _Transfer:
                 if exc is not None and (error is None or isinstance(error, DownloadAborted)):
                     error = exc
         if error is not None:
-            if isinstance(error, RemoteChangedError):
+            if isinstance(error, (RemoteChangedError, OverlongBodyError)):
                 self._truncate()
             else:
                 record(force=True)
