@@ -271,6 +271,26 @@ def object_headers(body: Body) -> Mapping[str, str]:
     return {k: v for k, v in body.headers.items() if k.lower() in _OBJECT_HEADERS}
 
 
+def _is_etag(validator: str) -> bool:
+    return validator.startswith(('"', "W/"))
+
+
+def _same_version(body: Body, validator: str) -> bool:
+    """Whether ``body`` may belong to the version ``validator`` names (False: it does not).
+
+    Like is compared with like: an ETag with the answer's ETag, a date with its
+    Last-Modified; an answer that carries neither cannot be told apart by validator.
+    """
+    if body.validator is None or body.validator == validator:
+        return True
+    if _is_etag(body.validator) == _is_etag(validator):
+        return False
+    # One is an ETag, the other a date (an answer without a strong ETag, say).
+    headers = {k.lower(): v for k, v in body.headers.items()}
+    theirs = headers.get("etag") if _is_etag(validator) else headers.get("last-modified")
+    return theirs is None or theirs == validator
+
+
 def _quietly(func: Callable[[], Any]) -> None:
     try:
         func()
@@ -855,7 +875,7 @@ class _Transfer:
                 f"is now {body.total or 'of unknown size'} bytes, not the {total} its partial "
                 f"download was begun with ({shown}): a range of another version"
             )
-        if validator and body.validator and body.validator != validator:
+        if validator and not _same_version(body, validator):
             return (
                 f"is now version {body.validator}, not {validator} its partial download was "
                 "begun with: the server sent a range of another version (it ignored If-Range)"

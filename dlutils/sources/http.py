@@ -345,11 +345,17 @@ def http_download(
     verbose : bool
         Show a progress bar and say when a cached file is used.
     headers : mapping, optional
-        Extra request headers.
+        Extra request headers. Bytes are asked for as stored (``Accept-Encoding:
+        identity``); a body a server compresses anyway is stored decoded, as requests
+        gives it (gzip, deflate; br and zstd when their modules are installed), and one
+        that cannot be decoded raises :class:`~dlutils.ContentEncodingError`. An
+        ``Accept-Encoding`` given here keeps the bytes as served.
     checksum : str, optional
-        Expected ``"sha256:<hex>"``, ``"md5:<hex>"`` or ``"crc32c:<hex>"``.
+        Expected ``"sha256:<hex>"``, ``"md5:<hex>"`` or ``"crc32c:<hex>"``. It holds for
+        the file returned, a file already there included (it is hashed, and fetched
+        again on a mismatch).
     expected_size : int, optional
-        Size the file must have.
+        Size the file must have; a body that runs past it is stopped there.
     retries, backoff : int, float
         Retry policy (see :class:`dlutils.retry.RetryPolicy`).
     progress : Callback or callable, optional
