@@ -323,3 +323,17 @@ def test_bytes_past_content_length_are_not_taken_for_the_body(http_server, tmp_p
     http_server.add_fault("a.bin", extra_bytes(5000))
     assert file_sha(http_download(http_server.url_for("a.bin"), tmp_path)) == sha(data)
     assert file_sha(http_download(http_server.url_for("b.bin"), tmp_path)) == sha(data[::-1])
+
+
+@pytest.mark.timeout(30)
+def test_a_whole_answer_whose_sizes_disagree_is_refused_not_looped_on(http_server, tmp_path):
+    data = make_random_bytes(2 * MiB, seed=13)
+    http_server.put("a.bin", data)
+    http_server.add_fault("a.bin", wrong_content_range(total=MiB))  # once: a restart cures it
+    assert file_sha(http_download(http_server.url_for("a.bin"), tmp_path / "a")) == sha(data)
+    for _ in range(100):  # always: Content-Range says 1 MiB, Content-Length 2 MiB
+        http_server.add_fault("a.bin", wrong_content_range(total=MiB))
+    with pytest.raises(RemoteChangedError, match="Content-Length.*Content-Range.*again after"):
+        http_download(http_server.url_for("a.bin"), tmp_path / "b", sleep=lambda s: None)
+    assert listing(tmp_path) == ["a"]
+    assert len(gets(http_server, "a.bin")) == 4  # two answers each time, no more
