@@ -860,7 +860,8 @@ class _Transfer:
         ``.part`` is pinned to (``None``: nothing to compare).
         """
         if body.status != 206:
-            return f"answered status {body.status} to a request for bytes {start}-{end or ''}"
+            asked = f"{start}-{'' if end is None else end}"
+            return f"answered status {body.status} to a request for bytes {asked}"
         shown = f"Content-Range: bytes {body.start}-{body.end}/{body.total or '*'}"
         if body.end is None:
             return "answered 206 without a usable Content-Range"

@@ -337,3 +337,24 @@ def test_a_whole_answer_whose_sizes_disagree_is_refused_not_looped_on(http_serve
         http_download(http_server.url_for("a.bin"), tmp_path / "b", sleep=lambda s: None)
     assert listing(tmp_path) == ["a"]
     assert len(gets(http_server, "a.bin")) == 4  # two answers each time, no more
+
+
+def test_a_file_placed_by_another_download_must_hold_the_checksum_asked(http_server, tmp_path):
+    import threading
+    import time
+
+    data = make_random_bytes(2 * MiB, seed=14)
+    http_server.put("a.bin", data)
+    http_server.rate_limit = 4 * MiB  # the first download holds the .part for half a second
+    url, target = http_server.url_for("a.bin"), tmp_path / "a.bin"
+    first = threading.Thread(target=download, args=(HttpRemote(url), target))
+    first.start()
+    try:
+        part = tmp_path / "a.bin.part"
+        while not (part.exists() and part.stat().st_size):  # it holds the lock now
+            time.sleep(0.01)
+        with pytest.raises(ChecksumMismatchError, match="placed by another process"):
+            download(HttpRemote(url), target, checksum="sha256:" + sha(b"other"))
+    finally:
+        first.join()
+    assert file_sha(target) == sha(data)
