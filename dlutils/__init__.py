@@ -8,6 +8,7 @@ from ._version import __version__ as __version__
 from .errors import (
     CacheMismatchWarning,
     ChecksumMismatchError,
+    ContentEncodingError,
     DownloadAborted,
     DownloadError,
     IncompleteDownloadError,
@@ -15,6 +16,7 @@ from .errors import (
     JobFailedError,
     JobNotFoundError,
     JobStateError,
+    OverlongBodyError,
     RemoteChangedError,
     SizeMismatchError,
     UnsafePathError,
@@ -49,6 +51,7 @@ del _name
 __all__ = [
     "CacheMismatchWarning",
     "ChecksumMismatchError",
+    "ContentEncodingError",
     "DownloadAborted",
     "DownloadError",
     "IncompleteDownloadError",
@@ -57,6 +60,7 @@ __all__ = [
     "JobFailedError",
     "JobNotFoundError",
     "JobStateError",
+    "OverlongBodyError",
     "JobStatus",
     "State",
     "TaskInfo",

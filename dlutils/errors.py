@@ -11,6 +11,8 @@ __all__ = [
     "ChecksumMismatchError",
     "RemoteChangedError",
     "SizeMismatchError",
+    "OverlongBodyError",
+    "ContentEncodingError",
     "DownloadAborted",
     "JobFailedError",
     "JobNotFoundError",
@@ -69,7 +71,23 @@ class SizeMismatchError(DownloadError):
 
 
 class RemoteChangedError(DownloadError):
-    """The remote object changed while it was being downloaded in pieces."""
+    """The remote object changed while it was being downloaded in pieces.
+
+    Also raised when a range answer does not belong to the version a ``.part`` is
+    pinned to (a server honouring ``Range`` but not ``If-Range``), or its
+    ``Content-Range`` contradicts itself, again after a restart from zero.
+    """
+
+
+class OverlongBodyError(IncompleteDownloadError):
+    """A response carried more bytes than it announced; none of its bytes were kept."""
+
+
+class ContentEncodingError(DownloadError):
+    """The server compressed the body with a ``Content-Encoding`` dlutils cannot undo.
+
+    Nothing was placed: compressed bytes are never stored as if they were the object.
+    """
 
 
 class DownloadAborted(DownloadError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import calendar
 import email.utils
+import gzip
 import hashlib
 import http.server
 import itertools
@@ -26,6 +27,7 @@ from .errors import InvalidInputError
 
 __all__ = ["LocalServer", "Fault", "RequestRecord", "Headers"]
 __all__ += ["status", "reset_after", "truncate", "stall", "no_range"]
+__all__ += ["gzip_body", "ignore_if_range", "wrong_content_range", "extra_bytes", "endless"]
 
 #: Size of the pieces a body is written in; faults and rate limits act between pieces.
 CHUNK_SIZE = 256 * 1024
@@ -51,6 +53,8 @@ class Fault:
     seconds: float = 0.0
     after_bytes: int = 0
     before_headers: bool = False
+    content_range: tuple[int | None, int | None, int | None] = (None, None, None)
+    length: bool = True
 
     def __repr__(self) -> str:
         shown = [f for f in fields(self)[1:] if getattr(self, f.name) != f.default]
@@ -111,6 +115,62 @@ def stall(seconds: float, after_bytes: int = 0, *, before_headers: bool = False)
 def no_range() -> Fault:
     """Answer like a server without range support: ``200``, the whole body, no Accept-Ranges."""
     return Fault("no_range")
+
+
+def gzip_body() -> Fault:
+    """Compress the body (whole, or the range asked) with gzip and say so in
+    ``Content-Encoding``, whatever the request's ``Accept-Encoding`` (``identity`` included).
+
+    ``Content-Length`` counts the compressed bytes; ``Content-Range`` still names the range.
+
+    Examples
+    --------
+    >>> import gzip as gz, http.client
+    >>> with LocalServer({"a.txt": b"hello"}) as server:
+    ...     server.add_fault("a.txt", gzip_body())
+    ...     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    ...     conn.request("GET", "/a.txt", headers={"Accept-Encoding": "identity"})
+    ...     resp = conn.getresponse()
+    ...     print(resp.getheader("Content-Encoding"), gz.decompress(resp.read()))
+    ...     conn.close()
+    gzip b'hello'
+    """
+    return Fault("gzip_body")
+
+
+def ignore_if_range() -> Fault:
+    """Honour ``Range`` even when ``If-Range`` names another version (as some CDNs do):
+    a range of the current version comes back, with the current validators."""
+    return Fault("ignore_if_range")
+
+
+def wrong_content_range(
+    start: int | None = None, end: int | None = None, total: int | None = None
+) -> Fault:
+    """Send these numbers in ``Content-Range`` (``None`` keeps the true one); the body and
+    ``Content-Length`` stay those of the true range. A 200 gets the header too."""
+    for name, value in (("start", start), ("end", end), ("total", total)):
+        if value is not None:
+            _at_least_0(**{name: value})
+    return Fault("wrong_content_range", content_range=(start, end, total))
+
+
+def extra_bytes(nbytes: int, *, length: bool = True) -> Fault:
+    """Send ``nbytes`` bytes more than the answer announces, then close the connection.
+
+    With ``length=True``, ``Content-Length`` (and ``Content-Range``) announce the right
+    body and the extra bytes follow it, where a client must not take them as the body.
+    With ``length=False`` no ``Content-Length`` is sent: the body runs ``nbytes`` past
+    what ``Content-Range`` (or the file) says, up to the close.
+    """
+    _at_least_0(nbytes=nbytes)
+    return Fault("extra_bytes", nbytes=nbytes, length=length)
+
+
+def endless() -> Fault:
+    """Answer 200 with no ``Content-Length`` and a body that never ends (until the client
+    goes away or the server stops), whatever was asked."""
+    return Fault("endless")
 
 
 class Headers(Mapping[str, str]):
@@ -255,7 +315,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if code != 304 and "Content-Length" not in headers:
             self.send_header("Content-Length", str(len(body)))
         for name, value in headers.items():
-            self.send_header(name, value)
+            if value is not None:  # None: leave the header out (Content-Length above too)
+                self.send_header(name, value)
         self.end_headers()
         if body and self.command != "HEAD":
             self.record.bytes_sent = len(body)
@@ -296,9 +357,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         fault = self.record.fault = owner._pop_fault(
             key,
             lambda f: f.kind != "status" and self.command == "GET"
-            and (f.kind == "no_range" or rng != _UNSATISFIABLE),
+            and (f.kind in ("no_range", "endless") or rng != _UNSATISFIABLE),
         )  # fmt: skip
-        plain = not owner.support_ranges or (fault is not None and fault.kind == "no_range")
+        kind = fault.kind if fault is not None else None
+        if kind == "ignore_if_range" and ranged:
+            rng = self._range(file.size, etag, lm, if_range=False)
+        plain = not owner.support_ranges or kind in ("no_range", "endless")
         rng = None if plain else rng
         accept = {} if plain else {"Accept-Ranges": "bytes"}
         if rng == _UNSATISFIABLE:
@@ -316,17 +380,53 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             headers[name] = value
         if fault is not None and fault.kind == "stall" and fault.before_headers:
             owner._stopping.wait(fault.seconds)
-        self._reply(206 if rng else 200, headers)
+        view = memoryview(file.data) if file.data is not None else None
+
+        def read(offset: int, n: int) -> bytes | memoryview:
+            if view is not None:
+                return view[offset : offset + n]
+            fh.seek(offset)
+            return fh.read(n)
+
+        code, length = 206 if rng else 200, end - start + 1
+        if kind == "wrong_content_range":
+            given = zip(fault.content_range, (start, end, file.size), strict=True)
+            headers["Content-Range"] = "bytes {}-{}/{}".format(
+                *(g if g is not None else t for g, t in given)
+            )
+        elif kind == "gzip_body" and self.command == "GET":
+            packed = gzip.compress(bytes(read(start, length)), mtime=0)
+            headers["Content-Encoding"] = "gzip"
+            headers["Content-Length"] = str(len(packed))
+            return self._reply(code, headers, packed)
+        elif kind == "endless":
+            headers = {k: v for k, v in headers.items() if k != "Content-Range"}
+            headers.update({"Content-Length": None, "Connection": "close"})
+            self._reply(200, headers)
+            return self._send_endless(owner)
+        elif kind == "extra_bytes":
+            if not fault.length:
+                headers.update({"Content-Length": None, "Connection": "close"})
+            size = file.size
+
+            def read(offset: int, n: int, plain=read) -> bytes | memoryview:  # noqa: F811
+                if offset < size:
+                    return plain(offset, min(n, size - offset))
+                return b"\xee" * n  # past the end of the file
+
+            length += fault.nbytes
+        self._reply(code, headers)
         if self.command == "GET":
-            view = memoryview(file.data) if file.data is not None else None
+            self._send_body(owner, read, start, length, fault)
+            if kind == "extra_bytes":
+                self.close_connection = True
 
-            def read(offset: int, n: int) -> bytes | memoryview:
-                if view is not None:
-                    return view[offset : offset + n]
-                fh.seek(offset)
-                return fh.read(n)
-
-            self._send_body(owner, read, start, end - start + 1, fault)
+    def _send_endless(self, owner: LocalServer) -> None:
+        piece = bytes(range(256)) * (CHUNK_SIZE // 256)
+        self.close_connection = True
+        while not owner._stopping.is_set():
+            self.wfile.write(piece)
+            self.record.bytes_sent += len(piece)
 
     def _preconditions(self, etag: str | None, lm: int | None) -> int:
         """RFC 9110 section 13.2.2, in its order; returns 412, 304 or 0 (go on)."""
@@ -342,12 +442,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         since = _parse_date(h.get("If-Modified-Since"))
         return 304 if since is not None and lm is not None and lm <= since else 0
 
-    def _range(self, size: int, etag: str | None, lm: int | None) -> tuple[int, int] | str | None:
+    def _range(
+        self, size: int, etag: str | None, lm: int | None, *, if_range: bool = True
+    ) -> tuple[int, int] | str | None:
         """The one byte range to send, ``_UNSATISFIABLE``, or None for the whole body."""
         match = _RANGE.match(self.headers.get("Range") or "")
         if match is None:  # absent, another unit, several ranges or bad syntax: ignored
             return None
-        if (cond := (self.headers.get("If-Range") or "").strip()) and (
+        if (cond := (self.headers.get("If-Range") or "").strip() if if_range else "") and (
             not _etag_match(cond, etag, weak=False)
             if cond.startswith(('"', "W/"))  # an entity tag, else an HTTP-date
             else lm is None or _parse_date(cond) != lm

@@ -21,13 +21,16 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .checksums import Checksum, new_hasher, parse_checksum
+from .checksums import Checksum, file_digest, new_hasher, parse_checksum
+from .codings import CodingError, EndedEarly, decoder, known_codings, split_codings
 from .errors import (
     ChecksumMismatchError,
+    ContentEncodingError,
     DownloadAborted,
     DownloadError,
     IncompleteDownloadError,
     InvalidInputError,
+    OverlongBodyError,
     RemoteChangedError,
     SizeMismatchError,
 )
@@ -51,6 +54,7 @@ __all__ = [
     "call_with_retries",
     "part_path",
     "resume_point",
+    "object_headers",
     "PART_SUFFIX",
     "CHUNK_SIZE",
 ]
@@ -66,6 +70,10 @@ SEGMENT_THRESHOLD = 64 << 20
 MIN_SEGMENT_SIZE = 16 << 20
 #: How often a segmented download records its progress for resume.
 JOURNAL_INTERVAL = 1.0
+#: Restarts from zero one object may take because an answer did not hold together (a range
+#: of another version, a contradictory Content-Range, a body longer than announced); the
+#: next such answer ends its download with an error instead of looping.
+MAX_RESTARTS = 1
 
 
 @dataclass
@@ -79,6 +87,12 @@ class Body:
     ``interrupt`` must make a read blocked in another thread return or raise at once,
     without blocking itself; the engine calls it when the download is aborted (by
     default it closes the body from a thread of its own).
+
+    A remote reports these facts as the server sent them and decides nothing: the
+    engine checks every range answer against what was asked and what the ``.part``
+    is pinned to, never lets a body run past its announced or expected size, and
+    decodes a ``Content-Encoding`` that was not asked for (refusing one it cannot
+    decode) instead of storing it as the object.
     """
 
     status: int
@@ -91,6 +105,12 @@ class Body:
     close: Callable[[], None]
     end: int | None = None
     interrupt: Callable[[], None] | None = None
+    #: ``Content-Length``: the bytes of this body as sent (encoded ones when encoded).
+    length: int | None = None
+    #: ``Content-Encoding`` as sent, lowercase; ``None`` for none (or ``identity``).
+    encoding: str | None = None
+    #: Whether the request asked for that encoding; its bytes are then stored as sent.
+    encoding_asked: bool = False
 
 
 class Remote(Protocol):
@@ -210,6 +230,66 @@ def resume_point(path: str | os.PathLike, journal: Journal | None) -> tuple[int,
     if not size or not isinstance(info, dict) or not info.get("validator") or info.get("segments"):
         return None
     return size, info["validator"]
+
+
+class _Final:
+    """Marks an integrity failure seen again after a restart from zero: not retried."""
+
+
+class _FinalRemoteChanged(RemoteChangedError, _Final):
+    pass
+
+
+class _FinalOverlong(OverlongBodyError, _Final):
+    pass
+
+
+class _FinalIncomplete(IncompleteDownloadError, _Final):
+    pass
+
+
+def _unasked_codings(body: Body) -> list[str]:
+    """The codings a body was compressed with although the request did not ask for them."""
+    return [] if body.encoding_asked else split_codings(body.encoding)
+
+
+#: Headers that describe a compressed body's bytes, not the object they decode to.
+_OBJECT_HEADERS = frozenset(
+    {"etag", "last-modified", "content-type", "content-disposition", "date"}
+    | {"x-amz-version-id", "x-goog-generation", "ais-version"}
+)
+
+
+def object_headers(body: Body) -> Mapping[str, str]:
+    """What ``body``'s headers say of the object itself, for freshness records.
+
+    A body compressed although it was not asked to be (see :class:`Body`) is stored
+    decoded: its ``Content-Length``, ``Content-MD5`` or digests describe the compressed
+    bytes, so only the headers naming the version are kept.
+    """
+    if not _unasked_codings(body):
+        return body.headers
+    return {k: v for k, v in body.headers.items() if k.lower() in _OBJECT_HEADERS}
+
+
+def _is_etag(validator: str) -> bool:
+    return validator.startswith(('"', "W/"))
+
+
+def _same_version(body: Body, validator: str) -> bool:
+    """Whether ``body`` may belong to the version ``validator`` names (False: it does not).
+
+    Like is compared with like: an ETag with the answer's ETag, a date with its
+    Last-Modified; an answer that carries neither cannot be told apart by validator.
+    """
+    if body.validator is None or body.validator == validator:
+        return True
+    if _is_etag(body.validator) == _is_etag(validator):
+        return False
+    # One is an ETag, the other a date (an answer without a strong ETag, say).
+    headers = {k.lower(): v for k, v in body.headers.items()}
+    theirs = headers.get("etag") if _is_etag(validator) else headers.get("last-modified")
+    return theirs is None or theirs == validator
 
 
 def _quietly(func: Callable[[], Any]) -> None:
@@ -383,6 +463,7 @@ def download(
         if first is not None:
             _quietly(first.close)
         size = os.path.getsize(path)
+        _check_placed_by_other(settings)
         return TransferResult(path=path, size=size, outcome="placed-by-other")
     placed = False
     try:
@@ -394,6 +475,21 @@ def download(
         if not placed:
             _remove_if_empty(settings.part, fd)
         _quietly(lambda: os.close(fd))
+
+
+def _check_placed_by_other(s: _Settings) -> None:
+    """The file another process placed must hold the checksum this caller expects."""
+    if s.checksum is None:
+        return
+    actual = file_digest(s.path, s.checksum.algorithm)
+    if actual != s.checksum.hexdigest:
+        raise ChecksumMismatchError(
+            f"{s.path!r} was placed by another process downloading {s.remote.display}, but "
+            f"its {s.checksum.algorithm} is {actual}, not the expected {s.checksum.hexdigest}",
+            algorithm=s.checksum.algorithm,
+            expected=s.checksum.hexdigest,
+            actual=actual,
+        )
 
 
 def _remove_if_empty(part: str, fd: int) -> None:
@@ -458,6 +554,14 @@ class _Transfer:
         self.headers: Mapping[str, str] | None = None
         self.validator: str | None = None
         self.segments_used = 1
+        # (validator, total) of the version last seen announced: a later answer of that
+        # version that announces no length is still held to it.
+        self.known: tuple[str, int] | None = None
+        # Integrity restarts: counted once per .part generation (segments fail together).
+        self.generation = 0
+        self.restarts = 0
+        self._failed_generation = -1
+        self._restart_lock = threading.Lock()
 
     # -- bookkeeping ---------------------------------------------------------------
 
@@ -487,6 +591,31 @@ class _Transfer:
         self._forget()
         self.hasher = None
         self.hashed = 0
+        self.generation += 1
+
+    def _failure(self, kind: type[DownloadError], problem: str, **kw: Any) -> DownloadError:
+        """The error for an answer that does not hold together; the object restarts from zero.
+
+        The first such answer for an object costs a restart; the next one is final.
+        """
+        with self._restart_lock:
+            if self._failed_generation != self.generation:
+                self._failed_generation = self.generation
+                self.restarts += 1
+            final = self.restarts > MAX_RESTARTS
+        if not final:
+            return kind(f"{self.s.remote.display} {problem}; restarting it from zero", **kw)
+        final_kind: type[DownloadError] = _FinalRemoteChanged
+        if issubclass(kind, OverlongBodyError):
+            final_kind = _FinalOverlong
+        elif issubclass(kind, IncompleteDownloadError):
+            final_kind = _FinalIncomplete
+        return final_kind(
+            f"{self.s.remote.display} {problem}, again after a restart from zero; nothing was "
+            "placed. The server (or a proxy in front of it) answers inconsistently: try "
+            "again later, or report it to its operator",
+            **kw,
+        )
 
     def _check_abort(self) -> None:
         if self.s.abort is not None and self.s.abort.is_set():
@@ -566,6 +695,8 @@ class _Transfer:
                 self._pause(delay)
 
     def _classify(self, exc: BaseException) -> tuple[bool, float | None]:
+        if isinstance(exc, _Final):
+            return False, None
         if isinstance(exc, (IncompleteDownloadError, RemoteChangedError)):
             return True, None
         if isinstance(exc, (DownloadError, KeyboardInterrupt, SystemExit, MemoryError)):
@@ -580,6 +711,7 @@ class _Transfer:
     def _attempt(self, first: Body | None) -> int | None:
         """Bring the ``.part`` to completion; returns (a body for headers, the total)."""
         s = self.s
+        self.generation += 1  # integrity failures of one attempt count as one
         part_size = os.fstat(self.fd).st_size
         # An empty .part has nothing to resume: no need to ask the journal.
         partial = self._partial() if part_size else None
@@ -591,14 +723,20 @@ class _Transfer:
             return self._resume_segments(partial, first)
         offset = part_size
         validator = partial["validator"] if partial else None
+        pinned_total = partial.get("total") if partial else None
+        if validator and pinned_total is not None:
+            self.known = (validator, pinned_total)
         if (
             first is not None
             and offset
             and first.status == 200
             and first.validator == validator
             and first.accepts_ranges
-        ):
-            _quietly(first.close)  # the object is unchanged: ask only for the missing bytes
+            and not _unasked_codings(first)
+        ) or (first is not None and first.status == 206 and first.start != offset):
+            # The object is unchanged: ask only for the missing bytes (or the .part moved on
+            # since the caller asked for its range).
+            _quietly(first.close)
             first = None
         if first is not None:
             body = first
@@ -606,14 +744,32 @@ class _Transfer:
             body = self._open(offset, None, validator)
         else:
             body = self._open(0, None, None)
-        return self._consume(body, offset, validator)
+        return self._consume(body, offset, validator, pinned_total)
 
-    def _consume(self, body: Body, offset: int, validator: str | None) -> int | None:
+    def _consume(
+        self,
+        body: Body,
+        offset: int,
+        validator: str | None,
+        pinned_total: int | None = None,
+    ) -> int | None:
         s = self.s
         handle = self._watch(body)
+
+        def restart() -> None:
+            """Drop the .part and ask for the whole object, with no range to splice."""
+            nonlocal body, handle, offset
+            self._unwatch(handle)
+            handle = None
+            _quietly(body.close)
+            self._truncate()
+            body = self._open(0, None, None)
+            handle = self._watch(body)
+            offset = 0
+
         try:
             if body.status == 416 and offset:
-                if body.total == offset and validator:
+                if body.total == offset and validator and pinned_total in (None, offset):
                     log.info("%s was complete but not yet placed", s.part)
                     # Keep what the answer and the journal say of the object, for its record.
                     headers = dict(body.headers)
@@ -622,17 +778,24 @@ class _Transfer:
                     self.headers, self.validator = headers, validator
                     return offset
                 log.info("%s cannot be resumed at byte %d; starting from zero", s.path, offset)
-                self._truncate()
-                _quietly(body.close)
-                body = self._open(0, None, None)
-                offset = 0
-            if body.status in (200, 206):
-                self.headers, self.validator = body.headers, body.validator
-            if body.status == 206 and body.start == offset and offset:
+                restart()
+            if body.status == 206 and offset:
+                problem = self._range_problem(body, offset, None, pinned_total, validator)
+                if problem is not None:
+                    error = self._failure(RemoteChangedError, problem)
+                    if isinstance(error, _Final):
+                        raise error
+                    log.warning("%s", error)
+                    restart()
+            if body.status == 206 and not offset:
+                # A range where the whole object was asked for (or the restart's answer):
+                # it must at least hold together, and it starts the object.
+                problem = self._range_problem(body, 0, None, None, None)
+                if problem is not None:
+                    raise self._failure(RemoteChangedError, problem)
+            elif body.status == 206:
                 self.resumed_from = offset
                 log.info("resuming %s at byte %d", s.path, offset)
-            elif body.status == 206 and body.start == 0:
-                offset = 0
             elif body.status == 200:
                 if offset:
                     log.info(
@@ -646,7 +809,21 @@ class _Transfer:
                 )
             if offset == 0 and os.fstat(self.fd).st_size:
                 self._truncate()
+            codings = _unasked_codings(body)
+            if codings:
+                return self._decode(body, codings)
+            self.headers, self.validator = body.headers, body.validator
             total = body.total
+            if total is not None and body.validator:
+                self.known = (body.validator, total)
+            elif self.known is not None and body.validator == self.known[0]:
+                total = self.known[1]  # no length announced, but this version's is known
+            if body.status == 200 and None not in (body.length, total) and body.length != total:
+                raise self._failure(
+                    RemoteChangedError,
+                    f"announced a body of {body.length} bytes (Content-Length) for an object "
+                    f"of {total} (Content-Range)",
+                )
             self._check_size(total)
             s.progress.set_size(total)
             if (
@@ -662,11 +839,90 @@ class _Transfer:
                 return self._segmented(body, total)
             if body.validator and (total is None or total > CHUNK_SIZE) and not offset:
                 self._record({"validator": body.validator, "total": total})
-            self._stream_sequential(body, offset, total)
+            # A range may end before the object does; the rest is resumed.
+            stop = body.end + 1 if body.status == 206 and body.end is not None else total
+            self._stream_sequential(body, offset, total, stop)
             return total
         finally:
             self._unwatch(handle)
             _quietly(body.close)
+
+    def _range_problem(
+        self,
+        body: Body,
+        start: int,
+        end: int | None,
+        total: int | None,
+        validator: str | None,
+    ) -> str | None:
+        """What is wrong with ``body`` as the answer to a range request, or ``None``.
+
+        ``start``-``end`` is the range asked for; ``total`` and ``validator`` what the
+        ``.part`` is pinned to (``None``: nothing to compare).
+        """
+        if body.status != 206:
+            asked = f"{start}-{'' if end is None else end}"
+            return f"answered status {body.status} to a request for bytes {asked}"
+        shown = f"Content-Range: bytes {body.start}-{body.end}/{body.total or '*'}"
+        if body.end is None:
+            return "answered 206 without a usable Content-Range"
+        if body.end < body.start or (body.total is not None and body.end >= body.total):
+            return f"sent a Content-Range that contradicts itself ({shown})"
+        if body.start != start:
+            return f"sent bytes from {body.start} where bytes from {start} were asked ({shown})"
+        if end is not None and body.end > end:
+            return f"sent bytes up to {body.end} where bytes up to {end} were asked ({shown})"
+        if total is not None and body.total != total:
+            return (
+                f"is now {body.total or 'of unknown size'} bytes, not the {total} its partial "
+                f"download was begun with ({shown}): a range of another version"
+            )
+        if validator and not _same_version(body, validator):
+            return (
+                f"is now version {body.validator}, not {validator} its partial download was "
+                "begun with: the server sent a range of another version (it ignored If-Range)"
+            )
+        if _unasked_codings(body):
+            return f"sent a range compressed with Content-Encoding: {body.encoding}"
+        span = body.end - body.start + 1
+        if body.length is not None and body.length != span:
+            return f"announced {body.length} bytes (Content-Length) for a range of {span} ({shown})"
+        return None
+
+    def _decode(self, body: Body, codings: list[str]) -> int:
+        """Store the decoded bytes of a body compressed although it was not asked to be.
+
+        Its sizes and digests describe the compressed bytes, so the size and checksum
+        checks apply to what the decoding gives; it is never resumed nor segmented.
+        """
+        s = self.s
+        unknown = [c for c in codings if c not in known_codings()]
+        if unknown:
+            raise ContentEncodingError(
+                f"{s.remote.display} was sent compressed with Content-Encoding: "
+                f"{body.encoding}, which was not asked for and cannot be decoded here "
+                f"({', '.join(unknown)}); nothing was placed. Install "
+                "'brotli' or 'zstandard' if it names br or zstd, or ask the server's operator"
+            )
+        log.info("%s came compressed (%s) unasked; storing it decoded", s.remote.display, codings)
+        self.headers, self.validator = object_headers(body), None
+        s.progress.set_size(None)
+        read = decoder(body.read, codings)
+
+        def decoded(size: int) -> bytes:
+            try:
+                return read(size)
+            except CodingError as exc:
+                if isinstance(exc, EndedEarly):
+                    raise self._failure(
+                        IncompleteDownloadError, f"ended its {body.encoding} body early"
+                    ) from exc
+                raise ContentEncodingError(
+                    f"{s.remote.display} sent a {body.encoding} body that cannot be decoded "
+                    f"({exc}); nothing was placed"
+                ) from exc
+
+        return self._stream_sequential(body, 0, None, None, read=decoded)
 
     def _check_size(self, total: int | None) -> None:
         expected = self.s.expected_size
@@ -675,8 +931,25 @@ class _Transfer:
                 f"{self.s.remote.display} is {total} bytes, but {expected} were expected"
             )
 
-    def _stream_sequential(self, body: Body, offset: int, total: int | None) -> None:
+    def _stream_sequential(
+        self,
+        body: Body,
+        offset: int,
+        total: int | None,
+        stop: int | None = None,
+        *,
+        read: Callable[[int], bytes] | None = None,
+    ) -> int:
+        """Write ``body`` at ``offset`` until it ends; returns the position reached.
+
+        ``stop`` is where the body announced it ends (``total`` when not given). No byte
+        past ``stop`` or the expected size is ever written: at most one byte more is read.
+        """
         s = self.s
+        read = read or body.read
+        stop = total if stop is None else stop
+        expected = s.expected_size
+        limit = min((n for n in (stop, expected) if n is not None), default=None)
         if s.checksum is not None and self.hasher is None:
             self.hasher = new_hasher(s.checksum.algorithm)
             self.hashed = 0
@@ -685,9 +958,24 @@ class _Transfer:
         position = offset
         while True:
             self._check_abort()
-            data = body.read(CHUNK_SIZE)
+            want = CHUNK_SIZE if limit is None else max(1, min(CHUNK_SIZE, limit - position + 1))
+            data = read(want)
             if not data:
                 break
+            if limit is not None and position + len(data) > limit:
+                self._truncate()  # its bytes cannot be trusted: none is kept
+                if stop is not None and position + len(data) > stop:
+                    raise self._failure(
+                        OverlongBodyError,
+                        f"sent more than the {stop - (body.start if body.status == 206 else 0)} "
+                        "bytes it announced",
+                        received=position + len(data),
+                        expected=stop,
+                    )
+                raise SizeMismatchError(
+                    f"{s.remote.display} sent more than the {expected} bytes expected of it; "
+                    "the download was stopped there and nothing was placed"
+                )
             if s.limiter is not None:
                 s.limiter.acquire(len(data), abort=s.abort)
             self._write(data, position)
@@ -697,22 +985,21 @@ class _Transfer:
                 self.hasher.update(data)
                 self.hashed = position
             s.progress.update(len(data))
-            if total is not None and position > total:
-                break
-        if total is not None and position != total:
-            if position > total:
-                self._truncate()
-                raise IncompleteDownloadError(
-                    f"{s.remote.display} sent {position} bytes, more than the {total} it announced",
-                    received=position,
-                    expected=total,
-                )
+        if stop is not None and position != stop:
             raise IncompleteDownloadError(
-                f"{s.remote.display} ended after {position} of {total} bytes; "
+                f"{s.remote.display} ended after {position} of {stop} bytes; "
+                f"{s.part!r} is kept for resume",
+                received=position,
+                expected=stop,
+            )
+        if total is not None and position != total:
+            raise IncompleteDownloadError(
+                f"{s.remote.display} sent bytes up to {position} of {total}; "
                 f"{s.part!r} is kept for resume",
                 received=position,
                 expected=total,
             )
+        return position
 
     def _write(self, data: bytes, position: int) -> None:
         try:
@@ -751,6 +1038,8 @@ class _Transfer:
     def _resume_segments(self, partial: dict[str, Any], first: Body | None) -> int | None:
         validator, total = partial["validator"], partial.get("total")
         plan = [list(map(int, seg)) for seg in partial["segments"]]
+        if total is not None:
+            self.known = (validator, total)
         if first is not None:
             if first.validator == validator and first.total == total:
                 _quietly(first.close)
@@ -800,10 +1089,10 @@ class _Transfer:
                 try:
                     if body is None:
                         body = self._open(start + done, end, validator)
-                        if body.status != 206 or body.start != start + done:
-                            raise RemoteChangedError(
-                                f"{s.remote.display} changed while it was being downloaded "
-                                f"in pieces (status {body.status})"
+                        problem = self._range_problem(body, start + done, end, total, validator)
+                        if problem is not None:
+                            raise self._failure(
+                                RemoteChangedError, f"{problem} while it was downloaded in pieces"
                             )
                     self._stream_segment(body, seg, lock, stop)
                     body = None
@@ -815,7 +1104,7 @@ class _Transfer:
                     if stop.is_set() or (s.abort is not None and s.abort.is_set()):
                         raise
                     retryable, retry_after = self._classify(exc)
-                    if isinstance(exc, RemoteChangedError) or not retryable:
+                    if isinstance(exc, (RemoteChangedError, OverlongBodyError)) or not retryable:
                         raise
                     if seg[2] > before:
                         attempt = 0
@@ -848,7 +1137,7 @@ class _Transfer:
                 if exc is not None and (error is None or isinstance(error, DownloadAborted)):
                     error = exc
         if error is not None:
-            if isinstance(error, RemoteChangedError):
+            if isinstance(error, (RemoteChangedError, OverlongBodyError)):
                 self._truncate()
             else:
                 record(force=True)
@@ -861,6 +1150,7 @@ class _Transfer:
     ) -> None:
         s = self.s
         start, end, _ = seg
+        ranged = body.status == 206 and body.end == end  # this body must end with the segment
         handle = self._watch(body)
         try:
             while True:
@@ -868,17 +1158,35 @@ class _Transfer:
                 if stop.is_set():
                     raise DownloadAborted("stopped because another segment failed")
                 position = start + seg[2]
-                want = min(CHUNK_SIZE, end + 1 - position)
-                if want <= 0:
+                remaining = end + 1 - position
+                if remaining <= 0:
+                    # A range answer must end with its range; the first answer (status
+                    # 200, the whole object) only lends its first segment's bytes.
+                    if ranged and body.length is None and body.read(1):
+                        raise self._failure(
+                            OverlongBodyError,
+                            f"sent more than the bytes {start}-{end} of its range",
+                            received=end + 2,
+                            expected=end + 1,
+                        )
                     return
-                data = body.read(want)
+                # One byte more than the range holds is asked, so a longer body shows.
+                data = body.read(min(CHUNK_SIZE, remaining + 1 if ranged else remaining))
                 if not data:
                     raise IncompleteDownloadError(
                         f"{s.remote.display} ended a range at byte {position} of {end + 1}",
                         received=position,
                         expected=end + 1,
                     )
-                data = data[:want]
+                if len(data) > remaining:
+                    if ranged:
+                        raise self._failure(
+                            OverlongBodyError,
+                            f"sent more than the bytes {start}-{end} of its range",
+                            received=position + len(data),
+                            expected=end + 1,
+                        )
+                    data = data[:remaining]
                 if s.limiter is not None:
                     s.limiter.acquire(len(data), abort=s.abort)
                 self._write(data, position)

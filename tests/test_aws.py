@@ -453,3 +453,13 @@ def test_a_part_of_an_older_version_is_dropped_and_the_new_one_fetched(s3, tmp_p
     assert target.read_bytes() == new
     assert pauses == []  # restarted at once, no backoff
     assert not (tmp_path / "obj.bin.part").exists()
+
+
+def test_a_given_checksum_holds_for_a_same_size_file_already_there(s3, tmp_path):
+    s3.put("a.bin", b"abc")
+    (tmp_path / "a.bin").write_bytes(b"xyz")  # same size, no record: pyvo would keep it
+    digest = "sha256:" + hashlib.sha256(b"abc").hexdigest()
+    with pytest.warns(CacheMismatchWarning, match="sha256"):
+        fetched = fetch_s3(s3.uri("a.bin"), tmp_path, checksum=digest)
+    assert not fetched.skipped and (tmp_path / "a.bin").read_bytes() == b"abc"
+    assert fetch_s3(s3.uri("a.bin"), tmp_path, checksum=digest).skipped

@@ -422,3 +422,15 @@ def test_extra_headers_go_with_every_request(fake_gcs: FakeGcs, tmp_path):
     fetch_gcs(fake_gcs.uri("h.bin"), tmp_path / "h.bin", headers={"X-Trace": "42"})
     assert len(fake_gcs.seen) == 2  # metadata, media
     assert all(headers.get("X-Trace") == "42" for _, _, headers in fake_gcs.seen)
+
+
+def test_a_given_checksum_holds_for_a_same_size_file_already_there(gcs_env, gcs_bucket, tmp_path):
+    import hashlib
+
+    upload(gcs_env, gcs_bucket, "k.bin", b"remote")
+    target = tmp_path / "k.bin"
+    target.write_bytes(b"local!")  # same size, no record: pyvo would keep it
+    digest = "sha256:" + hashlib.sha256(b"remote").hexdigest()
+    with pytest.warns(CacheMismatchWarning, match="sha256"):
+        gcs_download(f"gs://{gcs_bucket}/k.bin", local_filepath=target, checksum=digest)
+    assert target.read_bytes() == b"remote"

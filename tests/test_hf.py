@@ -11,6 +11,7 @@ from conftest import make_random_bytes
 from servers_hf import HubStandIn, sha256
 
 from dlutils import (
+    CacheMismatchWarning,
     ChecksumMismatchError,
     DownloadError,
     InvalidInputError,
@@ -462,3 +463,16 @@ def test_arguments_are_checked_before_any_request(hub, tmp_path):
     with pytest.raises(InvalidInputError, match="token of type int"):
         hf_download("acme/speech", "README.md", token=123)
     assert hub.requests == []
+
+
+def test_a_given_checksum_holds_for_a_file_changed_behind_its_record(hub, tmp_path):
+    link = "hf://datasets/acme/speech/data/train/0.parquet"
+    path = fetch_hf(link, tmp_path / "t.parquet").path
+    stat = os.stat(path)
+    with open(path, "r+b") as fh:
+        fh.write(b"X")  # same size and time: the record still says it is current
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert fetch_hf(link, tmp_path / "t.parquet").skipped
+    with pytest.warns(CacheMismatchWarning, match="sha256"):
+        fetched = fetch_hf(link, tmp_path / "t.parquet", checksum="sha256:" + sha256(TRAIN))
+    assert not fetched.skipped and read(path) == TRAIN

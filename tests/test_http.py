@@ -539,20 +539,6 @@ def test_progress_reports_every_byte_in_few_calls(http_server, tmp_path):
     assert len(calls) <= 7  # at most one per 1 MiB read, never one per network packet
 
 
-def test_compressed_bodies_are_stored_as_served_and_still_segmented(http_server, tmp_path):
-    import gzip
-
-    data = gzip.compress(make_random_bytes(6 * MiB), compresslevel=1)
-    # A common misconfiguration: a .gz file served with Content-Encoding: gzip.
-    http_server.put("a.tar.gz", data, headers={"Content-Encoding": "gzip"})
-    path = http_download(
-        http_server.url_for("a.tar.gz"), tmp_path, segment_threshold=2 * MiB, segments=4
-    )
-    assert open(path, "rb").read() == data  # never decompressed on the way
-    # Content-Length counts the bytes as sent, so the size is known and ranges are used.
-    assert len([r for r in gets(http_server, "/a.tar.gz") if r.range]) >= 2
-
-
 def test_a_complete_part_placed_after_416_keeps_its_record(http_server, tmp_path):
     # Killed after the last byte but before the rename: the resume asks for bytes past the
     # end, the server answers 416, and the file is placed. Its record must still carry

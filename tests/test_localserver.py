@@ -17,11 +17,16 @@ from dlutils import InvalidInputError
 from dlutils.localserver import (
     Fault,
     LocalServer,
+    endless,
+    extra_bytes,
+    gzip_body,
+    ignore_if_range,
     no_range,
     reset_after,
     stall,
     status,
     truncate,
+    wrong_content_range,
 )
 
 DATA = bytes(range(256)) * 4  # 1024 bytes, every byte value
@@ -503,6 +508,79 @@ def test_no_range_fault_answers_200_with_everything(server, session):
     assert (r.status_code, r.content) == (206, DATA[5:10])
 
 
+def raw_get(server, path, headers=b"", *, limit=None):
+    """One GET over a raw socket, read until the server closes (or ``limit`` bytes came):
+    (head, body) exactly as sent, whatever the framing says."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n")
+        received = bytearray()
+        while (limit is None or len(received) < limit) and (data := sock.recv(65536)):
+            received += data
+    head, _, body = bytes(received).partition(b"\r\n\r\n")
+    return head, body
+
+
+def test_gzip_body_compresses_whatever_was_accepted(server, session):
+    import gzip
+
+    server.add_fault("data/a.bin", gzip_body())
+    server.add_fault("data/a.bin", gzip_body())
+    url = server.url_for("data/a.bin")
+    status_code, headers, body = fetch(
+        server, "/data/a.bin", headers={"Accept-Encoding": "identity"}
+    )
+    assert (status_code, headers["Content-Encoding"]) == (200, "gzip")
+    assert headers["Content-Length"] == str(len(body)) and gzip.decompress(body) == DATA
+    r = session.get(url, headers={"Range": "bytes=10-19", "Accept-Encoding": "identity"})
+    assert (r.status_code, r.headers["Content-Range"]) == (206, "bytes 10-19/1024")
+    assert r.content == DATA[10:20]  # requests decodes it, as pooch and pyvo get it
+    assert fetch(server, "/data/a.bin")[1]["Content-Encoding"] is None  # used up
+
+
+def test_ignore_if_range_sends_a_range_of_the_current_version(server, session):
+    url = server.url_for("data/a.bin")
+    old = session.head(url).headers["ETag"]
+    server.put("data/a.bin", DATA[::-1])
+    asked = {"Range": "bytes=100-", "If-Range": old}
+    assert session.get(url, headers=asked).status_code == 200  # a well-behaved server
+    server.add_fault("data/a.bin", ignore_if_range())
+    r = session.get(url, headers=asked)
+    assert (r.status_code, r.content) == (206, DATA[::-1][100:])
+    assert r.headers["ETag"] != old and r.headers["Content-Range"] == "bytes 100-1023/1024"
+
+
+def test_wrong_content_range_lies_only_in_the_header(server, session):
+    server.add_fault("data/a.bin", wrong_content_range(start=5, total=2000))
+    server.add_fault("data/a.bin", wrong_content_range(end=9))
+    url = server.url_for("data/a.bin")
+    r = session.get(url, headers={"Range": "bytes=10-19"})
+    assert (r.status_code, r.headers["Content-Range"], r.content) == (
+        206, "bytes 5-19/2000", DATA[10:20],
+    )  # fmt: skip
+    r = session.get(url)
+    assert (r.status_code, r.headers["Content-Range"], r.content) == (200, "bytes 0-9/1024", DATA)
+
+
+def test_extra_bytes_follow_the_announced_body(server):
+    server.add_fault("data/a.bin", extra_bytes(10))
+    head, body = raw_get(server, b"/data/a.bin")
+    assert b"Content-Length: 1024" in head and body == DATA + b"\xee" * 10
+    server.add_fault("data/a.bin", extra_bytes(10, length=False))
+    head, body = raw_get(server, b"/data/a.bin", b"Range: bytes=0-99\r\n")
+    assert b"Content-Range: bytes 0-99/1024" in head and b"Content-Length" not in head
+    assert body == DATA[:110]  # ten bytes past the range it names
+    assert server.requests[-1].fault == extra_bytes(10, length=False)
+
+
+def test_endless_never_ends_until_the_client_leaves(server):
+    server.add_fault("data/a.bin", endless())
+    head, body = raw_get(server, b"/data/a.bin", b"Range: bytes=0-9\r\n", limit=3 << 20)
+    assert head.startswith(b"HTTP/1.1 200") and b"Content-Length" not in head
+    assert len(body) >= (3 << 20) - len(head) - 4
+    wait_until(lambda: server.active == 0)  # the handler saw the client go
+    assert fetch(server, "/data/a.bin")[2] == DATA
+
+
 def test_faults_are_used_in_order_then_requests_are_served_normally(server, session):
     url = server.url_for("data/a.bin")
     for fault in (status(503, retry_after="1"), status(500), truncate(10), no_range()):
@@ -538,6 +616,9 @@ def test_fault_arguments_are_checked(server):
     with pytest.raises(InvalidInputError, match="not a Fault"):
         server.add_fault("data/a.bin", "reset")
     assert repr(stall(1.5, after_bytes=3)) == "stall(seconds=1.5, after_bytes=3)"
+    assert repr(extra_bytes(3, length=False)) == "extra_bytes(nbytes=3, length=False)"
+    with pytest.raises(InvalidInputError, match="end=-1"):
+        wrong_content_range(end=-1)
     assert isinstance(no_range(), Fault)
 
 

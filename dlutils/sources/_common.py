@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+from ..checksums import Checksum, file_digest, parse_checksum
 from ..errors import CacheMismatchWarning
 from ..freshness import Manifest, ObjectAttrs, only_size_compares, same_object
 from ..transfer import Fetched, TransferResult
@@ -21,6 +22,7 @@ from ..transfer import Fetched, TransferResult
 __all__ = [
     "names_a_folder",
     "is_current",
+    "verify_cached",
     "hit",
     "with_verified",
     "record",
@@ -63,6 +65,44 @@ def is_current(target: str, remote: ObjectAttrs, manifest: Manifest | None, sour
     warnings.warn(
         f"Found cached file but it has the wrong size. Overwriting ... ({target} has "
         f"{local_size} bytes, {source} has {remote.size})",
+        CacheMismatchWarning,
+        stacklevel=4,
+    )
+    return False
+
+
+def verify_cached(path: str, checksum: str | Checksum | None) -> bool:
+    """Whether the file at ``path`` has the ``checksum`` the caller gave (``None``: yes).
+
+    A file already there is returned only when the expected checksum holds for it,
+    whatever the manifest or the sizes say, as pooch does: it is hashed (1 MiB reads,
+    the hashing in C). A mismatch warns :class:`~dlutils.CacheMismatchWarning`, and
+    the caller downloads it again (then the engine checks the new bytes).
+
+    Examples
+    --------
+    >>> import hashlib, os, tempfile, warnings
+    >>> path = os.path.join(tempfile.mkdtemp(), "a.txt")
+    >>> with open(path, "wb") as f:
+    ...     _ = f.write(b"data")
+    >>> verify_cached(path, "sha256:" + hashlib.sha256(b"data").hexdigest())
+    True
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     verify_cached(path, "md5:" + hashlib.md5(b"other").hexdigest())
+    False
+    >>> caught[0].category.__name__
+    'CacheMismatchWarning'
+    """
+    checksum = parse_checksum(checksum)
+    if checksum is None:
+        return True
+    actual = file_digest(path, checksum.algorithm)
+    if actual == checksum.hexdigest:
+        return True
+    warnings.warn(
+        f"Found cached file {path} but its {checksum.algorithm} is {actual}, not the expected "
+        f"{checksum.hexdigest}. Downloading it again ...",
         CacheMismatchWarning,
         stacklevel=4,
     )

@@ -49,7 +49,7 @@ from ..progress import Callback, TqdmCallback
 from ..redaction import redacting
 from ..retry import RetryPolicy
 from ..transfer import SEGMENT_THRESHOLD, Fetched, call_with_retries
-from ._common import hit, is_current, names_a_folder
+from ._common import hit, is_current, names_a_folder, verify_cached
 from .http import HttpRemote, fetch_http
 
 __all__ = ["parse_ais", "ais_url", "fetch_ais", "ais_download", "list_ais", "DEFAULT_PORT"]
@@ -326,7 +326,7 @@ def fetch_ais(
                 if not current and recorded:  # the listing cannot tell (xxhash): ask the cluster
                     known, spec = _head(remote, source, policy, abort, sleep)
                     current = is_current(target, known, keeper, source)
-            if current:
+            if current and verify_cached(target, checksum):
                 return hit(target, verbose, target)
         elif known is None:
             known, spec = _head(remote, source, policy, abort, sleep)

@@ -23,7 +23,15 @@ from ..progress import Callback, TqdmCallback
 from ..redaction import redacting
 from ..retry import FATAL_STATUS, RETRYABLE_STATUS, RetryPolicy, parse_retry_after
 from ..transfer import SEGMENT_THRESHOLD, Body, Fetched, call_with_retries, download
-from ._common import hit, interrupt, is_current, names_a_folder, record, with_verified
+from ._common import (
+    hit,
+    interrupt,
+    is_current,
+    names_a_folder,
+    record,
+    verify_cached,
+    with_verified,
+)
 
 __all__ = ["aws_download", "fetch_s3", "list_s3", "split_s3_uri", "S3Remote", "DEFAULT_TIMEOUT"]
 
@@ -617,7 +625,7 @@ def fetch_s3(
                 if verbose:
                     s3.access.report()
         if cache and os.path.isfile(target) and remote is not None:
-            if is_current(target, remote, keeper, source):
+            if is_current(target, remote, keeper, source) and verify_cached(target, checksum):
                 return hit(target, verbose, target)
         s3.version = remote.version if remote is not None else None
         result = download(

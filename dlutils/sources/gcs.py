@@ -39,7 +39,7 @@ from ..transfer import (
     download,
     resume_point,
 )
-from ._common import hit, is_current, names_a_folder, record, with_verified
+from ._common import hit, is_current, names_a_folder, record, verify_cached, with_verified
 from .http import HttpRemote
 
 __all__ = ["gcs_download", "fetch_gcs", "list_gcs", "GcsRemote", "gcs_endpoint"]
@@ -519,7 +519,12 @@ object; write it as 'gs://bucket/path/to/object.bin' (list a folder with list_gc
             if attrs is None:
                 url = f"{_object_url(client.endpoint, bucket, key)}?fields={_OBJECT_FIELDS}"
                 attrs = _attrs(bucket, key, client.get_json(url, source))
-            if cache and os.path.isfile(target) and is_current(target, attrs, keeper, source):
+            if (
+                cache
+                and os.path.isfile(target)
+                and is_current(target, attrs, keeper, source)
+                and verify_cached(target, user_checksum)
+            ):
                 return hit(target, verbose, shown)
             if listed and not attrs.version:
                 attrs, listed = None, False  # a listing that cannot pin: ask the object itself

@@ -63,7 +63,7 @@ from ..progress import Callback, TqdmCallback
 from ..redaction import redacting
 from ..retry import RetryPolicy
 from ..transfer import SEGMENT_THRESHOLD, Fetched, call_with_retries, download
-from ._common import hit, is_current, names_a_folder, record, with_verified
+from ._common import hit, is_current, names_a_folder, record, verify_cached, with_verified
 from .http import DEFAULT_TIMEOUT, HttpRemote, default_session
 
 __all__ = [
@@ -954,7 +954,12 @@ has a '..' segment; a name must be a relative path inside the destination, such 
         if known is None or known.size is None or (known.sha256 is None and known.etag is None):
             asked, location = _stat(hub, ref, url)
             known = asked if known is None else known.merged(asked)
-        if cache and os.path.isfile(target) and is_current(target, known, keeper, source):
+        if (
+            cache
+            and os.path.isfile(target)
+            and is_current(target, known, keeper, source)
+            and verify_cached(target, user_checksum)
+        ):
             return hit(target, verbose, target)
         hops: Any = _Hops(hub, location)  # HttpRemote calls only its get()
         remote = HttpRemote(url, session=hops, headers=headers, timeout=timeout)

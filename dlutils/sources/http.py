@@ -42,9 +42,18 @@ from ..transfer import (
     Fetched,
     call_with_retries,
     download,
+    object_headers,
     resume_point,
 )
-from ._common import hit, interrupt, is_current, names_a_folder, record, with_verified
+from ._common import (
+    hit,
+    interrupt,
+    is_current,
+    names_a_folder,
+    record,
+    verify_cached,
+    with_verified,
+)
 
 __all__ = ["http_download", "fetch_http", "HttpRemote", "default_session", "DEFAULT_TIMEOUT"]
 
@@ -135,6 +144,18 @@ def _parse_range(headers: Mapping[str, str], status: int) -> tuple[int, int | No
     return 0, None, total
 
 
+def _asked(request_headers: Mapping[str, str], encoding: str | None) -> bool:
+    """Whether the request's Accept-Encoding asked for every coding in ``encoding``."""
+    accept = next((v for k, v in request_headers.items() if k.lower() == "accept-encoding"), "")
+    accepted = set()
+    for item in accept.lower().split(","):
+        coding, _, params = item.partition(";")
+        if params.replace(" ", "") not in ("q=0", "q=0.0", "q=0.00", "q=0.000"):
+            accepted.add(coding.strip())
+    codings = [c.strip() for c in (encoding or "").split(",") if c.strip() not in ("", "identity")]
+    return bool(codings) and all(c in accepted or "*" in accepted for c in codings)
+
+
 def _validator(headers: Mapping[str, str]) -> str | None:
     etag = headers.get("ETag")
     if etag and not etag.startswith("W/"):
@@ -205,10 +226,12 @@ class HttpRemote:
                 f"{status} {response.reason} for url: {self.display} (expected 200 or 206)",
                 response=response,
             )
-        # Bytes are stored as sent (never decoded), so Content-Length counts them even
-        # when a server compresses against our Accept-Encoding: identity.
+        # The raw bytes are read (urllib3 decodes nothing): the engine decides what to do
+        # with a Content-Encoding, from the facts reported here.
         first, last, total = _parse_range(response.headers, status)
         accepts = status == 206 or response.headers.get("Accept-Ranges", "").lower() == "bytes"
+        length = response.headers.get("Content-Length", "").strip()
+        encoding = response.headers.get("Content-Encoding", "").strip().lower() or None
         return Body(
             status=status,
             start=first if status == 206 else 0,
@@ -220,6 +243,9 @@ class HttpRemote:
             read=self._reader(response),
             close=response.close,
             interrupt=lambda: interrupt(response.raw, response.close),
+            length=int(length) if length.isdigit() else None,
+            encoding=None if encoding in (None, "identity") else encoding,
+            encoding_asked=_asked(request_headers, encoding),
         )
 
     def request(
@@ -431,11 +457,17 @@ def http_download(
     verbose : bool
         Show a progress bar and say when a cached file is used.
     headers : mapping, optional
-        Extra request headers.
+        Extra request headers. Bytes are asked for as stored (``Accept-Encoding:
+        identity``); a body a server compresses anyway is stored decoded, as requests
+        gives it (gzip, deflate; br and zstd when their modules are installed), and one
+        that cannot be decoded raises :class:`~dlutils.ContentEncodingError`. An
+        ``Accept-Encoding`` given here keeps the bytes as served.
     checksum : str, optional
-        Expected ``"sha256:<hex>"``, ``"md5:<hex>"`` or ``"crc32c:<hex>"``.
+        Expected ``"sha256:<hex>"``, ``"md5:<hex>"`` or ``"crc32c:<hex>"``. It holds for
+        the file returned, a file already there included (it is hashed, and fetched
+        again on a mismatch).
     expected_size : int, optional
-        Size the file must have.
+        Size the file must have; a body that runs past it is stopped there.
     retries, backoff : int, float
         Retry policy (see :class:`dlutils.retry.RetryPolicy`).
     progress : Callback or callable, optional
@@ -572,8 +604,10 @@ def fetch_http(
                 sleep=sleep,
             )
             if first.status == 304 and candidate is not None:
-                return hit(candidate, verbose, returned(candidate))
-            if verbose and first.status == 200 and first.total == 0:
+                if verify_cached(candidate, checksum):
+                    return hit(candidate, verbose, returned(candidate))
+                first, target = None, candidate  # current by its record, but not the bytes asked
+            if verbose and first is not None and first.status == 200 and first.total == 0:
                 _warn_empty(source)
             if target is None:
                 target = _derive_target(url, folder, first, candidate)
@@ -581,8 +615,10 @@ def fetch_http(
                     first.close()  # it resumed the link's name; the server named it otherwise
                     first = None
             if first is not None and cache and os.path.isfile(target):
-                remote_attrs = attrs_from_headers(source, first.headers)
-                if is_current(target, remote_attrs, record_keeper, source):
+                remote_attrs = attrs_from_headers(source, object_headers(first))
+                if is_current(target, remote_attrs, record_keeper, source) and verify_cached(
+                    target, checksum
+                ):
                     first.close()
                     return hit(target, verbose, returned(target))
         assert target is not None
