@@ -318,8 +318,10 @@ class CurlRemote:
                 }
                 auth = None
             exchange = self._send(url, headers, auth)
+            if exchange.status not in _REDIRECTS:
+                return exchange
             location = exchange.headers().get("Location")
-            if exchange.status not in _REDIRECTS or not location:
+            if not location:
                 return exchange
             _give_back(exchange.handles)
             following = urljoin(url, location)
@@ -351,7 +353,7 @@ class CurlRemote:
             easy.setopt(pycurl.CONNECTTIMEOUT_MS, max(1, int(self.connect_timeout * 1000)))
             easy.setopt(pycurl.HEADERFUNCTION, exchange.on_header)
             easy.setopt(pycurl.WRITEFUNCTION, exchange.on_write)
-            bundle = _ca_bundle()
+            bundle = _ca_bundle() if url[:6].lower() == "https:" else None
             if bundle:
                 easy.setopt(pycurl.CAINFO, bundle)
             if not any(k.lower() == "user-agent" for k in headers):
