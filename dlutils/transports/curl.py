@@ -85,11 +85,25 @@ class _Handles:
         self.attached = False
 
 
-def _take() -> _Handles:
+#: Handles a forked child inherited: never used nor closed there (their connections are
+#: the parent's), only kept from being collected.
+_inherited: list[_Handles] = []
+
+
+def _idle() -> list[_Handles]:
+    """This thread's idle handles (none in a forked child: those are the parent's)."""
     idle = getattr(_local, "idle", None)
-    if idle:
-        return idle.pop()
-    return _Handles()
+    if idle is None or _local.pid != os.getpid():
+        if idle:
+            _inherited.extend(idle)
+        idle = _local.idle = []
+        _local.pid = os.getpid()
+    return idle
+
+
+def _take() -> _Handles:
+    idle = _idle()
+    return idle.pop() if idle else _Handles()
 
 
 def _give_back(handles: _Handles) -> None:
@@ -97,9 +111,7 @@ def _give_back(handles: _Handles) -> None:
         handles.multi.remove_handle(handles.easy)  # ends an unfinished transfer
         handles.attached = False
     handles.easy.reset()
-    idle = getattr(_local, "idle", None)
-    if idle is None:
-        idle = _local.idle = []
+    idle = _idle()
     if len(idle) < IDLE_HANDLES:
         idle.append(handles)
     else:
