@@ -14,7 +14,7 @@ from conftest import make_random_bytes
 
 import dlutils
 from dlutils import InvalidInputError, http_download, range_download
-from dlutils.localserver import status
+from dlutils.localserver import stall, status
 from dlutils.sources.http import fetch_http
 from dlutils.transports import choose
 
@@ -136,3 +136,23 @@ def test_a_job_with_a_session_or_transport_requests_uses_requests(http_server, t
     assert agents(http_server) == {"requests"}
     with pytest.raises(InvalidInputError, match="transport='curl' cannot use session="):
         dlutils.Job.range(template, tmp_path / "c", transport="curl", session=requests.Session())
+
+
+@pytest.mark.parametrize("reused", [False, True], ids=["new-connection", "reused-connection"])
+def test_headers_that_never_come_end_in_a_read_timeout_on_both_transports(
+    http_server, tmp_path, transport, reused
+):
+    http_server.put("a.bin", b"late")
+    if reused:  # libcurl reports no connect time on a reused connection
+        fetch_http(http_server.url_for("a.bin"), tmp_path / "warm", transport=transport)
+    http_server.add_fault("a.bin", stall(60, before_headers=True))
+    with pytest.raises(requests.ReadTimeout, match=r"127\.0\.0\.1"):
+        fetch_http(
+            http_server.url_for("a.bin"),
+            tmp_path / "a.bin",
+            timeout=(30, 0.3),
+            retries=0,
+            manifest=False,
+            transport=transport,
+        )
+    assert not (tmp_path / "a.bin").exists()

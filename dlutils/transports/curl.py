@@ -130,11 +130,11 @@ def _timeouts(timeout: Any) -> tuple[float, float]:
 class _Exchange:
     """One request in flight: its status, headers, buffered body bytes and outcome."""
 
-    def __init__(self, handles: _Handles, url: str, display: str, read_timeout: float):
+    def __init__(self, handles: _Handles, url: str, display: str, timeouts: tuple[float, float]):
         self.handles = handles
         self.url = url
         self.display = display
-        self.read_timeout = read_timeout
+        self.connect_timeout, self.read_timeout = timeouts
         self.buffer = bytearray()
         self.status = 0
         self.reason = ""
@@ -144,7 +144,7 @@ class _Exchange:
         self.failure: tuple[int, str] | None = None
         self.interrupted = False
         self.closed = False
-        self.last_activity = time.monotonic()
+        self.began = self.last_activity = time.monotonic()
 
     # libcurl's callbacks, in the thread that performs
     def on_header(self, line: bytes) -> None:
@@ -195,13 +195,26 @@ class _Exchange:
                 self._finish()
             if self.done or (self.headers_done if want_headers else self.buffer):
                 return
-            silent = time.monotonic() - max(self.last_activity, started)
+            silent = self._silence(started)
             if silent > self.read_timeout:
                 raise requests.exceptions.ReadTimeout(
                     f"{self.display} sent nothing for {self.read_timeout:g} s "
                     f"({'no headers' if not self.headers_done else 'in its body'})"
                 )
             multi.select(min(POLL, max(0.001, self.read_timeout - silent)))
+
+    def _silence(self, started: float) -> float:
+        """Seconds the server has kept silent (the time to connect is not counted: libcurl
+        bounds it with the connect timeout, as requests does)."""
+        now = time.monotonic()
+        silent = now - max(self.last_activity, started)
+        if silent <= self.read_timeout or self.headers_done:
+            return silent
+        sent = self.handles.easy.getinfo(pycurl.PRETRANSFER_TIME)  # 0 until connected
+        if not sent:
+            waited = now - self.began
+            return 0.0 if waited < self.connect_timeout + self.read_timeout else waited
+        return now - max(self.last_activity, started, self.began + sent)
 
     def _finish(self) -> None:
         _, ok, failed = self.handles.multi.info_read()
@@ -356,7 +369,7 @@ class CurlRemote:
         """Start a GET of ``url`` and wait for its headers."""
         handles = _take()
         easy = handles.easy
-        exchange = _Exchange(handles, url, redact(url), self.read_timeout)
+        exchange = _Exchange(handles, url, redact(url), (self.connect_timeout, self.read_timeout))
         try:
             easy.setopt(pycurl.URL, url)
             easy.setopt(pycurl.NOSIGNAL, 1)
@@ -382,6 +395,7 @@ class CurlRemote:
                 easy.setopt(pycurl.NETRC, pycurl.NETRC_OPTIONAL)
             handles.multi.add_handle(easy)
             handles.attached = True
+            exchange.began = exchange.last_activity = time.monotonic()
             exchange.pump(want_headers=True)
             if exchange.failure is not None and (not exchange.headers_done or not exchange.status):
                 raise _connection_error(exchange, self.connect_timeout)
