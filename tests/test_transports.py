@@ -156,3 +156,13 @@ def test_headers_that_never_come_end_in_a_read_timeout_on_both_transports(
             transport=transport,
         )
     assert not (tmp_path / "a.bin").exists()
+
+
+def test_a_link_with_non_ascii_and_spaces_is_sent_encoded_on_both_transports(
+    http_server, tmp_path, transport
+):
+    data = make_random_bytes(5000, seed=7)
+    http_server.put("données/été 2024.csv", data)
+    fetched = fetch_http(http_server.url + "/données/été 2024.csv", tmp_path, transport=transport)
+    assert fetched.path.endswith("été 2024.csv")
+    assert sha(open(fetched.path, "rb").read()) == sha(data)

@@ -369,6 +369,7 @@ class CurlRemote:
         """Start a GET of ``url`` and wait for its headers."""
         handles = _take()
         easy = handles.easy
+        url = _wire_url(url)
         exchange = _Exchange(handles, url, redact(url), (self.connect_timeout, self.read_timeout))
         try:
             easy.setopt(pycurl.URL, url)
@@ -383,8 +384,8 @@ class CurlRemote:
                 easy.setopt(pycurl.CAINFO, bundle)
             if not any(k.lower() == "user-agent" for k in headers):
                 easy.setopt(pycurl.USERAGENT, _user_agent())
-            # "Name:" removes a header libcurl would add; a value-less header is sent as "Name;".
-            sent = [f"{k}: {v}" if str(v) else f"{k};" for k, v in headers.items()]
+            # None leaves a header out (as in requests); an empty one is sent as "Name;".
+            sent = [f"{k}: {v}" if str(v) else f"{k};" for k, v in headers.items() if v is not None]
             if not any(k.lower() == "accept" for k in headers):
                 sent.append("Accept: */*")
             easy.setopt(pycurl.HTTPHEADER, sent)
@@ -438,7 +439,7 @@ class CurlRemote:
         status = exchange.status
         kind = "Client" if status < 500 else "Server"
         if 400 <= status:
-            message = f"{status} {kind} Error: {exchange.reason} for url: {exchange.display}"
+            message = f"{status} {kind} Error: {exchange.reason} for url: {self.display}"
         else:
             message = f"{status} {exchange.reason} for url: {self.display} (expected 200 or 206)"
         raise requests.HTTPError(message, response=_response(exchange, headers, content))
@@ -446,6 +447,20 @@ class CurlRemote:
 
 def _noop() -> None:
     pass
+
+
+def _wire_url(url: str) -> str:
+    """``url`` as requests sends it: an IDNA host, non-ASCII and spaces percent-encoded."""
+    if url.isascii() and " " not in url:
+        return url
+    prepared = requests.models.PreparedRequest()
+    try:
+        prepared.prepare_url(url, None)
+    except requests.RequestException as exc:
+        raise requests.exceptions.InvalidURL(
+            f"{redact(url)!r} is not a valid link: {exc}"
+        ) from None
+    return prepared.url or url
 
 
 def _response(exchange: _Exchange, headers: CaseInsensitiveDict, content: bytes) -> Any:
