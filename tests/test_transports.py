@@ -166,3 +166,43 @@ def test_a_link_with_non_ascii_and_spaces_is_sent_encoded_on_both_transports(
     fetched = fetch_http(http_server.url + "/données/été 2024.csv", tmp_path, transport=transport)
     assert fetched.path.endswith("été 2024.csv")
     assert sha(open(fetched.path, "rb").read()) == sha(data)
+
+
+def test_without_pycurl_auto_falls_back_to_requests_and_curl_says_why(http_server, tmp_path):
+    # A machine where pycurl cannot be imported (no wheel for it): a job still runs.
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    http_server.put("s/0.bin", b"zero")
+    http_server.put("s/1.bin", b"one")
+    child = textwrap.dedent(
+        """
+        import sys
+        sys.modules["pycurl"] = None  # import pycurl now fails, as where it is missing
+        import dlutils
+        from dlutils.transports import choose
+        paths = dlutils.range_download(sys.argv[1], sys.argv[2])
+        print(sorted(open(p, "rb").read().decode() for p in paths))
+        try:
+            choose("curl")
+        except dlutils.InvalidInputError as exc:
+            print(exc)
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run(
+        [sys.executable, "-c", child, http_server.url + "/s/{0..1}.bin", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "['one', 'zero']",
+        "transport='curl' needs pycurl, which cannot be imported here: pip install pycurl, "
+        "or use transport='requests'",
+    ]
+    assert agents(http_server) == {"requests"}
