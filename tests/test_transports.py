@@ -206,3 +206,23 @@ def test_without_pycurl_auto_falls_back_to_requests_and_curl_says_why(http_serve
         "or use transport='requests'",
     ]
     assert agents(http_server) == {"requests"}
+
+
+def test_a_libcurl_body_closed_from_another_thread_ends_its_blocked_read(http_server):
+    import threading
+
+    from dlutils import IncompleteDownloadError
+    from dlutils.transports.curl import CurlRemote
+
+    http_server.put("a.bin", make_random_bytes(3 * MiB))
+    http_server.add_fault("a.bin", stall(60, after_bytes=MiB))  # only the close can end it
+    body = CurlRemote(http_server.url_for("a.bin")).open()
+    received = 0
+    while received < MiB:
+        received += len(body.read(MiB))
+    closer = threading.Thread(target=body.close)
+    closer.start()
+    with pytest.raises(IncompleteDownloadError, match=r"a\.bin: the transfer was interrupted"):
+        body.read(MiB)  # the server is silent: only the close ends this read
+    closer.join()
+    assert received == MiB

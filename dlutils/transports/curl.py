@@ -144,6 +144,7 @@ class _Exchange:
         self.failure: tuple[int, str] | None = None
         self.interrupted = False
         self.closed = False
+        self.lock = threading.Lock()
         self.began = self.last_activity = time.monotonic()
 
     # libcurl's callbacks, in the thread that performs
@@ -185,23 +186,32 @@ class _Exchange:
         multi = self.handles.multi
         started = time.monotonic()
         while True:
-            if self.interrupted or self.closed:
-                raise IncompleteDownloadError(f"{self.display}: the transfer was interrupted")
-            while True:
-                code, running = multi.perform()
-                if code != pycurl.E_CALL_MULTI_PERFORM:
-                    break
-            if not running:
-                self._finish()
-            if self.done or (self.headers_done if want_headers else self.buffer):
-                return
-            silent = self._silence(started)
-            if silent > self.read_timeout:
-                raise requests.exceptions.ReadTimeout(
-                    f"{self.display} sent nothing for {self.read_timeout:g} s "
-                    f"({'no headers' if not self.headers_done else 'in its body'})"
-                )
-            multi.select(min(POLL, max(0.001, self.read_timeout - silent)))
+            with self.lock:  # a close from another thread waits for this step (<= POLL s)
+                if self.interrupted or self.closed:
+                    raise IncompleteDownloadError(f"{self.display}: the transfer was interrupted")
+                while True:
+                    code, running = multi.perform()
+                    if code != pycurl.E_CALL_MULTI_PERFORM:
+                        break
+                if not running:
+                    self._finish()
+                if self.done or (self.headers_done if want_headers else self.buffer):
+                    return
+                silent = self._silence(started)
+                if silent > self.read_timeout:
+                    raise requests.exceptions.ReadTimeout(
+                        f"{self.display} sent nothing for {self.read_timeout:g} s "
+                        f"({'no headers' if not self.headers_done else 'in its body'})"
+                    )
+                multi.select(min(POLL, max(0.001, self.read_timeout - silent)))
+
+    def close(self) -> None:
+        """End the transfer and hand its handles back; from any thread, at most once."""
+        self.interrupted = True
+        with self.lock:
+            if not self.closed:
+                self.closed = True
+                _give_back(self.handles)
 
     def _silence(self, started: float) -> float:
         """Seconds the server has kept silent (the time to connect is not counted: libcurl
@@ -287,13 +297,8 @@ class CurlRemote:
         status = exchange.status
         response_headers = exchange.headers()
 
-        def close() -> None:
-            if not exchange.closed:
-                exchange.closed = True
-                _give_back(exchange.handles)
-
         if status in (416, 304):
-            close()
+            exchange.close()
             total = _parse_range(response_headers, status)[2] if status == 416 else None
             validator = _validator(response_headers) if status == 304 else None
             return Body(
@@ -301,7 +306,7 @@ class CurlRemote:
                 response_headers, lambda n: b"", _noop,
             )  # fmt: skip
         if status >= 400 or status not in (200, 206):
-            self._raise(exchange, response_headers, close)
+            self._raise(exchange, response_headers)
         first, last, total = _parse_range(response_headers, status)
         length = response_headers.get("Content-Length", "").strip()
         encoding = response_headers.get("Content-Encoding", "").strip().lower() or None
@@ -315,7 +320,7 @@ class CurlRemote:
             or response_headers.get("Accept-Ranges", "").lower() == "bytes",
             headers=response_headers,
             read=lambda size: self._read(exchange, size),
-            close=close,
+            close=exchange.close,
             interrupt=lambda: setattr(exchange, "interrupted", True),
             length=int(length) if length.isdigit() else None,
             encoding=None if encoding in (None, "identity") else encoding,
@@ -348,7 +353,7 @@ class CurlRemote:
             location = exchange.headers().get("Location")
             if not location:
                 return exchange
-            _give_back(exchange.handles)
+            exchange.close()
             following = urljoin(url, location)
             if not following.lower().startswith(("http://", "https://")):
                 raise requests.HTTPError(
@@ -403,7 +408,7 @@ class CurlRemote:
             if not exchange.status:
                 raise requests.ConnectionError(f"{exchange.display} sent no HTTP answer")
         except BaseException:
-            _give_back(handles)
+            exchange.close()
             raise
         return exchange
 
@@ -427,7 +432,7 @@ class CurlRemote:
             )
         return b""
 
-    def _raise(self, exchange: _Exchange, headers: CaseInsensitiveDict, close: Any) -> None:
+    def _raise(self, exchange: _Exchange, headers: CaseInsensitiveDict) -> None:
         content = b""
         try:
             while len(exchange.buffer) < ERROR_BODY and not exchange.done:
@@ -435,7 +440,7 @@ class CurlRemote:
             content = bytes(exchange.buffer[:ERROR_BODY])
         except Exception:  # noqa: BLE001 - the status is what matters
             pass
-        close()
+        exchange.close()
         status = exchange.status
         kind = "Client" if status < 500 else "Server"
         if 400 <= status:
