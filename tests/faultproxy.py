@@ -85,7 +85,9 @@ DEFAULT_KINDS = tuple(k for k in KINDS if k != "stall_long")
 #: Faults only a range request can meet; half the faults of range requests are of these kinds.
 _RANGE_KINDS = ("length_short", "range_ignored", "content_range", "if_range_ignored")
 _HOP = {"connection", "keep-alive", "transfer-encoding", "date", "server", "content-length"}
-_JUNK = b"HTTP/1.1 200 OK\r\nX-Junk: not part of any object\r\n\r\n" + b"\xa5" * 512
+#: Bytes after a body: no object's, and no HTTP either (a client reusing the connection
+#: must fail on them, not read them as the next answer).
+_JUNK = b"\xa5" * 512
 
 
 @dataclass

@@ -73,11 +73,16 @@ def bytes_sent(server: LocalServer) -> int:
     return sum(r.bytes_sent for r in server.requests)
 
 
-def kill_when_busy(proc: subprocess.Popen, server: LocalServer, delay: float) -> None:
+def start_victim(argv: list[str], env: dict[str, str], log) -> subprocess.Popen:
+    with open(log, "wb") as out:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+def kill_when_busy(proc: subprocess.Popen, server: LocalServer, delay: float, log) -> None:
     """SIGKILL ``proc`` ``delay`` seconds after the server began sending it bytes."""
     deadline = time.monotonic() + 60
     while bytes_sent(server) == 0:
-        assert proc.poll() is None, proc.communicate()
+        assert proc.poll() is None, open(log).read()
         assert time.monotonic() < deadline, "the victim never started downloading"
         time.sleep(0.005)
     time.sleep(delay)
@@ -101,10 +106,9 @@ def run_multi_rounds(tmp_path, rounds: int, seed: int) -> dict:
             argv = [sys.executable, "-m", "dlutils", "download", template, str(dest), "--wait"]
             server.rate_limit = 2 * MiB  # the big ones take >= 1.25 s: the kill lands in time
             server.clear_log()
-            victim = subprocess.Popen(
-                argv, env=env_for(home), stdout=subprocess.PIPE, stderr=subprocess.PIPE
-            )
-            kill_when_busy(victim, server, rng.uniform(0.0, 1.1))
+            log = tmp_path / f"multi{round_}.log"
+            victim = start_victim(argv, env_for(home), log)
+            kill_when_busy(victim, server, rng.uniform(0.0, 1.1), log)
             placed = check_placed(dest, objects)
             integrity_ok(dest / MANIFEST)
             integrity_ok(home / "jobs.sqlite")
@@ -146,13 +150,10 @@ def run_segmented_rounds(tmp_path, rounds: int, seed: int) -> dict:
             dest = tmp_path / f"seg{round_}"
             server.rate_limit = MiB  # four segments of 2 MiB: >= 2 s
             server.clear_log()
-            victim = subprocess.Popen(
-                [sys.executable, "-c", script, server.url_for("big/obj.bin"), str(dest)],
-                env=env_for(tmp_path / "home"),
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-            )
-            kill_when_busy(victim, server, rng.uniform(0.2, 1.8))
+            log = tmp_path / f"seg{round_}.log"
+            argv = [sys.executable, "-c", script, server.url_for("big/obj.bin"), str(dest)]
+            victim = start_victim(argv, env_for(tmp_path / "home"), log)
+            kill_when_busy(victim, server, rng.uniform(0.2, 1.8), log)
             placed = check_placed(dest, {"obj.bin": data})
             integrity_ok(dest / MANIFEST)
             server.rate_limit = None
