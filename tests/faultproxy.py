@@ -345,8 +345,9 @@ class FaultProxy:
             self._server.server_close()
 
     def force(self, path: str, *kinds: str) -> None:
-        """Inject ``kinds`` into the next requests for ``path`` (``"/d/a.bin"``), in order."""
-        if unknown := set(kinds) - set(KINDS):
+        """Inject ``kinds`` into the next requests for ``path`` (``"/d/a.bin"``), in order;
+        ``"none"`` lets one request through untouched."""
+        if unknown := set(kinds) - set(KINDS) - {"none"}:
             raise ValueError(f"unknown fault kinds {sorted(unknown)}")
         with self._lock:
             self._forced.setdefault(path, deque()).extend(kinds)
@@ -364,7 +365,8 @@ class FaultProxy:
             n = self._seen[path]
             self._seen[path] += 1
             if queue := self._forced.get(path):
-                return queue.popleft(), n
+                kind = queue.popleft()
+                return (None if kind == "none" else kind), n
         rng = random.Random(f"{self.seed}:{path}:{n}")
         if rng.random() >= self.rate:
             return None, n
