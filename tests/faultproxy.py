@@ -35,7 +35,7 @@ gzip                ``Content-Encoding: gzip`` and the gzipped body, despite
                     ``Accept-Encoding: identity`` (200 answers only)
 ==================  ===============================================================
 
-Range requests (resumes, segments) are rarer than plain ones, so half of their faults
+Range requests (resumes, segments) are rarer than plain ones, so 3 in 4 of their faults
 are drawn from the kinds only they can meet (``length_short``, ``range_ignored``,
 ``content_range``, ``if_range_ignored``), and half the faults of a path with two
 ``versions`` are ``if_range_ignored``. ``force(path, *kinds)`` queues faults for the next
@@ -374,7 +374,7 @@ class FaultProxy:
         special = [k for k in fitting if k in _RANGE_KINDS]
         if path in self.versions and "if_range_ignored" in fitting and rng.random() < 0.5:
             return "if_range_ignored", n  # the reason a path has two versions
-        if ranged and special and rng.random() < 0.5:  # resumes are rare: favour their faults
+        if ranged and special and rng.random() < 0.75:  # resumes are rare: favour their faults
             fitting = special
         return (rng.choice(fitting) if fitting else None), n
 
