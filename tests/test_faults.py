@@ -164,6 +164,14 @@ def run_faulty_job(tmp_path, n: int, rate: float, seed: int, changing: int = 30)
             origin, rate=rate, seed=seed, versions=versions, stall_seconds=0.2, retry_after="0"
         ) as proxy,
     ):
+        # Each kind at least once, whatever the draws: forced on the first big files (after
+        # one untouched request for the kinds only segment requests can meet).
+        fixed = [name for name in big if "/" + name not in versions]
+        for kind, name in zip(DEFAULT_KINDS, fixed, strict=False):
+            if kind == "if_range_ignored":
+                name = sorted(versions)[0][1:]
+            ahead = ["none"] if kind in ("length_short", "range_ignored") else []
+            proxy.force("/" + name, *ahead, kind)
         template = proxy.url + f"/d/f{{0000..{n - 1:04d}}}.bin"
         status = dlutils.download(template, str(dest), **FAST).wait(600)
         counts, faults, log = dict(proxy.counts), proxy.faults, list(proxy.log)
