@@ -174,3 +174,20 @@ def test_the_cli_leaks_nothing(tmp_path, servers):
     found = {where: leaks(text) for where, text in texts.items() if leaks(text)}
     assert not found, f"secrets found in: {found}"
     check_second_server(servers[1])
+
+
+def test_job_failed_error_leaks_nothing(tmp_path, caplog, servers):
+    caplog.set_level(logging.DEBUG, logger="dlutils")
+    links = targets(servers)
+    objects = {"c.bin": links["closed port"], "f.bin": links["403"]}
+    with pytest.raises(dlutils.JobFailedError) as failed:
+        dlutils.multi_download(objects, tmp_path / "dest", headers=HEADERS, retries=1, backoff=0.01)
+    texts = {
+        "str": str(failed.value),
+        "repr": repr(failed.value),
+        "errors": repr(failed.value.errors),
+        "traceback": "".join(traceback.format_exception(failed.value)),
+        "log": log_text(caplog),
+    }
+    found = {where: leaks(text) for where, text in texts.items() if leaks(text)}
+    assert not found, f"secrets found in: {found}"
