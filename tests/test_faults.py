@@ -101,7 +101,7 @@ def test_one_fault_kind(tmp_path, faults, opts):
         got = open(path, "rb").read()
         injected = set(faults) - {"none"}
         assert set(proxy.counts) == injected, f"not every fault was injected: {proxy.log}"
-        if opts:
+        if opts and "gzip" not in faults:  # an unasked encoding is decoded whole, never in pieces
             assert sum(e.range is not None for e in proxy.log) >= 2, "no segments were asked for"
     if "if_range_ignored" in faults:
         assert sha(got) in (sha(data), sha(other)), "the file is a splice of two versions"

@@ -135,6 +135,13 @@ class Scene:
         """
         self.check_outside()
         failed = {name for name, _ in status.download_errors}
+        if (
+            not strict and "<manifest>" in failed
+        ):  # the whole destination refused, before any request
+            for name in objects:
+                CASES.append(f"{source}: {name!r}")
+                assert not os.path.lexists(self.dest / name), f"{source}: {name!r} placed anyway"
+            return
         for name in objects:
             CASES.append(f"{source}: {name!r}")
             path = self.dest / name
