@@ -12,6 +12,7 @@ __all__ = [
     "RemoteChangedError",
     "SizeMismatchError",
     "DownloadAborted",
+    "DownloadTimeoutError",
     "JobFailedError",
     "JobNotFoundError",
     "JobStateError",
@@ -68,6 +69,10 @@ class RemoteChangedError(DownloadError):
 
 class DownloadAborted(DownloadError):
     """The download was stopped on request; its ``.part`` file is kept for resume."""
+
+
+class DownloadTimeoutError(DownloadError, TimeoutError):
+    """An attempt at one object ran out of its time limit; its ``.part`` file is kept for resume."""
 
 
 class JobFailedError(DownloadError):

@@ -10,14 +10,18 @@ backoff, segmented parallel download of large objects, size and checksum checks,
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
 import math
 import os
 import random
+import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -26,13 +30,14 @@ from .errors import (
     ChecksumMismatchError,
     DownloadAborted,
     DownloadError,
+    DownloadTimeoutError,
     IncompleteDownloadError,
     InvalidInputError,
     RemoteChangedError,
     SizeMismatchError,
 )
 from .progress import Callback, Throttled, as_callback
-from .retry import RetryPolicy
+from .retry import UNREACHABLE_DELAY, UNREACHABLE_RETRIES, RetryPolicy, unreachable
 
 try:
     import fcntl
@@ -48,6 +53,8 @@ __all__ = [
     "Fetched",
     "download",
     "call_with_retries",
+    "register_socket",
+    "opening",
     "part_path",
     "resume_point",
     "PART_SUFFIX",
@@ -65,6 +72,8 @@ SEGMENT_THRESHOLD = 64 << 20
 MIN_SEGMENT_SIZE = 16 << 20
 #: How often a segmented download records its progress for resume.
 JOURNAL_INTERVAL = 1.0
+#: Seconds an interrupted segmented download waits for its threads before it returns.
+_STOP_GRACE = 2.0
 
 
 @dataclass
@@ -124,24 +133,60 @@ class Journal(Protocol):
 
 
 class AbortEvent(threading.Event):
-    """A :class:`threading.Event` that also runs callbacks when set.
+    """A :class:`threading.Event` that also runs callbacks when set, and can time attempts.
 
-    The engine registers the close of the body it is reading, so :meth:`set` stops
-    a transfer blocked on a slow socket at once, not at its next chunk.
+    The engine registers the interruption of what it is reading or connecting to, so
+    :meth:`set` stops a transfer in any phase at once (waiting for a connection, for
+    the headers, or for the next chunk), not at its next chunk.
+
+    Parameters
+    ----------
+    parent : AbortEvent, optional
+        Setting ``parent`` sets this event too (a job's event and one of its objects).
+    time_limit : float, optional
+        Seconds each attempt at the object may take, from the request to the last byte
+        of the body. When they run out the attempt is interrupted like an abort, but
+        :meth:`is_set` stays false: the engine raises
+        :class:`~dlutils.DownloadTimeoutError` instead of :class:`~dlutils.DownloadAborted`.
+
+    Examples
+    --------
+    >>> from dlutils.transfer import AbortEvent
+    >>> job, obj = AbortEvent(), None
+    >>> obj = AbortEvent(job, time_limit=30.0)
+    >>> job.set()
+    >>> obj.is_set()
+    True
     """
 
-    def __init__(self) -> None:
+    def __init__(self, parent: AbortEvent | None = None, *, time_limit: float | None = None):
         super().__init__()
+        if time_limit is not None and (
+            not isinstance(time_limit, (int, float)) or not time_limit > 0
+        ):
+            raise InvalidInputError(f"time_limit={time_limit!r} is not valid: use seconds > 0")
         self._callbacks: dict[int, Callable[[], Any]] = {}
         self._cb_lock = threading.Lock()
         self._next = 0
+        self.time_limit = time_limit
+        #: Set when the current attempt ran out of time (or the event was set).
+        self._wake = threading.Event()
+        self._expired = False
+        self._timer: list[Any] | None = None
+        self._parent = parent
+        self._link = parent.add_callback(self.set) if parent is not None else None
+
+    @property
+    def expired(self) -> bool:
+        """Whether the current attempt ran out of its ``time_limit``."""
+        return self._expired
 
     def add_callback(self, callback: Callable[[], Any]) -> int:
         with self._cb_lock:
             handle = self._next
             self._next += 1
             self._callbacks[handle] = callback
-        if self.is_set():
+        if self.is_set() or self._expired:
             _quietly(callback)
         return handle
 
@@ -149,12 +194,164 @@ class AbortEvent(threading.Event):
         with self._cb_lock:
             self._callbacks.pop(handle, None)
 
-    def set(self) -> None:
-        super().set()
+    def _run_callbacks(self) -> None:
         with self._cb_lock:
             callbacks = list(self._callbacks.values())
         for callback in callbacks:
             _quietly(callback)
+
+    def set(self) -> None:
+        super().set()
+        self._wake.set()
+        self._run_callbacks()
+
+    def begin_attempt(self) -> None:
+        """Start the clock of a new attempt (a no-op without ``time_limit``)."""
+        if self.time_limit is None:
+            return
+        self.end_attempt()
+        self._expired = False
+        if not self.is_set():
+            self._wake.clear()
+        self._timer = _WATCHDOG.schedule(self.time_limit, self._expire)
+
+    def attempt_running(self) -> bool:
+        """Whether an attempt's clock is running (or already ran out)."""
+        return self._timer is not None or self._expired
+
+    def end_attempt(self) -> None:
+        """Stop the clock of the current attempt."""
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            _WATCHDOG.cancel(timer)
+
+    def _expire(self) -> None:
+        self._timer = None
+        self._expired = True
+        self._wake.set()
+        self._run_callbacks()
+
+    def pause(self, seconds: float) -> bool:
+        """Wait ``seconds``; True, early, when the event is set or the attempt's time runs out."""
+        return self._wake.wait(seconds)
+
+    def close(self) -> None:
+        """Stop the clock and detach from the parent."""
+        self.end_attempt()
+        if self._parent is not None and self._link is not None:
+            self._parent.remove_callback(self._link)
+            self._link = None
+
+
+class _Watchdog:
+    """One daemon thread firing the time limits of every attempt (a thread each would cost)."""
+
+    def __init__(self) -> None:
+        self._heap: list[list[Any]] = []
+        self._cond = threading.Condition()
+        self._order = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def schedule(self, seconds: float, callback: Callable[[], Any]) -> list[Any]:
+        entry = [time.monotonic() + seconds, next(self._order), callback]
+        with self._cond:
+            heapq.heappush(self._heap, entry)
+            if self._thread is None or not self._thread.is_alive():  # also after a fork
+                self._thread = threading.Thread(
+                    target=self._loop, name="dlutils-watchdog", daemon=True
+                )
+                self._thread.start()
+            self._cond.notify()
+        return entry
+
+    def cancel(self, entry: list[Any]) -> None:
+        entry[2] = None  # dropped when it reaches the top of the heap
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while self._heap and self._heap[0][2] is None:
+                    heapq.heappop(self._heap)
+                if not self._heap:
+                    self._cond.wait()
+                    continue
+                delay = self._heap[0][0] - time.monotonic()
+                if delay > 0:
+                    self._cond.wait(delay)
+                    continue
+                callback = heapq.heappop(self._heap)[2]
+            if callback is not None:
+                _quietly(callback)
+
+
+_WATCHDOG = _Watchdog()
+
+_opening = threading.local()
+
+
+class _OpenScope:
+    """The sockets a request being opened in this thread uses; an abort shuts them down."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self._cancelled = False
+
+    def add(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sockets.append(sock)
+            cancelled = self._cancelled
+        if cancelled:
+            _shut(sock)
+
+    def cancel(self) -> None:
+        with self._lock:
+            self._cancelled = True
+            sockets = list(self._sockets)
+        for sock in sockets:
+            _shut(sock)
+
+
+def _shut(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+def register_socket(sock: socket.socket) -> None:
+    """Let an abort (or a time limit) reach ``sock`` while this thread opens a request.
+
+    A transport calls it for the socket it connects and the one it sends a request
+    on, before it blocks on them: while the engine waits for a connection or for the
+    headers, :meth:`AbortEvent.set` shuts the socket down, which wakes the blocked call
+    at once. Outside of an opening it does nothing.
+    """
+    scopes = getattr(_opening, "scopes", None)
+    if scopes:
+        for scope in scopes:
+            scope.add(sock)
+
+
+@contextmanager
+def opening(*events: threading.Event | None) -> Iterator[None]:
+    """While the body runs, an :class:`AbortEvent` among ``events`` interrupts what it opens."""
+    watched = [event for event in events if isinstance(event, AbortEvent)]
+    if not watched:
+        yield
+        return
+    scope = _OpenScope()
+    stack = getattr(_opening, "scopes", None)
+    if stack is None:
+        stack = _opening.scopes = []
+    stack.append(scope)
+    handles = [(event, event.add_callback(scope.cancel)) for event in watched]
+    try:
+        yield
+    finally:
+        for event, handle in handles:
+            event.remove_callback(handle)
+        stack.remove(scope)
 
 
 @dataclass
@@ -218,6 +415,75 @@ def _quietly(func: Callable[[], Any]) -> None:
         pass
 
 
+class _Budget:
+    """The attempts left to one object (or one range): :class:`RetryPolicy` made exact.
+
+    Each failure costs a retry. A failure after which the next attempt resumes with
+    more bytes than before gives the retries back first, at most ``retries`` times,
+    and never beyond ``2 * (retries + 1)`` attempts in all: whatever each attempt
+    received, the attempts end. A refused connection or an unknown host gets at most
+    one quick retry.
+    """
+
+    def __init__(self, policy: RetryPolicy, rng: random.Random | None = None):
+        self.policy = policy
+        self.rng = rng
+        self.attempts = 1
+        self.charged = 0
+        self.renewed = 0
+        self.unreachable = 0
+
+    def delay(
+        self, exc: BaseException, retry_after: float | None, *, progress: bool = False
+    ) -> float | None:
+        """Seconds to wait before the next attempt, or ``None`` when none is left."""
+        retries = self.policy.retries
+        if self.attempts >= 2 * (retries + 1):
+            return None
+        if unreachable(exc):
+            if self.unreachable >= min(UNREACHABLE_RETRIES, retries):
+                return None
+            self.unreachable += 1
+            self.attempts += 1
+            return min(UNREACHABLE_DELAY, self.policy.backoff)
+        if progress and self.renewed < retries:
+            self.renewed += 1
+            self.charged = 0
+        if self.charged >= retries:
+            return None
+        delay = self.policy.delay(self.charged, retry_after, rng=self.rng)
+        self.charged += 1
+        self.attempts += 1
+        return delay
+
+
+def _give_up(exc: BaseException, attempts: int) -> None:
+    """Raise what ends an object after ``attempts``: ``exc``, saying how many were made."""
+    if type(exc) is IncompleteDownloadError:
+        raise IncompleteDownloadError(
+            f"{exc} (gave up after {attempts} attempts)",
+            received=exc.received,
+            expected=exc.expected,
+        ) from exc
+    if hasattr(exc, "add_note"):
+        exc.add_note(f"dlutils gave up after {attempts} attempts")
+    raise exc
+
+
+def _interrupter(body: Body) -> Callable[[], None]:
+    """What wakes a read of ``body`` blocked in another thread, without blocking."""
+    return body.interrupt or (lambda: threading.Thread(target=body.close, daemon=True).start())
+
+
+def _timed_out(abort: threading.Event | None, what: str, exc: BaseException | None = None) -> None:
+    """Raise :class:`DownloadTimeoutError` when ``abort``'s attempt ran out of time."""
+    if isinstance(abort, AbortEvent) and abort.expired and not abort.is_set():
+        raise DownloadTimeoutError(
+            f"{what} took longer than the time limit of {abort.time_limit:g} s for one "
+            "attempt (connection, headers and body); it is not retried"
+        ) from exc
+
+
 def call_with_retries(
     func: Callable[[], Any],
     *,
@@ -226,29 +492,41 @@ def call_with_retries(
     abort: threading.Event | None = None,
     sleep: Callable[[float], Any] | None = None,
     rng: random.Random | None = None,
+    what: str = "the request",
 ) -> Any:
     """Call ``func`` until it succeeds, retrying what ``classify`` calls retryable.
 
     For the requests a source makes before the engine takes over (a listing, a
     conditional GET); pauses follow ``retry`` and honour a server's ``Retry-After``.
+    A refused connection or an unknown host is retried at most once, at once.
+    With an :class:`AbortEvent`, setting it interrupts a request still connecting or
+    waiting for its headers, and its ``time_limit`` starts for each call (a body the
+    call returns goes on with the same clock, as the first part of the download).
     """
-    retry = retry or RetryPolicy()
-    attempt = 0
+    budget = _Budget(retry or RetryPolicy(), rng)
+    timed = isinstance(abort, AbortEvent)
     while True:
         if abort is not None and abort.is_set():
             raise DownloadAborted("aborted before the request was made")
+        if timed:
+            abort.begin_attempt()
         try:
-            return func()
+            with opening(abort):
+                return func()
         except Exception as exc:
+            if timed:
+                abort.end_attempt()
+            if abort is not None and abort.is_set():
+                raise DownloadAborted(f"{what} was aborted") from exc
+            _timed_out(abort, what, exc)
             retryable, retry_after = classify(exc)
-            if not retryable or attempt >= retry.retries:
+            delay = budget.delay(exc, retry_after) if retryable else None
+            if delay is None:
                 raise
-            delay = retry.delay(attempt, retry_after, rng=rng)
-            attempt += 1
             log.info(
                 "retry %d/%d in %.2fs after %s: %s",
-                attempt,
-                retry.retries,
+                budget.attempts - 1,
+                budget.policy.retries,
                 delay,
                 type(exc).__name__,
                 exc,
@@ -258,6 +536,10 @@ def call_with_retries(
                     raise DownloadAborted("aborted while waiting to retry") from exc
             else:
                 (sleep or time.sleep)(delay)
+        except BaseException:
+            if timed:
+                abort.end_attempt()
+            raise
 
 
 class _Settings:
@@ -384,15 +666,20 @@ def download(
         size = os.path.getsize(path)
         return TransferResult(path=path, size=size, outcome="placed-by-other")
     placed = False
+    transfer: _Transfer | None = None
     try:
-        result = _Transfer(settings, fd).run(first)
+        transfer = _Transfer(settings, fd)
+        result = transfer.run(first)
         placed = True
         return result
     finally:
         settings.progress.flush()
-        if not placed:
-            _remove_if_empty(settings.part, fd)
-        _quietly(lambda: os.close(fd))
+        if transfer is None:
+            _quietly(lambda: os.close(fd))
+        else:
+            if not placed and not transfer.lingering:
+                _remove_if_empty(settings.part, fd)
+            transfer.close()
 
 
 def _remove_if_empty(part: str, fd: int) -> None:
@@ -457,6 +744,29 @@ class _Transfer:
         self.headers: Mapping[str, str] | None = None
         self.validator: str | None = None
         self.segments_used = 1
+        #: Times bytes already in the ``.part`` were thrown away to start again.
+        self.restarts = 0
+        #: Segment threads still running after the download stopped (they own ``fd``).
+        self.lingering: list[Any] = []
+
+    def close(self) -> None:
+        """Close the ``.part``, or leave that to the last segment thread still writing it."""
+        pending = [f for f in self.lingering if not f.done()]
+        if not pending:
+            _quietly(lambda: os.close(self.fd))
+            return
+        remaining = [len(pending)]
+        lock = threading.Lock()
+
+        def one_done(_future: Any) -> None:
+            with lock:
+                remaining[0] -= 1
+                last = remaining[0] == 0
+            if last:
+                _quietly(lambda: os.close(self.fd))
+
+        for future in pending:
+            future.add_done_callback(one_done)
 
     # -- bookkeeping ---------------------------------------------------------------
 
@@ -482,6 +792,8 @@ class _Transfer:
             _quietly(lambda: self.s.journal.drop_partial(self.s.key))
 
     def _truncate(self) -> None:
+        if os.fstat(self.fd).st_size:
+            self.restarts += 1  # bytes thrown away: the attempt after this is no resume
         os.ftruncate(self.fd, 0)
         self._forget()
         self.hasher = None
@@ -490,19 +802,32 @@ class _Transfer:
     def _check_abort(self) -> None:
         if self.s.abort is not None and self.s.abort.is_set():
             raise DownloadAborted(f"download of {self.s.remote.display} was aborted")
+        _timed_out(self.s.abort, self.s.remote.display)
+
+    def _stopped(self) -> bool:
+        """Whether the download was aborted or its attempt ran out of time."""
+        abort = self.s.abort
+        return abort is not None and (abort.is_set() or getattr(abort, "expired", False))
 
     def _pause(self, seconds: float) -> None:
         if seconds <= 0:
             return
-        if self.s.abort is not None:
-            if self.s.abort.wait(seconds):
+        abort = self.s.abort
+        if isinstance(abort, AbortEvent):
+            if abort.pause(seconds):
+                self._check_abort()
+        elif abort is not None:
+            if abort.wait(seconds):
                 self._check_abort()
         else:
             self.s.sleep(seconds)
 
-    def _open(self, start: int, end: int | None, if_range: str | None) -> Body:
+    def _open(
+        self, start: int, end: int | None, if_range: str | None, stop: threading.Event | None = None
+    ) -> Body:
         self._check_abort()
-        body = self.s.remote.open(start, end, if_range=if_range)
+        with opening(self.s.abort, stop):
+            body = self.s.remote.open(start, end, if_range=if_range)
         if self.headers is None and body.status in (200, 206):
             self.headers, self.validator = body.headers, body.validator
         return body
@@ -525,44 +850,59 @@ class _Transfer:
 
     def run(self, first: Body | None) -> TransferResult:
         s = self.s
-        attempt = 0
+        budget = _Budget(s.retry, s.rng)
+        timed = isinstance(s.abort, AbortEvent) and s.abort.time_limit is not None
         pending_first = first
-        while True:
-            before = self.received
-            try:
-                result = self._attempt(pending_first)
-                pending_first = None
-                return self._finish(result)
-            except BaseException as exc:
-                pending_first = None
-                if s.abort is not None and s.abort.is_set():
-                    raise DownloadAborted(
-                        f"download of {s.remote.display} was aborted; {s.part!r} is kept for resume"
-                    ) from (exc if not isinstance(exc, DownloadAborted) else None)
-                retryable, retry_after = self._classify(exc)
-                if not retryable:
-                    raise
-                if self.received > before:
-                    attempt = 0  # progress was made: this failure costs no retry
-                if attempt >= s.retry.retries:
-                    raise
-                # A changed object restarts from zero at once: its bytes cannot be spliced
-                # onto the .part, and waiting does not change it back.
-                changed = isinstance(exc, RemoteChangedError)
-                if changed:
-                    self._truncate()
-                delay = 0.0 if changed else s.retry.delay(attempt, retry_after, rng=s.rng)
-                attempt += 1
-                log.info(
-                    "retry %d/%d of %s in %.2fs after %s: %s",
-                    attempt,
-                    s.retry.retries,
-                    s.remote.display,
-                    delay,
-                    type(exc).__name__,
-                    exc,
-                )
-                self._pause(delay)
+        try:
+            while True:
+                before = self.received
+                restarts = self.restarts
+                if timed and not (pending_first is not None and s.abort.attempt_running()):
+                    s.abort.begin_attempt()  # a body opened by the caller goes on with its clock
+                try:
+                    result = self._attempt(pending_first)
+                    pending_first = None
+                    return self._finish(result)
+                except BaseException as exc:
+                    pending_first = None
+                    if timed:
+                        s.abort.end_attempt()
+                    if s.abort is not None and s.abort.is_set():
+                        raise DownloadAborted(
+                            f"download of {s.remote.display} was aborted; "
+                            f"{s.part!r} is kept for resume"
+                        ) from (exc if not isinstance(exc, DownloadAborted) else None)
+                    if isinstance(exc, DownloadTimeoutError):
+                        raise
+                    _timed_out(s.abort, s.remote.display, exc)
+                    retryable, retry_after = self._classify(exc)
+                    if not retryable:
+                        raise
+                    # A changed object restarts from zero at once: its bytes cannot be
+                    # spliced onto the .part, and waiting does not change it back.
+                    changed = isinstance(exc, RemoteChangedError)
+                    if changed:
+                        self._truncate()
+                    # Bytes count as progress only when the next attempt can keep them.
+                    progress = self.received > before and self.restarts == restarts and not changed
+                    delay = budget.delay(exc, retry_after, progress=progress)
+                    if delay is None:
+                        _give_up(exc, budget.attempts)
+                    if changed:
+                        delay = 0.0
+                    log.info(
+                        "retry %d of %s (at most %d) in %.2fs after %s: %s",
+                        budget.attempts - 1,
+                        s.remote.display,
+                        2 * (s.retry.retries + 1),
+                        delay,
+                        type(exc).__name__,
+                        exc,
+                    )
+                    self._pause(delay)
+        finally:
+            if timed:
+                s.abort.end_attempt()
 
     def _classify(self, exc: BaseException) -> tuple[bool, float | None]:
         if isinstance(exc, (IncompleteDownloadError, RemoteChangedError)):
@@ -768,10 +1108,20 @@ class _Transfer:
     def _run_segments(
         self, plan: list[list[int]], validator: str, total: int, first: Body | None
     ) -> int:
+        """Fetch the ranges of ``plan`` in threads; this thread records progress for resume.
+
+        ``plan`` holds ``[start, end, done]`` per range; ``done`` only counts bytes
+        ``os.pwrite`` has returned for, so the journal, written from here every
+        :data:`JOURNAL_INTERVAL` and whenever the download stops, never claims bytes the
+        file lacks after a crash of the process (SIGKILL, ^C). It may after a power
+        loss, unless ``fsync=True``: then the ``.part`` is flushed before each record.
+        """
         s = self.s
         self.segments_used = len(plan)
         lock = threading.Lock()
-        stop = threading.Event()
+        # Set when the download must stop (a failed range, ^C): interrupts every range.
+        stop = AbortEvent()
+        link = s.abort.add_callback(stop.set) if isinstance(s.abort, AbortEvent) else None
         last_record = [s.clock()]
 
         def record(force: bool = False) -> None:
@@ -780,11 +1130,20 @@ class _Transfer:
                 last_record[0] = now
                 with lock:
                     snapshot = [list(seg) for seg in plan]
+                if s.fsync:
+                    _quietly(lambda: os.fdatasync(self.fd))
                 self._record({"validator": validator, "total": total, "segments": snapshot})
 
         def fetch(index: int, body: Body | None) -> None:
+            try:
+                _fetch(index, body)
+            except BaseException:
+                stop.set()  # the others stop at once, not at their next chunk
+                raise
+
+        def _fetch(index: int, body: Body | None) -> None:
             seg = plan[index]
-            attempt = 0
+            budget = _Budget(s.retry, s.rng)
             while True:
                 start, end, done = seg
                 if start + done > end:
@@ -796,56 +1155,83 @@ class _Transfer:
                         _quietly(body.close)
                     raise DownloadAborted("stopped because another segment failed")
                 before = done
+                handle = None
                 try:
                     if body is None:
-                        body = self._open(start + done, end, validator)
+                        body = self._open(start + done, end, validator, stop)
                         if body.status != 206 or body.start != start + done:
                             raise RemoteChangedError(
                                 f"{s.remote.display} changed while it was being downloaded "
                                 f"in pieces (status {body.status})"
                             )
+                    handle = stop.add_callback(_interrupter(body))
                     self._stream_segment(body, seg, lock, stop)
                     body = None
-                    record()
                 except BaseException as exc:
                     if body is not None:
                         _quietly(body.close)
                     body = None
-                    if stop.is_set() or (s.abort is not None and s.abort.is_set()):
+                    if stop.is_set() or self._stopped():
                         raise
                     retryable, retry_after = self._classify(exc)
                     if isinstance(exc, RemoteChangedError) or not retryable:
                         raise
-                    if seg[2] > before:
-                        attempt = 0
-                    if attempt >= s.retry.retries:
-                        raise
-                    delay = s.retry.delay(attempt, retry_after, rng=s.rng)
-                    attempt += 1
+                    delay = budget.delay(exc, retry_after, progress=seg[2] > before)
+                    if delay is None:
+                        _give_up(exc, budget.attempts)
                     log.info(
                         "retry %d of a segment of %s in %.2fs: %s",
-                        attempt,
+                        budget.attempts - 1,
                         s.remote.display,
                         delay,
                         exc,
                     )
-                    self._pause(delay)
+                    if stop.pause(delay):
+                        raise DownloadAborted("stopped because another segment failed") from exc
+                finally:
+                    if handle is not None:
+                        stop.remove_callback(handle)
 
         workers = max(1, min(s.segments, len(plan)))
-        error: BaseException | None = None
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dlutils-seg") as pool:
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dlutils-seg")
+        futures: list[Any] = []
+        try:
             futures = [
                 pool.submit(fetch, i, first if (i == 0 and first is not None) else None)
                 for i in range(len(plan))
             ]
-            wait(futures, return_when=FIRST_EXCEPTION)
-            if any(f.done() and f.exception() is not None for f in futures):
-                stop.set()
-            for future in futures:
-                exc = future.exception()
-                # The first real cause wins over the "stopped" errors it provoked elsewhere.
-                if exc is not None and (error is None or isinstance(error, DownloadAborted)):
-                    error = exc
+            first = None
+            pending: set[Any] = set(futures)
+            while pending:
+                done, pending = wait(pending, timeout=JOURNAL_INTERVAL, return_when=FIRST_EXCEPTION)
+                if any(f.exception() is not None for f in done):
+                    break
+                record()
+            # A range failed (or the download was stopped): the others end at once.
+            stop.set()
+            while not all(f.done() for f in futures):
+                wait(futures, timeout=JOURNAL_INTERVAL)
+                record()
+        except BaseException:
+            # ^C (or SystemExit) in this thread: stop every range now, keep what arrived.
+            stop.set()
+            if first is not None:
+                _quietly(first.close)
+            pool.shutdown(wait=False, cancel_futures=True)
+            wait(futures, timeout=_STOP_GRACE)  # interrupted ranges end in milliseconds
+            self.lingering = [f for f in futures if not f.done()]
+            record(force=True)
+            raise
+        finally:
+            pool.shutdown(wait=False)
+            if link is not None:
+                s.abort.remove_callback(link)
+        error: BaseException | None = None
+        for future in futures:
+            exc = future.exception()
+            # The first real cause wins over the "stopped" errors it provoked elsewhere.
+            if exc is not None and (error is None or isinstance(error, DownloadAborted)):
+                error = exc
         if error is not None:
             if isinstance(error, RemoteChangedError):
                 self._truncate()

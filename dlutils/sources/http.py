@@ -6,12 +6,17 @@ import http.client
 import logging
 import os
 import re
+import socket
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 import urllib3
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
+from urllib3.util.connection import allowed_gai_family
 
 from .._version import __version__
 from ..checksums import parse_checksum
@@ -31,11 +36,19 @@ from ..transfer import (
     Fetched,
     call_with_retries,
     download,
+    register_socket,
     resume_point,
 )
 from ._common import hit, interrupt, is_current, names_a_folder, record, with_verified
 
-__all__ = ["http_download", "fetch_http", "HttpRemote", "default_session", "DEFAULT_TIMEOUT"]
+__all__ = [
+    "http_download",
+    "fetch_http",
+    "HttpRemote",
+    "InterruptibleAdapter",
+    "default_session",
+    "DEFAULT_TIMEOUT",
+]
 
 log = logging.getLogger("dlutils")
 
@@ -74,7 +87,7 @@ def default_session() -> requests.Session:
             bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
             if bundle:
                 session.verify = bundle
-        adapter = requests.adapters.HTTPAdapter(pool_connections=16, pool_maxsize=16, max_retries=0)
+        adapter = InterruptibleAdapter(pool_connections=16, pool_maxsize=16, max_retries=0)
         session.mount("http://", adapter)
         session.mount("https://", adapter)
         session.headers["User-Agent"] = (
@@ -82,6 +95,79 @@ def default_session() -> requests.Session:
         )
         _local.session = session
     return session
+
+
+class _Interruptible:
+    """A urllib3 connection whose sockets an abort can reach before the response exists.
+
+    requests hands out no socket until the headers have arrived, so an abort (or a time
+    limit) could not stop a request still connecting or waiting for its headers. These
+    connections show their socket to :func:`dlutils.transfer.register_socket` when they
+    connect and before they wait for an answer; outside of the engine it does nothing.
+    """
+
+    def _new_conn(self) -> socket.socket:  # as urllib3's, with the socket registered
+        host = self._dns_host.strip("[]")  # type: ignore[attr-defined]
+        try:
+            infos = socket.getaddrinfo(host, self.port, allowed_gai_family(), socket.SOCK_STREAM)
+        except socket.gaierror as exc:
+            raise NameResolutionError(self.host, self, exc) from exc  # type: ignore[arg-type]
+        error: OSError = OSError(f"no address found for {host}")
+        for family, kind, proto, _, address in infos:
+            sock = socket.socket(family, kind, proto)
+            try:
+                register_socket(sock)
+                for option in self.socket_options or ():  # type: ignore[attr-defined]
+                    sock.setsockopt(*option)
+                if isinstance(self.timeout, (int, float)):  # type: ignore[attr-defined]
+                    sock.settimeout(self.timeout)  # type: ignore[attr-defined]
+                if self.source_address:  # type: ignore[attr-defined]
+                    sock.bind(self.source_address)  # type: ignore[attr-defined]
+                sock.connect(address)
+                return sock
+            except OSError as exc:
+                error = exc
+                sock.close()
+        if isinstance(error, socket.timeout):
+            raise ConnectTimeoutError(
+                self, f"Connection to {self.host} timed out. (connect timeout={self.timeout})"
+            ) from error
+        raise NewConnectionError(self, f"Failed to establish a new connection: {error}") from error
+
+    def getresponse(self, *args: Any, **kwargs: Any) -> Any:
+        sock = getattr(self, "sock", None)
+        if isinstance(sock, socket.socket):
+            register_socket(sock)
+        return super().getresponse(*args, **kwargs)  # type: ignore[misc]
+
+
+class _Connection(_Interruptible, urllib3.connection.HTTPConnection):
+    pass
+
+
+class _TLSConnection(_Interruptible, urllib3.connection.HTTPSConnection):
+    pass
+
+
+class _Pool(HTTPConnectionPool):
+    ConnectionCls = _Connection
+
+
+class _TLSPool(HTTPSConnectionPool):
+    ConnectionCls = _TLSConnection
+
+
+class InterruptibleAdapter(requests.adapters.HTTPAdapter):
+    """A requests adapter whose requests an :class:`~dlutils.transfer.AbortEvent` can stop.
+
+    Mount it on your own session (``session.mount("https://", InterruptibleAdapter())``)
+    to let ``abort()`` and a job's ``timeout`` reach requests still connecting or
+    waiting for their headers; the default session already uses it.
+    """
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _Pool, "https": _TLSPool}
 
 
 def check_http_url(url: Any) -> str:
@@ -158,14 +244,17 @@ class HttpRemote:
                 request_headers["If-Range"] = if_range
         if headers:
             request_headers.update(headers)
-        response = self.session.get(
-            self.url,
-            headers=request_headers,
-            stream=True,
-            timeout=self.timeout,
-            auth=self.auth,
-            allow_redirects=True,
-        )
+        try:
+            response = self.session.get(
+                self.url,
+                headers=request_headers,
+                stream=True,
+                timeout=self.timeout,
+                auth=self.auth,
+                allow_redirects=True,
+            )
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            raise name_link(exc, self.url) from exc
         status = response.status_code
         if status == 416:
             _, _, total = _parse_range(response.headers, status)
@@ -237,6 +326,11 @@ class HttpRemote:
         return read
 
     def classify(self, exc: BaseException) -> tuple[bool, float | None]:
+        """Whether ``exc`` is worth another attempt, and the pause the server asked for.
+
+        Refused connections and unknown hosts are retryable, but the engine gives them
+        at most one quick retry (:func:`dlutils.retry.unreachable`).
+        """
         if isinstance(exc, requests.HTTPError) and exc.response is not None:
             status = exc.response.status_code
             retry_after = parse_retry_after(exc.response.headers.get("Retry-After"))
@@ -263,6 +357,28 @@ class HttpRemote:
 
 def _noop() -> None:
     pass
+
+
+def name_link(exc: requests.RequestException, url: str) -> requests.RequestException:
+    """A copy of ``exc`` of the same type whose message starts with the link, redacted.
+
+    requests says ``('Connection aborted.', RemoteDisconnected(...))`` without saying
+    which link; pyvo users' ``except requests.ConnectionError`` still catch the copy.
+    """
+    shown = redact(url)
+    text = str(exc)
+    split, shown_split = urlsplit(url), urlsplit(shown)
+    raw_path = split.path + (f"?{split.query}" if split.query else "")
+    if raw_path and raw_path != "/":  # urllib3 quotes the path and query it asked for
+        text = text.replace(
+            raw_path, shown_split.path + (f"?{shown_split.query}" if shown_split.query else "")
+        )
+    text = text.replace(url, shown)
+    try:
+        named = type(exc)(f"{shown}: {text}", request=exc.request, response=exc.response)
+    except Exception:  # noqa: BLE001 - a subclass with another signature: keep it as it is
+        return exc
+    return named
 
 
 def http_download(
