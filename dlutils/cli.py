@@ -123,7 +123,11 @@ def _download_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("dst", metavar="DST", nargs="?", help="the local folder to download into")
     p.add_argument("--desc", "--description", dest="desc", help="the job's description")
-    p.add_argument("--timeout", type=_duration, help="time limit per object, e.g. 30s, 5m")
+    p.add_argument(
+        "--timeout",
+        type=_duration,
+        help="time limit of one attempt at one object, request to last byte, e.g. 30s, 5m",
+    )
     p.add_argument("--max-conns", type=_count, default=0, help="transfers at once (0 = default)")
     p.add_argument(
         "--limit-bph", type=_size, default=0, help="bytes per hour, e.g. 10GiB (0 = none)"

@@ -604,7 +604,8 @@ class Job:
 
         ``type`` is ``single`` (``link``, ``object_name``), ``multi`` (``objects``: a
         list of links or a map name -> link) or ``range`` (``template``, ``subdir``);
-        common fields are ``description``, ``timeout`` (a duration such as ``"1m30s"``),
+        common fields are ``description``, ``timeout`` (a duration such as ``"1m30s"``:
+        the time one attempt at one object may take, see :func:`dlutils.download`),
         ``limits`` (``connections``, ``bytes_per_hour``) and ``headers``.
         """
         if not isinstance(body, Mapping):

@@ -39,10 +39,10 @@ class RetryPolicy:
     ----------
     retries : int
         Further attempts after the first one fails. A failed attempt that leaves
-        bytes the next one resumes from gives the retries back, but at most
-        ``retries`` times, and an object (or a range of a segmented download) is
-        never tried more than ``2 * (retries + 1)`` times, whatever each attempt
-        received: a restart from zero (a server without ranges) is no progress. A
+        bytes the next one resumes from gives the retries back, but an object (or
+        a range of a segmented download) is never tried more than
+        ``2 * (retries + 1)`` times, whatever each attempt received; a restart
+        from zero (a server without ranges) is no progress. A
         refused connection or an unknown host gets at most one quick retry
         (:data:`UNREACHABLE_RETRIES`), and none with ``retries=0``.
     backoff : float

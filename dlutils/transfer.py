@@ -173,6 +173,7 @@ class AbortEvent(threading.Event):
         self._wake = threading.Event()
         self._expired = False
         self._timer: list[Any] | None = None
+        self._generation = 0
         self._parent = parent
         self._link = parent.add_callback(self.set) if parent is not None else None
 
@@ -213,7 +214,9 @@ class AbortEvent(threading.Event):
         self._expired = False
         if not self.is_set():
             self._wake.clear()
-        self._timer = _WATCHDOG.schedule(self.time_limit, self._expire)
+        self._generation += 1
+        generation = self._generation
+        self._timer = _WATCHDOG.schedule(self.time_limit, lambda: self._expire(generation))
 
     def attempt_running(self) -> bool:
         """Whether an attempt's clock is running (or already ran out)."""
@@ -225,7 +228,9 @@ class AbortEvent(threading.Event):
         if timer is not None:
             _WATCHDOG.cancel(timer)
 
-    def _expire(self) -> None:
+    def _expire(self, generation: int) -> None:
+        if generation != self._generation or self._timer is None:
+            return  # an attempt that already ended: its timer fired as it was cancelled
         self._timer = None
         self._expired = True
         self._wake.set()
@@ -419,10 +424,9 @@ class _Budget:
     """The attempts left to one object (or one range): :class:`RetryPolicy` made exact.
 
     Each failure costs a retry. A failure after which the next attempt resumes with
-    more bytes than before gives the retries back first, at most ``retries`` times,
-    and never beyond ``2 * (retries + 1)`` attempts in all: whatever each attempt
-    received, the attempts end. A refused connection or an unknown host gets at most
-    one quick retry.
+    more bytes than before gives the retries back first, but there are never more
+    than ``2 * (retries + 1)`` attempts in all: whatever each attempt received, the
+    attempts end. A refused connection or an unknown host gets at most one quick retry.
     """
 
     def __init__(self, policy: RetryPolicy, rng: random.Random | None = None):
@@ -430,7 +434,6 @@ class _Budget:
         self.rng = rng
         self.attempts = 1
         self.charged = 0
-        self.renewed = 0
         self.unreachable = 0
 
     def delay(
@@ -446,8 +449,7 @@ class _Budget:
             self.unreachable += 1
             self.attempts += 1
             return min(UNREACHABLE_DELAY, self.policy.backoff)
-        if progress and self.renewed < retries:
-            self.renewed += 1
+        if progress:
             self.charged = 0
         if self.charged >= retries:
             return None

@@ -427,7 +427,10 @@ def http_download(
         the wrong size is replaced with a :class:`~dlutils.CacheMismatchWarning`.
         ``False`` always downloads.
     timeout : float or (connect, read), optional
-        Seconds a connection may stay silent; ``None`` means ``DEFAULT_TIMEOUT``.
+        Seconds a connection may stay silent, as in pyvo and requests (a silent
+        connection is dropped and retried); ``None`` means ``DEFAULT_TIMEOUT``. For a
+        limit on the whole of each attempt, a trickling server included, pass
+        ``abort=AbortEvent(time_limit=seconds)`` (a job's ``timeout`` does that).
     session : requests.Session, optional
         Session to use; by default a pooled one per thread.
     auth : optional
@@ -445,7 +448,10 @@ def http_download(
     progress : Callback or callable, optional
         Receives byte counts.
     limiter, abort, segments, segment_threshold, fsync
-        Passed to :func:`dlutils.transfer.download`.
+        Passed to :func:`dlutils.transfer.download`. Setting an
+        :class:`~dlutils.transfer.AbortEvent` stops the download within a second in
+        any phase, waiting for the headers included (with the default session, or one
+        with :class:`InterruptibleAdapter` mounted).
     manifest : Manifest, bool or None
         The record of downloads used for caching and resume. ``None`` keeps one
         (``.dlutils-manifest.sqlite``) in the file's folder; ``False`` keeps none,
