@@ -149,12 +149,9 @@ class _TLSConnection(_Interruptible, urllib3.connection.HTTPSConnection):
     pass
 
 
-class _Pool(HTTPConnectionPool):
-    ConnectionCls = _Connection
-
-
-class _TLSPool(HTTPSConnectionPool):
-    ConnectionCls = _TLSConnection
+# Named as urllib3's own, whose names its messages show ("HTTPConnectionPool(host=...").
+_Pool = type("HTTPConnectionPool", (HTTPConnectionPool,), {"ConnectionCls": _Connection})
+_TLSPool = type("HTTPSConnectionPool", (HTTPSConnectionPool,), {"ConnectionCls": _TLSConnection})
 
 
 class InterruptibleAdapter(requests.adapters.HTTPAdapter):
