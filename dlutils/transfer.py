@@ -594,17 +594,25 @@ def download(
         chunk is written; it must return early, raising, when ``abort`` is set.
     abort : threading.Event, optional
         Set it to stop; the ``.part`` stays for a later resume. An :class:`AbortEvent`
-        also interrupts a read blocked on the network.
+        also interrupts a transfer blocked on the network within a second, whatever
+        its phase (connecting, waiting for headers, reading), and its ``time_limit``
+        bounds each attempt (:class:`~dlutils.DownloadTimeoutError`, not retried).
+        ``KeyboardInterrupt`` stops every range of a segmented download at once, records
+        what arrived and is raised again.
     journal : Journal, optional
         Records the validator of a partial download, without which a ``.part``
         cannot be resumed safely (it is then restarted from zero).
     retry : RetryPolicy, optional
-        Retries, backoff and ``Retry-After`` handling.
+        Retries, backoff and ``Retry-After`` handling; at most ``2 * (retries + 1)``
+        attempts per object, whatever each received (see :class:`RetryPolicy`).
     segments, segment_threshold : int
         Objects of at least ``segment_threshold`` bytes, from servers that accept
         ranges, are fetched over up to ``segments`` connections at once.
     fsync : bool
-        Flush the file to stable storage before placing it.
+        Flush the file to stable storage before placing it, and before each resume
+        record of a segmented download. Without it, a record never claims bytes the
+        ``.part`` lacks after the process dies (SIGKILL, a crash: written bytes are in
+        the page cache), but may after a power loss.
     sleep, clock, rng
         Injected time and randomness, for tests.
 
@@ -616,6 +624,8 @@ def download(
     ------
     dlutils.DownloadAborted
         ``abort`` was set.
+    dlutils.DownloadTimeoutError
+        An attempt ran out of ``abort.time_limit``; the ``.part`` is kept.
     dlutils.IncompleteDownloadError
         The connection kept ending early after every retry; the ``.part`` is kept.
     dlutils.ChecksumMismatchError, dlutils.SizeMismatchError
