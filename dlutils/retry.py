@@ -14,6 +14,7 @@ from .errors import InvalidInputError
 
 __all__ = [
     "RetryPolicy",
+    "AttemptBudget",
     "parse_retry_after",
     "unreachable",
     "RETRYABLE_STATUS",
@@ -85,6 +86,45 @@ class RetryPolicy:
             return min(max(retry_after, 0.0), self.max_retry_after)
         cap = min(self.max_backoff, self.backoff * (2 ** min(attempt, 64)))
         return cap / 2 + (rng or random).uniform(0, cap / 2)
+
+
+class AttemptBudget:
+    """The attempts left to one object (or one range): :class:`RetryPolicy` made exact.
+
+    Each failure costs a retry. A failure after which the next attempt resumes with
+    more bytes than before gives the retries back first, but there are never more
+    than ``2 * (retries + 1)`` attempts in all: whatever each attempt received, the
+    attempts end. A refused connection or an unknown host gets at most one quick retry.
+    """
+
+    def __init__(self, policy: RetryPolicy, rng: random.Random | None = None):
+        self.policy = policy
+        self.rng = rng
+        self.attempts = 1
+        self.charged = 0
+        self.unreachable = 0
+
+    def delay(
+        self, exc: BaseException, retry_after: float | None, *, progress: bool = False
+    ) -> float | None:
+        """Seconds to wait before the next attempt, or ``None`` when none is left."""
+        retries = self.policy.retries
+        if self.attempts >= 2 * (retries + 1):
+            return None
+        if unreachable(exc):
+            if self.unreachable >= min(UNREACHABLE_RETRIES, retries):
+                return None
+            self.unreachable += 1
+            self.attempts += 1
+            return min(UNREACHABLE_DELAY, self.policy.backoff)
+        if progress:
+            self.charged = 0
+        if self.charged >= retries:
+            return None
+        delay = self.policy.delay(self.charged, retry_after, rng=self.rng)
+        self.charged += 1
+        self.attempts += 1
+        return delay
 
 
 def unreachable(exc: BaseException) -> bool:

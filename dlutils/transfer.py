@@ -10,22 +10,19 @@ backoff, segmented parallel download of large objects, size and checksum checks,
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import logging
 import math
 import os
 import random
-import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .checksums import Checksum, new_hasher, parse_checksum
+from .control import AbortEvent, opening, register_socket, timed_out
 from .errors import (
     ChecksumMismatchError,
     DownloadAborted,
@@ -37,7 +34,7 @@ from .errors import (
     SizeMismatchError,
 )
 from .progress import Callback, Throttled, as_callback
-from .retry import UNREACHABLE_DELAY, UNREACHABLE_RETRIES, RetryPolicy, unreachable
+from .retry import AttemptBudget, RetryPolicy
 
 try:
     import fcntl
@@ -132,233 +129,6 @@ class Journal(Protocol):
     def drop_partial(self, path: str) -> None: ...
 
 
-class AbortEvent(threading.Event):
-    """A :class:`threading.Event` that also runs callbacks when set, and can time attempts.
-
-    The engine registers the interruption of what it is reading or connecting to, so
-    :meth:`set` stops a transfer in any phase at once (waiting for a connection, for
-    the headers, or for the next chunk), not at its next chunk.
-
-    Parameters
-    ----------
-    parent : AbortEvent, optional
-        Setting ``parent`` sets this event too (a job's event and one of its objects).
-    time_limit : float, optional
-        Seconds each attempt at the object may take, from the request to the last byte
-        of the body. When they run out the attempt is interrupted like an abort, but
-        :meth:`is_set` stays false: the engine raises
-        :class:`~dlutils.DownloadTimeoutError` instead of :class:`~dlutils.DownloadAborted`.
-
-    Examples
-    --------
-    >>> from dlutils.transfer import AbortEvent
-    >>> job, obj = AbortEvent(), None
-    >>> obj = AbortEvent(job, time_limit=30.0)
-    >>> job.set()
-    >>> obj.is_set()
-    True
-    """
-
-    def __init__(self, parent: AbortEvent | None = None, *, time_limit: float | None = None):
-        super().__init__()
-        if time_limit is not None and (
-            not isinstance(time_limit, (int, float)) or not time_limit > 0
-        ):
-            raise InvalidInputError(f"time_limit={time_limit!r} is not valid: use seconds > 0")
-        self._callbacks: dict[int, Callable[[], Any]] = {}
-        self._cb_lock = threading.Lock()
-        self._next = 0
-        self.time_limit = time_limit
-        #: Set when the current attempt ran out of time (or the event was set).
-        self._wake = threading.Event()
-        self._expired = False
-        self._timer: list[Any] | None = None
-        self._generation = 0
-        self._parent = parent
-        self._link = parent.add_callback(self.set) if parent is not None else None
-
-    @property
-    def expired(self) -> bool:
-        """Whether the current attempt ran out of its ``time_limit``."""
-        return self._expired
-
-    def add_callback(self, callback: Callable[[], Any]) -> int:
-        with self._cb_lock:
-            handle = self._next
-            self._next += 1
-            self._callbacks[handle] = callback
-        if self.is_set() or self._expired:
-            _quietly(callback)
-        return handle
-
-    def remove_callback(self, handle: int) -> None:
-        with self._cb_lock:
-            self._callbacks.pop(handle, None)
-
-    def _run_callbacks(self) -> None:
-        with self._cb_lock:
-            callbacks = list(self._callbacks.values())
-        for callback in callbacks:
-            _quietly(callback)
-
-    def set(self) -> None:
-        super().set()
-        self._wake.set()
-        self._run_callbacks()
-
-    def begin_attempt(self) -> None:
-        """Start the clock of a new attempt (a no-op without ``time_limit``)."""
-        if self.time_limit is None:
-            return
-        self.end_attempt()
-        self._expired = False
-        if not self.is_set():
-            self._wake.clear()
-        self._generation += 1
-        generation = self._generation
-        self._timer = _WATCHDOG.schedule(self.time_limit, lambda: self._expire(generation))
-
-    def attempt_running(self) -> bool:
-        """Whether an attempt's clock is running (or already ran out)."""
-        return self._timer is not None or self._expired
-
-    def end_attempt(self) -> None:
-        """Stop the clock of the current attempt."""
-        timer, self._timer = self._timer, None
-        if timer is not None:
-            _WATCHDOG.cancel(timer)
-
-    def _expire(self, generation: int) -> None:
-        if generation != self._generation or self._timer is None:
-            return  # an attempt that already ended: its timer fired as it was cancelled
-        self._timer = None
-        self._expired = True
-        self._wake.set()
-        self._run_callbacks()
-
-    def pause(self, seconds: float) -> bool:
-        """Wait ``seconds``; True, early, when the event is set or the attempt's time runs out."""
-        return self._wake.wait(seconds)
-
-    def close(self) -> None:
-        """Stop the clock and detach from the parent."""
-        self.end_attempt()
-        if self._parent is not None and self._link is not None:
-            self._parent.remove_callback(self._link)
-            self._link = None
-
-
-class _Watchdog:
-    """One daemon thread firing the time limits of every attempt (a thread each would cost)."""
-
-    def __init__(self) -> None:
-        self._heap: list[list[Any]] = []
-        self._cond = threading.Condition()
-        self._order = itertools.count()
-        self._thread: threading.Thread | None = None
-
-    def schedule(self, seconds: float, callback: Callable[[], Any]) -> list[Any]:
-        entry = [time.monotonic() + seconds, next(self._order), callback]
-        with self._cond:
-            heapq.heappush(self._heap, entry)
-            if self._thread is None or not self._thread.is_alive():  # also after a fork
-                self._thread = threading.Thread(
-                    target=self._loop, name="dlutils-watchdog", daemon=True
-                )
-                self._thread.start()
-            self._cond.notify()
-        return entry
-
-    def cancel(self, entry: list[Any]) -> None:
-        entry[2] = None  # dropped when it reaches the top of the heap
-
-    def _loop(self) -> None:
-        while True:
-            with self._cond:
-                while self._heap and self._heap[0][2] is None:
-                    heapq.heappop(self._heap)
-                if not self._heap:
-                    self._cond.wait()
-                    continue
-                delay = self._heap[0][0] - time.monotonic()
-                if delay > 0:
-                    self._cond.wait(delay)
-                    continue
-                callback = heapq.heappop(self._heap)[2]
-            if callback is not None:
-                _quietly(callback)
-
-
-_WATCHDOG = _Watchdog()
-
-_opening = threading.local()
-
-
-class _OpenScope:
-    """The sockets a request being opened in this thread uses; an abort shuts them down."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._sockets: list[socket.socket] = []
-        self._cancelled = False
-
-    def add(self, sock: socket.socket) -> None:
-        with self._lock:
-            self._sockets.append(sock)
-            cancelled = self._cancelled
-        if cancelled:
-            _shut(sock)
-
-    def cancel(self) -> None:
-        with self._lock:
-            self._cancelled = True
-            sockets = list(self._sockets)
-        for sock in sockets:
-            _shut(sock)
-
-
-def _shut(sock: socket.socket) -> None:
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
-
-
-def register_socket(sock: socket.socket) -> None:
-    """Let an abort (or a time limit) reach ``sock`` while this thread opens a request.
-
-    A transport calls it for the socket it connects and the one it sends a request
-    on, before it blocks on them: while the engine waits for a connection or for the
-    headers, :meth:`AbortEvent.set` shuts the socket down, which wakes the blocked call
-    at once. Outside of an opening it does nothing.
-    """
-    scopes = getattr(_opening, "scopes", None)
-    if scopes:
-        for scope in scopes:
-            scope.add(sock)
-
-
-@contextmanager
-def opening(*events: threading.Event | None) -> Iterator[None]:
-    """While the body runs, an :class:`AbortEvent` among ``events`` interrupts what it opens."""
-    watched = [event for event in events if isinstance(event, AbortEvent)]
-    if not watched:
-        yield
-        return
-    scope = _OpenScope()
-    stack = getattr(_opening, "scopes", None)
-    if stack is None:
-        stack = _opening.scopes = []
-    stack.append(scope)
-    handles = [(event, event.add_callback(scope.cancel)) for event in watched]
-    try:
-        yield
-    finally:
-        for event, handle in handles:
-            event.remove_callback(handle)
-        stack.remove(scope)
-
-
 @dataclass
 class TransferResult:
     """What :func:`download` did."""
@@ -420,45 +190,6 @@ def _quietly(func: Callable[[], Any]) -> None:
         pass
 
 
-class _Budget:
-    """The attempts left to one object (or one range): :class:`RetryPolicy` made exact.
-
-    Each failure costs a retry. A failure after which the next attempt resumes with
-    more bytes than before gives the retries back first, but there are never more
-    than ``2 * (retries + 1)`` attempts in all: whatever each attempt received, the
-    attempts end. A refused connection or an unknown host gets at most one quick retry.
-    """
-
-    def __init__(self, policy: RetryPolicy, rng: random.Random | None = None):
-        self.policy = policy
-        self.rng = rng
-        self.attempts = 1
-        self.charged = 0
-        self.unreachable = 0
-
-    def delay(
-        self, exc: BaseException, retry_after: float | None, *, progress: bool = False
-    ) -> float | None:
-        """Seconds to wait before the next attempt, or ``None`` when none is left."""
-        retries = self.policy.retries
-        if self.attempts >= 2 * (retries + 1):
-            return None
-        if unreachable(exc):
-            if self.unreachable >= min(UNREACHABLE_RETRIES, retries):
-                return None
-            self.unreachable += 1
-            self.attempts += 1
-            return min(UNREACHABLE_DELAY, self.policy.backoff)
-        if progress:
-            self.charged = 0
-        if self.charged >= retries:
-            return None
-        delay = self.policy.delay(self.charged, retry_after, rng=self.rng)
-        self.charged += 1
-        self.attempts += 1
-        return delay
-
-
 def _give_up(exc: BaseException, attempts: int) -> None:
     """Raise what ends an object after ``attempts``: ``exc``, saying how many were made."""
     if type(exc) is IncompleteDownloadError:
@@ -475,15 +206,6 @@ def _give_up(exc: BaseException, attempts: int) -> None:
 def _interrupter(body: Body) -> Callable[[], None]:
     """What wakes a read of ``body`` blocked in another thread, without blocking."""
     return body.interrupt or (lambda: threading.Thread(target=body.close, daemon=True).start())
-
-
-def _timed_out(abort: threading.Event | None, what: str, exc: BaseException | None = None) -> None:
-    """Raise :class:`DownloadTimeoutError` when ``abort``'s attempt ran out of time."""
-    if isinstance(abort, AbortEvent) and abort.expired and not abort.is_set():
-        raise DownloadTimeoutError(
-            f"{what} took longer than the time limit of {abort.time_limit:g} s for one "
-            "attempt (connection, headers and body); it is not retried"
-        ) from exc
 
 
 def call_with_retries(
@@ -505,7 +227,7 @@ def call_with_retries(
     waiting for its headers, and its ``time_limit`` starts for each call (a body the
     call returns goes on with the same clock, as the first part of the download).
     """
-    budget = _Budget(retry or RetryPolicy(), rng)
+    budget = AttemptBudget(retry or RetryPolicy(), rng)
     timed = isinstance(abort, AbortEvent)
     while True:
         if abort is not None and abort.is_set():
@@ -520,7 +242,7 @@ def call_with_retries(
                 abort.end_attempt()
             if abort is not None and abort.is_set():
                 raise DownloadAborted(f"{what} was aborted") from exc
-            _timed_out(abort, what, exc)
+            timed_out(abort, what, exc)
             retryable, retry_after = classify(exc)
             delay = budget.delay(exc, retry_after) if retryable else None
             if delay is None:
@@ -814,7 +536,7 @@ class _Transfer:
     def _check_abort(self) -> None:
         if self.s.abort is not None and self.s.abort.is_set():
             raise DownloadAborted(f"download of {self.s.remote.display} was aborted")
-        _timed_out(self.s.abort, self.s.remote.display)
+        timed_out(self.s.abort, self.s.remote.display)
 
     def _stopped(self) -> bool:
         """Whether the download was aborted or its attempt ran out of time."""
@@ -862,7 +584,7 @@ class _Transfer:
 
     def run(self, first: Body | None) -> TransferResult:
         s = self.s
-        budget = _Budget(s.retry, s.rng)
+        budget = AttemptBudget(s.retry, s.rng)
         timed = isinstance(s.abort, AbortEvent) and s.abort.time_limit is not None
         pending_first = first
         try:
@@ -886,7 +608,7 @@ class _Transfer:
                         ) from (exc if not isinstance(exc, DownloadAborted) else None)
                     if isinstance(exc, DownloadTimeoutError):
                         raise
-                    _timed_out(s.abort, s.remote.display, exc)
+                    timed_out(s.abort, s.remote.display, exc)
                     retryable, retry_after = self._classify(exc)
                     if not retryable:
                         raise
@@ -1155,7 +877,7 @@ class _Transfer:
 
         def _fetch(index: int, body: Body | None) -> None:
             seg = plan[index]
-            budget = _Budget(s.retry, s.rng)
+            budget = AttemptBudget(s.retry, s.rng)
             while True:
                 start, end, done = seg
                 if start + done > end:

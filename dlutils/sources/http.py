@@ -20,6 +20,7 @@ from urllib3.util.connection import allowed_gai_family
 
 from .._version import __version__
 from ..checksums import parse_checksum
+from ..control import register_socket
 from ..errors import (
     IncompleteDownloadError,
     InvalidInputError,
@@ -36,7 +37,6 @@ from ..transfer import (
     Fetched,
     call_with_retries,
     download,
-    register_socket,
     resume_point,
 )
 from ._common import hit, interrupt, is_current, names_a_folder, record, with_verified
