@@ -333,3 +333,21 @@ def test_a_connection_closed_before_the_headers_names_the_link(tmp_path):
     assert message.startswith(f"http://user:REDACTED@127.0.0.1:{port}/data/a.bin"), message
     assert "Connection aborted" in message
     assert "s3cret" not in message and ":pw@" not in message
+
+
+def test_the_attempt_budget_matches_its_documented_bound():
+    from dlutils.retry import AttemptBudget, RetryPolicy
+
+    cut = IncompleteDownloadError("cut")
+    for retries in range(4):
+        always_progress = AttemptBudget(RetryPolicy(retries=retries))
+        while always_progress.delay(cut, None, progress=True) is not None:
+            pass
+        never_progress = AttemptBudget(RetryPolicy(retries=retries))
+        while never_progress.delay(cut, None) is not None:
+            pass
+        assert never_progress.attempts == retries + 1
+        assert always_progress.attempts == (2 * (retries + 1) if retries else 1)
+    refused = ConnectionRefusedError(111, "Connection refused")
+    budget = AttemptBudget(RetryPolicy(retries=5))
+    assert budget.delay(refused, None) is not None and budget.delay(refused, None) is None
