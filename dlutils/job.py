@@ -56,6 +56,8 @@ log = logging.getLogger("dlutils")
 
 #: Transfers a job runs at once when ``connections`` is not given.
 DEFAULT_WORKERS = 8
+#: Seconds ``wait()`` gives an aborted job to stop after a KeyboardInterrupt.
+_STOP_WAIT = 2.0
 #: How many finished tasks a status keeps (the counters cover all of them).
 RECENT_TASKS = 32
 #: Files at least this big get a progress bar of their own.
@@ -216,7 +218,8 @@ def _options(opts: Mapping[str, Any]) -> _Options:
         )
     result = _Options()
     result.description = opts.get("description")
-    result.timeout = parse_duration(opts.get("timeout"))
+    # 0 means "no limit", as in AIStore's requests.
+    result.timeout = parse_duration(opts.get("timeout")) or None
     connections = opts.get("connections")
     if connections is not None and (not isinstance(connections, int) or connections < 0):
         raise InvalidInputError(
@@ -615,7 +618,8 @@ class Job:
         list of links or a map name -> link), ``range`` (``template``, ``subdir``) or
         ``backend`` (``bucket``, ``prefix``, ``suffix``, ``sync``, also spelt
         ``synchronize``); common fields are ``description``, ``timeout`` (a duration
-        such as ``"1m30s"``), ``limits`` (``connections``, ``bytes_per_hour``) and
+        such as ``"1m30s"``: the time one attempt at one object may take, see
+        :func:`dlutils.download`), ``limits`` (``connections``, ``bytes_per_hour``) and
         ``headers``.
 
         As in the AIStore downloader, a link or template without a scheme is an
@@ -741,7 +745,7 @@ class Job:
         limiter = TokenBucket.per_hour(opts.bytes_per_hour) if opts.bytes_per_hour else None
         common = {
             "cache": opts.cache,
-            "timeout": opts.timeout,
+            "timeout": _transport_timeout(opts.timeout),
             "session": opts.session,
             "headers": opts.headers,
             "retries": opts.retries,
@@ -779,7 +783,7 @@ class Job:
                     if live:
                         future = executor.submit(self._execute, task, common, limiter)
                     else:
-                        future = executor.submit(_execute_elsewhere, task, common)
+                        future = executor.submit(_execute_elsewhere, task, common, opts.timeout)
                 except BaseException:
                     window.release()  # e.g. the caller shut its executor down
                     raise
@@ -840,6 +844,8 @@ class Job:
         with self._lock:
             self._current[task.name] = entry
         progress = _TaskProgress(self, entry)
+        # The object's own event: the job's abort reaches it, and it times each attempt.
+        abort = AbortEvent(self._abort, time_limit=self._opts.timeout)
         try:
             return fetch(
                 task.link,
@@ -847,10 +853,11 @@ class Job:
                 **common,
                 **_task_extras(task),
                 progress=progress,
-                abort=self._abort,
+                abort=abort,
                 limiter=limiter,
             )
         finally:
+            abort.close()
             progress.close()
             with self._lock:
                 self._current.pop(task.name, None)
@@ -922,11 +929,27 @@ class Job:
     def wait(self, timeout: float | None = None) -> JobStatus:
         """Wait until the job is finished or aborted and return its status.
 
-        Raises :class:`TimeoutError` when ``timeout`` seconds pass first.
+        Raises :class:`TimeoutError` when ``timeout`` seconds pass first (the job goes
+        on). A ``KeyboardInterrupt`` (^C, or "interrupt the kernel" in a notebook)
+        while waiting aborts the job: its transfers stop within about a second, their
+        ``.part`` files kept for a later resume, and the ``KeyboardInterrupt`` is
+        raised again. To leave a job running, wait with a ``timeout`` in a loop, or
+        not at all.
         """
         if self._state is State.PENDING:
             raise JobStateError(f"job {self.id} was never started: call start() first")
-        if not self._done.wait(timeout):
+        try:
+            finished = self._done.wait(timeout)
+        except KeyboardInterrupt:
+            self.abort()
+            stopped = self._done.wait(_STOP_WAIT)
+            log.warning(
+                "job %s %s after KeyboardInterrupt",
+                self.id,
+                "aborted" if stopped else "is being aborted",
+            )
+            raise
+        if not finished:
             raise TimeoutError(f"job {self.id} is still running after {timeout} s")
         return self.status()
 
@@ -991,10 +1014,27 @@ class _TaskProgress(Callback):
             self.bar.close()
 
 
-def _execute_elsewhere(task: _Task, common: dict[str, Any]) -> Fetched:
+def _execute_elsewhere(task: _Task, common: dict[str, Any], time_limit: float | None) -> Fetched:
     """The task run by an executor of other processes: no shared progress, abort or limiter."""
     _raise_if_unusable(task)
-    return fetch(task.link, task.path, **common, **_task_extras(task))
+    abort = AbortEvent(time_limit=time_limit) if time_limit else None
+    try:
+        return fetch(task.link, task.path, **common, **_task_extras(task), abort=abort)
+    finally:
+        if abort is not None:
+            abort.close()
+
+
+def _transport_timeout(limit: float | None) -> tuple[float, float] | None:
+    """The (connect, read) silence a transport allows under a job's time limit per attempt.
+
+    The job's limit is enforced by the engine; the transport's own limits stay the
+    sources' defaults (30 s to connect, 120 s of silence), lowered to just above the
+    job's limit so that they never fire first and turn a timeout into a retry.
+    """
+    if limit is None:
+        return None
+    return (min(30.0, limit + 1.0), min(120.0, limit + 1.0))
 
 
 def _placed(
