@@ -1158,10 +1158,17 @@ class _Transfer:
                     _quietly(lambda: os.fdatasync(self.fd))
                 self._record({"validator": validator, "total": total, "segments": snapshot})
 
+        # The failure that stopped the others: interrupting their reads makes them fail
+        # too (a reset connection, a short body), and those errors must not hide it.
+        causes: list[BaseException] = []
+
         def fetch(index: int, body: Body | None) -> None:
             try:
                 _fetch(index, body)
-            except BaseException:
+            except BaseException as exc:
+                with lock:
+                    if not stop.is_set():
+                        causes.append(exc)
                 stop.set()  # the others stop at once, not at their next chunk
                 raise
 
@@ -1250,7 +1257,7 @@ class _Transfer:
             pool.shutdown(wait=False)
             if link is not None:
                 s.abort.remove_callback(link)
-        error: BaseException | None = None
+        error: BaseException | None = causes[0] if causes else None
         for future in futures:
             exc = future.exception()
             # The first real cause wins over the "stopped" errors it provoked elsewhere.
