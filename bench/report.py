@@ -1,0 +1,131 @@
+"""Medians, ratios against each scenario's reference tool, the printed table, the JSON."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+from typing import Any
+
+from .tools import REPO, Run
+
+ABOUT = (
+    "Every server on 127.0.0.1 (loopback), started by `python -m bench`: these measure each "
+    "client's own cost, not a network. Seconds, lower is better: the median of paired "
+    "repetitions (every tool once per repetition, the order reversed every other one), "
+    "low-high the fastest and slowest run; ratio = median / the reference tool's median."
+)
+
+
+def machine(conditions: str = "") -> dict[str, Any]:
+    """What the numbers were measured on."""
+    cpu = ""
+    with open("/proc/cpuinfo", encoding="utf-8") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    try:
+        with open("/proc/meminfo", encoding="utf-8") as f:
+            mem_gib = round(int(f.readline().split()[1]) / (1 << 20), 1)
+    except (OSError, ValueError, IndexError):
+        mem_gib = None
+    try:
+        commit = subprocess.run(
+            ["git", "-C", REPO, "rev-parse", "--short", "HEAD"],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        commit = ""
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu or platform.processor(),
+        "memory_gib": mem_gib,
+        "python": platform.python_version(),
+        "system": f"{platform.system()} {platform.release()}",
+        "dlutils_commit": commit,
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "conditions": conditions,
+    }
+
+
+def describe(info: dict[str, Any]) -> str:
+    text = f"{info['nproc']} × {info['cpu']}, {info['memory_gib']} GiB, Python {info['python']}"
+    text += f", {info['system']}, {info['date']}"
+    if info.get("dlutils_commit"):
+        text += f", dlutils {info['dlutils_commit']}"
+    return text + (f" ({info['conditions']})" if info.get("conditions") else "")
+
+
+def summarise(scenario: Any, runs: dict[str, list[Run]], skipped: dict[str, str]) -> dict[str, Any]:
+    """One benchmark group of the JSON: a result per tool, fastest first."""
+    results: list[dict[str, Any]] = []
+    for name, tool_runs in runs.items():
+        failed = [r.error for r in tool_runs if r.error]
+        if failed:
+            results.append({"tool": name, "seconds": None, "note": f"failed: {failed[0]}"})
+            continue
+        times = [r.seconds for r in tool_runs]
+        results.append(
+            {
+                "tool": name,
+                "seconds": round(statistics.median(times), 3),
+                "low": round(min(times), 3),
+                "high": round(max(times), 3),
+                "peak_rss_mb": round(max(r.peak_rss_mb for r in tool_runs), 1),
+                "runs": [round(x, 3) for x in times],
+            }
+        )
+    reference = next(
+        (r["seconds"] for r in results if r["tool"] == scenario.reference and r["seconds"]), None
+    )
+    for r in results:
+        if reference and r["seconds"] is not None:
+            r["ratio"] = round(r["seconds"] / reference, 2)
+    results.sort(key=lambda r: (r["seconds"] is None, r["seconds"] or 0))
+    results += [{"tool": n, "seconds": None, "note": why} for n, why in skipped.items()]
+    return {
+        "id": scenario.id,
+        "title": scenario.title,
+        "reference": scenario.reference,
+        "results": results,
+    }
+
+
+def table(bench: dict[str, Any]) -> str:
+    """The table ``python -m bench`` prints."""
+    lines = [f"Machine: {describe(bench['machine'])}", ""]
+    head = f"  {'tool':<24}{'median s':>10}{'low-high':>17}{'× ref':>8}{'peak RSS':>11}"
+    for group in bench["benchmarks"]:
+        lines += [f"{group['id']}: {group['title']} (ratio: × {group['reference']})", head]
+        for r in group["results"]:
+            if r["seconds"] is None:
+                lines.append(f"  {r['tool']:<24}{r.get('note', '')}")
+                continue
+            ratio = f"{r['ratio']:.2f}" if "ratio" in r else "-"
+            spread = f"{r['low']:.2f}-{r['high']:.2f}"
+            lines.append(
+                f"  {r['tool']:<24}{r['seconds']:>10.2f}{spread:>17}{ratio:>8}"
+                f"{r['peak_rss_mb']:>8.0f} MB"
+            )
+        lines.append("")
+    if bench.get("memory"):
+        lines.append("M: peak resident memory of dlutils")
+        for m in bench["memory"]:
+            got = f"{m['peak_rss_mb']:.0f} MB" if m.get("peak_rss_mb") is not None else m["note"]
+            verdict = ""
+            if m.get("peak_rss_mb") is not None:
+                verdict = "ok" if m["peak_rss_mb"] <= m["target_mb"] else "OVER TARGET"
+            lines.append(f"  {m['what']}: {got} (target ≤ {m['target_mb']} MB) {verdict}")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def write(bench: dict[str, Any], path: str) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path + ".part", "w", encoding="utf-8") as f:
+        json.dump(bench, f, indent=1, ensure_ascii=False)
+        f.write("\n")
+    os.replace(path + ".part", path)
