@@ -36,6 +36,18 @@ def install() -> None:
     subprocess.run([sys.executable, "-m", "pip", "install", *PIP], check=True)
 
 
+def preflight(chosen: list[Scenario]) -> None:
+    """Say up front what is missing here and how to install it."""
+    needs = {n for s in chosen for x in s.tools for n in (*s.needs, *x.needs)}
+    absent = sorted(n for n in needs if not t.available(n))
+    if absent:
+        log(
+            "not installed here, so skipped: "
+            + ", ".join(f"{n} ({t.INSTALL.get(n, n)})" for n in absent)
+        )
+        log("python -m bench --install installs them all (apt-get as root, and pip)")
+
+
 def clear(folder: str) -> None:
     shutil.rmtree(folder, ignore_errors=True)
     os.sync()  # the last run's dirty pages are written now, not during the next run
@@ -46,7 +58,7 @@ def measure(env: Env, scenario: Scenario, repeat: int) -> tuple[dict[str, Any], 
     repetition runs all of them back to back, in reversed order every other time."""
     runnable = [tool for tool in scenario.tools if tool.missing() is None]
     skipped = {tool.name: tool.missing() or "" for tool in scenario.tools if tool.missing()}
-    log(f"{scenario.id}: preparing {scenario.title}")
+    log(f"{scenario.id}: preparing: {scenario.title}")
     case, expected = scenario.prepare(env)
     runs: dict[str, list[t.Run]] = {tool.name: [] for tool in runnable}
     for rep in range(repeat):
@@ -84,6 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="bench.json", help="the JSON written (default bench.json)")
     parser.add_argument("--docs", action="store_true", help="also write docs/_static/bench.json")
     parser.add_argument(
+        "--tools", default="", help="only the tools whose names start with these (comma-separated)"
+    )
+    parser.add_argument(
         "--install", action="store_true", help="apt-get and pip install the peers first"
     )
     parser.add_argument(
@@ -100,6 +115,12 @@ def main(argv: list[str] | None = None) -> int:
         install()
 
     table = scenarios(args.quick)
+    if args.tools:
+        prefixes = tuple(p.strip() for p in args.tools.split(",") if p.strip())
+        for scenario in table.values():
+            scenario.tools = [x for x in scenario.tools if x.name.startswith(prefixes)]
+    memory = [memory_job(args.quick)] if "M" in chosen else []
+    preflight([table[s] for s in chosen if s != "M"] + memory)
     bench: dict[str, Any] = {
         "about": report.ABOUT,
         "machine": report.machine(args.conditions),

@@ -72,9 +72,9 @@ def summarise(scenario: Any, runs: dict[str, list[Run]], skipped: dict[str, str]
         results.append(
             {
                 "tool": name,
-                "seconds": round(statistics.median(times), 3),
-                "low": round(min(times), 3),
-                "high": round(max(times), 3),
+                "seconds": statistics.median(times),
+                "low": round(min(times), 2),
+                "high": round(max(times), 2),
                 "peak_rss_mb": round(max(r.peak_rss_mb for r in tool_runs), 1),
                 "runs": [round(x, 3) for x in times],
             }
@@ -85,6 +85,8 @@ def summarise(scenario: Any, runs: dict[str, list[Run]], skipped: dict[str, str]
     for r in results:
         if reference and r["seconds"] is not None:
             r["ratio"] = round(r["seconds"] / reference, 2)
+        if r["seconds"] is not None:
+            r["seconds"] = round(r["seconds"], 2)
     results.sort(key=lambda r: (r["seconds"] is None, r["seconds"] or 0))
     results += [{"tool": n, "seconds": None, "note": why} for n, why in skipped.items()]
     return {

@@ -163,7 +163,7 @@ DLUTILS_S3 = """
 import json, sys
 from dlutils import aws_download
 uri, dest = json.loads(sys.argv[1])
-aws_download(uri, dest + "/")
+aws_download(uri, local_filepath=dest + "/")
 """
 
 
