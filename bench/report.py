@@ -16,7 +16,8 @@ ABOUT = (
     "Every server on 127.0.0.1 (loopback), started by `python -m bench`: these measure each "
     "client's own cost, not a network. Seconds, lower is better: the median of paired "
     "repetitions (every tool once per repetition, the order reversed every other one), "
-    "low-high the fastest and slowest run; ratio = median / the reference tool's median."
+    "low-high the fastest and slowest run; ratio = median / the reference tool's median, "
+    "best_ratio = fastest run / the reference's fastest run."
 )
 
 
@@ -68,50 +69,53 @@ def summarise(scenario: Any, runs: dict[str, list[Run]], skipped: dict[str, str]
         if failed:
             results.append({"tool": name, "seconds": None, "note": f"failed: {failed[0]}"})
             continue
-        times = [r.seconds for r in tool_runs]
         results.append(
             {
                 "tool": name,
-                "seconds": statistics.median(times),
-                "low": round(min(times), 2),
-                "high": round(max(times), 2),
+                "runs": [round(r.seconds, 3) for r in tool_runs],
                 "peak_rss_mb": round(max(r.peak_rss_mb for r in tool_runs), 1),
-                "runs": [round(x, 3) for x in times],
             }
         )
-    reference = next(
-        (r["seconds"] for r in results if r["tool"] == scenario.reference and r["seconds"]), None
-    )
-    for r in results:
-        if reference and r["seconds"] is not None:
-            r["ratio"] = round(r["seconds"] / reference, 2)
-        if r["seconds"] is not None:
-            r["seconds"] = round(r["seconds"], 2)
-    results.sort(key=lambda r: (r["seconds"] is None, r["seconds"] or 0))
     results += [{"tool": n, "seconds": None, "note": why} for n, why in skipped.items()]
-    return {
-        "id": scenario.id,
-        "title": scenario.title,
-        "reference": scenario.reference,
-        "results": results,
-    }
+    group = {"id": scenario.id, "title": scenario.title, "reference": scenario.reference}
+    return score({**group, "results": results})
+
+
+def score(group: dict[str, Any]) -> dict[str, Any]:
+    """Fill in each result's median, low-high and ratios from its ``runs``, fastest first.
+
+    ``ratio`` divides medians; ``best_ratio`` divides the fastest runs, which on a busy
+    machine are the runs least slowed by others (noise only ever adds time).
+    """
+    for r in group["results"]:
+        if r.get("runs"):
+            r["seconds"] = round(statistics.median(r["runs"]), 2)
+            r["low"], r["high"] = round(min(r["runs"]), 2), round(max(r["runs"]), 2)
+    ref = next((r for r in group["results"] if r["tool"] == group["reference"]), {})
+    for r in group["results"]:
+        if r.get("runs") and ref.get("runs"):
+            r["ratio"] = round(statistics.median(r["runs"]) / statistics.median(ref["runs"]), 2)
+            r["best_ratio"] = round(min(r["runs"]) / min(ref["runs"]), 2)
+    group["results"].sort(key=lambda r: (not r.get("runs"), r.get("seconds") or 0))
+    return group
 
 
 def table(bench: dict[str, Any]) -> str:
     """The table ``python -m bench`` prints."""
     lines = [f"Machine: {describe(bench['machine'])}", ""]
-    head = f"  {'tool':<24}{'median s':>10}{'low-high':>17}{'× ref':>8}{'peak RSS':>11}"
+    head = f"  {'tool':<24}{'median s':>9}{'low-high':>13}{'× ref':>7}{'best':>7}{'peak RSS':>10}"
     for group in bench["benchmarks"]:
-        lines += [f"{group['id']}: {group['title']} (ratio: × {group['reference']})", head]
+        lines += [f"{group['id']}: {group['title']} (× {group['reference']})", head]
         for r in group["results"]:
             if r["seconds"] is None:
                 lines.append(f"  {r['tool']:<24}{r.get('note', '')}")
                 continue
             ratio = f"{r['ratio']:.2f}" if "ratio" in r else "-"
+            best = f"{r['best_ratio']:.2f}" if "best_ratio" in r else "-"
             spread = f"{r['low']:.2f}-{r['high']:.2f}"
             lines.append(
-                f"  {r['tool']:<24}{r['seconds']:>10.2f}{spread:>17}{ratio:>8}"
-                f"{r['peak_rss_mb']:>8.0f} MB"
+                f"  {r['tool']:<24}{r['seconds']:>9.2f}{spread:>13}{ratio:>7}{best:>7}"
+                f"{r['peak_rss_mb']:>7.0f} MB"
             )
         lines.append("")
     if bench.get("memory"):

@@ -32,9 +32,10 @@ def table(bench: dict[str, Any]) -> str:
     lines = []
     if bench.get("machine"):
         lines += [f"Measured on {machine(bench['machine'])}.", ""]
-    lines += [".. list-table::", "   :header-rows: 1", "   :widths: 28 22 10 12 10 8 10", ""]
+    lines += [".. list-table::", "   :header-rows: 1", "   :widths: 26 20 9 11 9 9 8 8", ""]
     lines += ["   * - Benchmark", "     - Tool", "     - Seconds (median)", "     - Low-high"]
-    lines += ["     - × reference", "     - Peak RSS (MB)", "     - Note"]
+    lines += ["     - × reference (medians)", "     - × reference (fastest runs)"]
+    lines += ["     - Peak RSS (MB)", "     - Note"]
     for group in bench["benchmarks"]:
         for i, result in enumerate(group["results"]):
             title = group["title"]
@@ -43,11 +44,12 @@ def table(bench: dict[str, Any]) -> str:
             low, high = result.get("low"), result.get("high")
             spread = f"{low:g}-{high:g}" if result.get("seconds") is not None and low else ""
             ratio = f"{result['ratio']:g}" if "ratio" in result else ""
+            best = f"{result['best_ratio']:g}" if "best_ratio" in result else ""
             rss = f"{result['peak_rss_mb']:.0f}" if "peak_rss_mb" in result else ""
             lines.append(f"   * - {title if i == 0 else ''}".rstrip())
             lines.append(f"     - {result['tool']}")
             lines.append(f"     - {shown(result)}")
-            for cell in (spread, ratio, rss, result.get("note", "")):
+            for cell in (spread, ratio, best, rss, result.get("note", "")):
                 lines.append(f"     - {cell}".rstrip())
     if bench.get("memory"):
         lines += ["", ".. list-table::", "   :header-rows: 1", "   :widths: 60 20 20", ""]
