@@ -138,7 +138,11 @@ def main(argv: list[str] | None = None) -> int:
                 hint = "; ".join(t.INSTALL[n] for n in absent)
                 log(f"{sid}: skipped, it needs {', '.join(absent)} ({hint}, or --install)")
                 continue
-            group, dlutils_runs = measure(env, scenario, args.repeat)
+            try:
+                group, dlutils_runs = measure(env, scenario, args.repeat)
+            except RuntimeError as e:  # a server that would not start
+                log(f"{sid}: skipped: {e}")
+                continue
             bench["benchmarks"].append(group)
             l_runs = dlutils_runs if sid == "L" else l_runs
         if "M" in chosen and not t.available("nginx"):
@@ -157,6 +161,9 @@ def main(argv: list[str] | None = None) -> int:
         env.close()
         shutil.rmtree(env.root, ignore_errors=True)
 
+    if not bench["benchmarks"] and not bench["memory"]:
+        log("nothing was measured: see above what to install (or run python -m bench --install)")
+        return 1
     print(report.table(bench), end="")
     report.write(bench, args.out)
     log(f"wrote {args.out}")

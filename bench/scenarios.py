@@ -180,12 +180,12 @@ def scenarios(quick: bool) -> dict[str, Scenario]:
         "S3s": Scenario(
             "S3s", f"{files.replace('files', 'objects')} from moto's server", "s5cmd cp",
             [t.dlutils_job("dlutils backend job", s3=True), t.s5cmd(), t.boto3_pool()],
-            prepare_s3s, ("moto", "boto3"),
+            prepare_s3s, ("moto", "flask", "boto3"),
         ),
         "S3l": Scenario(
             "S3l", f"One {mib('S3l')} object from moto's server", "s5cmd cp",
             [t.dlutils_s3(), t.s5cmd(), t.boto3_pool()],
-            prepare_s3l, ("moto", "boto3"),
+            prepare_s3l, ("moto", "flask", "boto3"),
         ),
     }  # fmt: skip
 

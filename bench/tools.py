@@ -33,6 +33,7 @@ INSTALL = {
     "pooch": "pip install pooch",
     "boto3": "pip install boto3",
     "moto": 'pip install "moto[server]"',
+    "flask": 'pip install "moto[server]"',  # what moto's server runs on
 }
 
 #: The folder that holds ``bench/`` and ``dlutils/``: children import dlutils from here.
