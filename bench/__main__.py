@@ -83,6 +83,7 @@ def memory_entry(what: str, target: int, runs: list[t.Run]) -> dict[str, Any]:
         entry.update(peak_rss_mb=None, note=f"failed: {failed[0]}" if failed else "not run")
     else:
         entry["peak_rss_mb"] = round(max(r.peak_rss_mb for r in runs), 1)
+        entry["seconds"] = round(max(r.seconds for r in runs), 2)
     return entry
 
 
@@ -149,8 +150,8 @@ def main(argv: list[str] | None = None) -> int:
             log("M: skipped, it needs nginx (apt-get install nginx, or --install)")
         elif "M" in chosen:
             if not l_runs:  # L not asked for: one dlutils run of L's file for its memory
-                l_only = table["L"]
-                l_only.tools = l_only.tools[:1]
+                l_only = scenarios(args.quick)["L"]  # unfiltered by --tools
+                l_only.tools = [x for x in l_only.tools if x.is_dlutils]
                 _, l_runs = measure(env, l_only, 1)
             size = table["L"].title.split(" file")[0].removeprefix("One ")
             bench["memory"].append(memory_entry(f"during L ({size})", TARGET_L, l_runs))
@@ -167,9 +168,11 @@ def main(argv: list[str] | None = None) -> int:
     print(report.table(bench), end="")
     report.write(bench, args.out)
     log(f"wrote {args.out}")
-    if args.docs:
+    if args.docs and not any(g["id"] == "S" for g in bench["benchmarks"][:1]):
+        log(f"not written: {DOCS_JSON} (the docs read scenario S first: include S)")
+    elif args.docs:
         report.write(bench, DOCS_JSON)
-        log(f"wrote {DOCS_JSON}")
+        log(f"wrote {DOCS_JSON}: update the figures in docs/performance.rst and README.rst")
     return 0
 
 

@@ -125,7 +125,8 @@ def table(bench: dict[str, Any]) -> str:
             verdict = ""
             if m.get("peak_rss_mb") is not None:
                 verdict = "ok" if m["peak_rss_mb"] <= m["target_mb"] else "OVER TARGET"
-            lines.append(f"  {m['what']}: {got} (target ≤ {m['target_mb']} MB) {verdict}")
+            took = f", {m['seconds']:.0f} s" if m.get("seconds") else ""
+            lines.append(f"  {m['what']}: {got}{took} (target ≤ {m['target_mb']} MB) {verdict}")
     return "\n".join(lines).rstrip() + "\n"
 
 
