@@ -249,6 +249,9 @@ def _options(opts: Mapping[str, Any]) -> _Options:
 # ------------------------------------------------------------------------------- registry
 
 _registry: dict[str, Job] = {}
+#: The command line's worker runs a stored job under the store's id: it sets ``value`` in
+#: the thread that creates the job, so logs and statuses name the id the user was given.
+_given_id = threading.local()
 _registry_lock = threading.Lock()
 
 
@@ -350,7 +353,7 @@ class Job:
         self._sync = sync
         self._blob_threshold: int | None = None
         self.dest = os.fspath(dest)
-        self.id = "dnl-" + secrets.token_hex(5)
+        self.id = getattr(_given_id, "value", None) or "dnl-" + secrets.token_hex(5)
         self.description = redact_text(
             self._opts.description or f"{redact(source)} -> {self.dest or '.'}"
         )
@@ -724,6 +727,7 @@ class Job:
                 raise JobStateError(f"job {self.id} was already started ({self._state.value})")
             self._state = State.RUNNING
             self._started = time.time()
+        log.info("job %s started: %s", self.id, self.description)
         with _registry_lock:
             _registry[self.id] = self
         self._thread = threading.Thread(target=self._run, name=f"dlutils-{self.id}", daemon=True)
@@ -821,7 +825,23 @@ class Job:
                 self._state = State.ABORTED if self._abort.is_set() else State.FINISHED
                 self._finished = time.time()
             self._close_bar()
+            self._log_end()
             self._done.set()
+
+    def _log_end(self) -> None:
+        s = self.status()
+        took = (self._finished or 0.0) - (self._started or self._finished or 0.0)
+        log.info(
+            "job %s %s: %d done (%d skipped), %d errors, %d bytes in %.1f s: %s",
+            self.id,
+            s.state.value,
+            s.finished,
+            s.skipped,
+            s.errors,
+            s.bytes,
+            took,
+            self.description,
+        )
 
     def _acquire(self, window: threading.BoundedSemaphore) -> bool:
         while not window.acquire(timeout=0.2):
