@@ -8,7 +8,6 @@ import pytest
 import requests
 from conftest import list_files as files_in
 from conftest import make_random_bytes
-from servers_hf import HubStandIn, sha256
 
 from dlutils import (
     CacheMismatchWarning,
@@ -22,6 +21,7 @@ from dlutils import (
 from dlutils import transfer as transfer_module
 from dlutils.freshness import Manifest
 from dlutils.localserver import status
+from dlutils.sandbox.hf_hub import HubStandIn, sha256
 from dlutils.sources.hf import (
     HfAuthError,
     HfRef,
