@@ -496,15 +496,21 @@ class _Hub:
         """The error for a refused request, naming ``what`` (never the token)."""
         status, reason = response.status_code, response.reason
         code = response.headers.get("X-Error-Code", "")
+        # hf_download reads a model by default (it read a dataset before): say so when unsure
+        model = ref is not None and ref.repo_type == "model" and code in ("RepoNotFound", "")
+        dataset_hint = "; a dataset needs repo_type='dataset' (hf://datasets/... in a link)"
         if status in (401, 403) and self.on_hub(response.url or self.endpoint):
-            return HfAuthError(
-                self._auth_message(status, reason, code, what, ref), response=response
-            )
+            told = self._auth_message(status, reason, code, what, ref)
+            if model and status == 401 and self.token is None:
+                told += dataset_hint
+            return HfAuthError(told, response=response)
         hint = {
             "RepoNotFound": "the repository does not exist (check the id and repo_type)",
             "RevisionNotFound": "the repository has no such revision",
             "EntryNotFound": "the revision has no such file or folder",
         }.get(code, "")
+        if model and status == 404 and code == "RepoNotFound":
+            hint = "no such model" + dataset_hint
         kind = "Client" if status < 500 else "Server"
         suffix = f" ({hint})" if hint else ""
         return requests.HTTPError(
