@@ -33,7 +33,7 @@ from .errors import (
     UnsupportedSchemeError,
 )
 from .freshness import Manifest, ObjectAttrs
-from .limits import TokenBucket, format_size, parse_duration, parse_size
+from .limits import TokenBucket, parse_duration, parse_size
 from .names import check_name, join_inside, object_name, redact, redact_text
 from .progress import Callback, TqdmCallback
 from .sources import BUCKET_SCHEMES, check_link, fetch, list_objects, scheme_of
@@ -252,6 +252,9 @@ def _options(opts: Mapping[str, Any]) -> _Options:
 # ------------------------------------------------------------------------------- registry
 
 _registry: dict[str, Job] = {}
+#: The command line's worker runs a stored job under the store's id: it sets ``value`` in
+#: the thread that creates the job, so logs and statuses name the id the user was given.
+_given_id = threading.local()
 _registry_lock = threading.Lock()
 
 
@@ -353,7 +356,7 @@ class Job:
         self._sync = sync
         self._blob_threshold: int | None = None
         self.dest = os.fspath(dest)
-        self.id = "dnl-" + secrets.token_hex(5)
+        self.id = getattr(_given_id, "value", None) or "dnl-" + secrets.token_hex(5)
         self.description = redact_text(
             self._opts.description or f"{redact(source)} -> {self.dest or '.'}"
         )
@@ -374,6 +377,7 @@ class Job:
         self._download_errors: list[tuple[str, str]] = []
         self._thread: threading.Thread | None = None
         self._bar: Any = None
+        self._bar_lock = threading.Lock()
 
     # -- request types -----------------------------------------------------------
 
@@ -728,6 +732,7 @@ class Job:
                 raise JobStateError(f"job {self.id} was already started ({self._state.value})")
             self._state = State.RUNNING
             self._started = time.time()
+        log.info("job %s started: %s", self.id, self.description)
         with _registry_lock:
             _registry[self.id] = self
         self._thread = threading.Thread(target=self._run, name=f"dlutils-{self.id}", daemon=True)
@@ -825,7 +830,23 @@ class Job:
                 self._state = State.ABORTED if self._abort.is_set() else State.FINISHED
                 self._finished = time.time()
             self._close_bar()
+            self._log_end()
             self._done.set()
+
+    def _log_end(self) -> None:
+        s = self.status()
+        took = (self._finished or 0.0) - (self._started or self._finished or 0.0)
+        log.info(
+            "job %s %s: %d done (%d skipped), %d errors, %d bytes in %.1f s: %s",
+            self.id,
+            s.state.value,
+            s.finished,
+            s.skipped,
+            s.errors,
+            s.bytes,
+            took,
+            self.description,
+        )
 
     def _acquire(self, window: threading.BoundedSemaphore) -> bool:
         while not window.acquire(timeout=0.2):
@@ -883,14 +904,16 @@ class Job:
                 fetched: Fetched = future.result()
                 self._finished_cnt += 1
                 self._skipped += fetched.skipped
-                if not counted_bytes:
+                if not counted_bytes:  # run elsewhere: its bytes are known now
                     self._bytes += fetched.received
+                    self._bar_bytes(expected=fetched.received, received=fetched.received)
                 self._recent.append(TaskInfo(task.name, fetched.size or 0, fetched.size))
             self._idle.notify_all()
-            bar, done, nbytes = self._bar, self._finished_cnt + self._errors, self._bytes
-        if bar is not None:
-            bar.update(done - bar.n)
-            bar.set_postfix_str(f"{format_size(nbytes)}, {self._errors} errors", refresh=False)
+            done, errors, total = self._finished_cnt + self._errors, self._errors, self._total
+        if self._bar is not None:
+            files = f"{done}/{total if total is not None else '?'} files"
+            with self._bar_lock:
+                self._bar.set_postfix_str(f"{files}, {errors} errors", refresh=False)
 
     def _record_deletion(self, name: str) -> None:
         with self._lock:
@@ -900,13 +923,35 @@ class Job:
             self._recent.append(TaskInfo(name, 0, 0))
 
     def _open_bar(self) -> None:
+        """One bar of bytes for the job (files done as its postfix): it moves during a large
+        file. Its total grows as the objects' sizes become known."""
         from tqdm.auto import tqdm
 
-        self._bar = tqdm(total=self._total, unit="file", desc=self.id, dynamic_ncols=True)
+        self._bar = tqdm(
+            total=0,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            desc=self.id,
+            dynamic_ncols=True,
+        )
+
+    def _bar_bytes(self, expected: int = 0, received: int = 0) -> None:
+        """``expected`` more bytes to come (negative: fewer than said), ``received`` came."""
+        bar = self._bar
+        if bar is None or not (expected or received):
+            return
+        with self._bar_lock:
+            if expected:
+                bar.total = max(bar.total + expected, bar.n + received)
+            if received:
+                bar.update(received)  # tqdm redraws at most every 0.1 s
 
     def _close_bar(self) -> None:
         if self._bar is not None:
-            self._bar.close()
+            with self._bar_lock:
+                self._bar.total = self._bar.n  # what was not received will not come
+                self._bar.close()
 
     # -- control and status ------------------------------------------------------
 
@@ -994,10 +1039,16 @@ class _TaskProgress(Callback):
         self.job = job
         self.entry = entry
         self.bar: TqdmCallback | None = None
+        self.announced = 0  # bytes this task added to the job bar's total
 
     def set_size(self, size: int | None) -> None:
+        expected = 0
         with self.job._lock:
             self.entry[2] = size
+            if size is not None:  # a restart announces the size again: count it once
+                expected = max(size, self.entry[1]) - self.announced
+                self.announced += expected
+        self.job._bar_bytes(expected=expected)
         if self.job._opts.progress and size and size >= FILE_BAR_THRESHOLD and self.bar is None:
             self.bar = TqdmCallback(self.entry[0], leave=False)
             self.bar.set_size(size)
@@ -1006,10 +1057,18 @@ class _TaskProgress(Callback):
         with self.job._lock:
             self.entry[1] += nbytes
             self.job._bytes += nbytes
+            # more than announced (or nothing was): the total grows with what came
+            expected = max(0, self.entry[1] - self.announced)
+            self.announced += expected
+        self.job._bar_bytes(expected=expected, received=nbytes)
         if self.bar is not None:
             self.bar.update(nbytes)
 
     def close(self) -> None:
+        # resumed, skipped or failed: its share of the total is what it received
+        with self.job._lock:
+            expected, self.announced = self.entry[1] - self.announced, self.entry[1]
+        self.job._bar_bytes(expected=expected)
         if self.bar is not None:
             self.bar.close()
 

@@ -328,7 +328,7 @@ def call_with_retries(
             delay = budget.delay(exc, retry_after) if retryable else None
             if delay is None:
                 raise
-            log.info(
+            log.debug(
                 "retry %d/%d in %.2fs after %s: %s",
                 budget.attempts - 1,
                 budget.policy.retries,
@@ -483,10 +483,13 @@ def download(
         return TransferResult(path=path, size=size, outcome="placed-by-other")
     placed = False
     transfer: _Transfer | None = None
+    started = clock()
     try:
         transfer = _Transfer(settings, fd)
         result = transfer.run(first)
         placed = True
+        # the one INFO line per object placed, whichever source or job asked for it
+        log.info("placed %s (%d bytes in %.2f s)", path, result.size, clock() - started)
         return result
     finally:
         settings.progress.flush()
@@ -539,7 +542,7 @@ def _lock_part(s: _Settings) -> int | None:
                 break
             except BlockingIOError:
                 if not waited:
-                    log.info("waiting for another process downloading %s", s.path)
+                    log.debug("waiting for another process downloading %s", s.path)
                     waited = True
                 if s.abort is not None and s.abort.wait(0.1):
                     os.close(fd)
@@ -754,7 +757,7 @@ class _Transfer:
                         _give_up(exc, budget.attempts)
                     if changed:
                         delay = 0.0
-                    log.info(
+                    log.debug(
                         "retry %d of %s (at most %d) in %.2fs after %s: %s",
                         budget.attempts - 1,
                         s.remote.display,
@@ -790,7 +793,7 @@ class _Transfer:
         # An empty .part has nothing to resume: no need to ask the journal.
         partial = self._partial() if part_size else None
         if partial is None and part_size:
-            log.info("%s has no resume record; starting %s from zero", s.part, s.path)
+            log.debug("%s has no resume record; starting %s from zero", s.part, s.path)
             self._truncate()
             part_size = 0
         if partial is not None and partial.get("segments"):
@@ -844,14 +847,14 @@ class _Transfer:
         try:
             if body.status == 416 and offset:
                 if body.total == offset and validator and pinned_total in (None, offset):
-                    log.info("%s was complete but not yet placed", s.part)
+                    log.debug("%s was complete but not yet placed", s.part)
                     # Keep what the answer and the journal say of the object, for its record.
                     headers = dict(body.headers)
                     name = "ETag" if validator.startswith(('"', "W/")) else "Last-Modified"
                     headers.setdefault(name, validator)
                     self.headers, self.validator = headers, validator
                     return offset
-                log.info("%s cannot be resumed at byte %d; starting from zero", s.path, offset)
+                log.debug("%s cannot be resumed at byte %d; starting from zero", s.path, offset)
                 restart()
             if body.status == 206 and offset:
                 problem = self._range_problem(body, offset, None, pinned_total, validator)
@@ -869,10 +872,10 @@ class _Transfer:
                     raise self._failure(RemoteChangedError, problem)
             elif body.status == 206:
                 self.resumed_from = offset
-                log.info("resuming %s at byte %d", s.path, offset)
+                log.debug("resuming %s at byte %d", s.path, offset)
             elif body.status == 200:
                 if offset:
-                    log.info(
+                    log.debug(
                         "%s changed on the server; starting %s from zero", s.remote.display, s.path
                     )
                 offset = 0
@@ -978,7 +981,7 @@ class _Transfer:
                 f"({', '.join(unknown)}); nothing was placed. Install "
                 "'brotli' or 'zstandard' if it names br or zstd, or ask the server's operator"
             )
-        log.info("%s came compressed (%s) unasked; storing it decoded", s.remote.display, codings)
+        log.debug("%s came compressed (%s) unasked; storing it decoded", s.remote.display, codings)
         self.headers, self.validator = object_headers(body), None
         s.progress.set_size(None)
         read = decoder(body.read, codings)
@@ -1125,7 +1128,7 @@ class _Transfer:
             return self._consume(self._open(0, None, None), 0, None)
         done = sum(seg[2] for seg in plan)
         self.resumed_from = done
-        log.info("resuming %s: %d of %d bytes already here", self.s.path, done, total)
+        log.debug("resuming %s: %d of %d bytes already here", self.s.path, done, total)
         self.s.progress.set_size(total)
         return self._run_segments(plan, validator, total, None)
 
@@ -1210,7 +1213,7 @@ class _Transfer:
                     delay = budget.delay(exc, retry_after, progress=seg[2] > before)
                     if delay is None:
                         _give_up(exc, budget.attempts)
-                    log.info(
+                    log.debug(
                         "retry %d of a segment of %s in %.2fs: %s",
                         budget.attempts - 1,
                         s.remote.display,

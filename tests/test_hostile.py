@@ -19,14 +19,14 @@ import sys
 from urllib.parse import quote
 
 import pytest
-from servers_ais import AisStandIn
 from servers_gcs import fake_gcs_fixture  # noqa: F401 - fixture
-from servers_hf import HubStandIn
 from servers_s3 import moto_server_fixture, s3_fixture  # noqa: F401 - fixtures
 
 import dlutils
 from dlutils import Job
 from dlutils.localserver import LocalServer
+from dlutils.sandbox.aistore import AisStandIn
+from dlutils.sandbox.hf_hub import HubStandIn
 
 #: Written at an absolute name by a download that obeys '/...' names: never created.
 ABSOLUTE = f"/tmp/dlutils-hostile-{os.getpid()}"

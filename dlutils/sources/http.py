@@ -370,7 +370,7 @@ class HttpRemote:
                     response=response,
                 )
             if url.lower().startswith("https:") and following.lower().startswith("http:"):
-                log.info("%s redirects from https down to http; credentials stay behind",
+                log.debug("%s redirects from https down to http; credentials stay behind",
                          self.display)  # fmt: skip
             url = following
         raise requests.TooManyRedirects(
