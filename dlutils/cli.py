@@ -151,7 +151,8 @@ def _download_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--timeout",
         type=_timeout,
-        help='time limit per object, e.g. 30s, 5m ("" = none given, the default)',
+        help="time limit of one attempt at one object, request to last byte, e.g. 30s, 5m "
+        '("" = none given, the default)',
     )
     p.add_argument("--max-conns", type=_count, default=0, help="transfers at once (0 = default)")
     p.add_argument(

@@ -14,6 +14,7 @@ __all__ = [
     "OverlongBodyError",
     "ContentEncodingError",
     "DownloadAborted",
+    "DownloadTimeoutError",
     "JobFailedError",
     "JobNotFoundError",
     "JobStateError",
@@ -92,6 +93,10 @@ class ContentEncodingError(DownloadError):
 
 class DownloadAborted(DownloadError):
     """The download was stopped on request; its ``.part`` file is kept for resume."""
+
+
+class DownloadTimeoutError(DownloadError, TimeoutError):
+    """An attempt at one object ran out of its time limit; its ``.part`` file is kept for resume."""
 
 
 class JobFailedError(DownloadError):

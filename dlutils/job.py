@@ -33,7 +33,7 @@ from .errors import (
     UnsupportedSchemeError,
 )
 from .freshness import Manifest, ObjectAttrs
-from .limits import TokenBucket, format_size, parse_duration, parse_size
+from .limits import TokenBucket, parse_duration, parse_size
 from .names import check_name, join_inside, object_name, redact, redact_text
 from .progress import Callback, TqdmCallback
 from .sources import BUCKET_SCHEMES, check_link, fetch, list_objects, scheme_of
@@ -57,6 +57,8 @@ log = logging.getLogger("dlutils")
 
 #: Transfers a job runs at once when ``connections`` is not given.
 DEFAULT_WORKERS = 8
+#: Seconds ``wait()`` gives an aborted job to stop after a KeyboardInterrupt.
+_STOP_WAIT = 2.0
 #: How many finished tasks a status keeps (the counters cover all of them).
 RECENT_TASKS = 32
 #: Files at least this big get a progress bar of their own.
@@ -219,7 +221,8 @@ def _options(opts: Mapping[str, Any]) -> _Options:
         )
     result = _Options()
     result.description = opts.get("description")
-    result.timeout = parse_duration(opts.get("timeout"))
+    # 0 means "no limit", as in AIStore's requests.
+    result.timeout = parse_duration(opts.get("timeout")) or None
     connections = opts.get("connections")
     if connections is not None and (not isinstance(connections, int) or connections < 0):
         raise InvalidInputError(
@@ -256,6 +259,9 @@ def _options(opts: Mapping[str, Any]) -> _Options:
 # ------------------------------------------------------------------------------- registry
 
 _registry: dict[str, Job] = {}
+#: The command line's worker runs a stored job under the store's id: it sets ``value`` in
+#: the thread that creates the job, so logs and statuses name the id the user was given.
+_given_id = threading.local()
 _registry_lock = threading.Lock()
 
 
@@ -357,7 +363,7 @@ class Job:
         self._sync = sync
         self._blob_threshold: int | None = None
         self.dest = os.fspath(dest)
-        self.id = "dnl-" + secrets.token_hex(5)
+        self.id = getattr(_given_id, "value", None) or "dnl-" + secrets.token_hex(5)
         self.description = redact_text(
             self._opts.description or f"{redact(source)} -> {self.dest or '.'}"
         )
@@ -378,6 +384,7 @@ class Job:
         self._download_errors: list[tuple[str, str]] = []
         self._thread: threading.Thread | None = None
         self._bar: Any = None
+        self._bar_lock = threading.Lock()
 
     # -- request types -----------------------------------------------------------
 
@@ -622,7 +629,8 @@ class Job:
         list of links or a map name -> link), ``range`` (``template``, ``subdir``) or
         ``backend`` (``bucket``, ``prefix``, ``suffix``, ``sync``, also spelt
         ``synchronize``); common fields are ``description``, ``timeout`` (a duration
-        such as ``"1m30s"``), ``limits`` (``connections``, ``bytes_per_hour``) and
+        such as ``"1m30s"``: the time one attempt at one object may take, see
+        :func:`dlutils.download`), ``limits`` (``connections``, ``bytes_per_hour``) and
         ``headers``.
 
         As in the AIStore downloader, a link or template without a scheme is an
@@ -731,6 +739,7 @@ class Job:
                 raise JobStateError(f"job {self.id} was already started ({self._state.value})")
             self._state = State.RUNNING
             self._started = time.time()
+        log.info("job %s started: %s", self.id, self.description)
         with _registry_lock:
             _registry[self.id] = self
         self._thread = threading.Thread(target=self._run, name=f"dlutils-{self.id}", daemon=True)
@@ -748,7 +757,7 @@ class Job:
         limiter = TokenBucket.per_hour(opts.bytes_per_hour) if opts.bytes_per_hour else None
         common = {
             "cache": opts.cache,
-            "timeout": opts.timeout,
+            "timeout": _transport_timeout(opts.timeout),
             "session": opts.session,
             "transport": opts.transport,
             "headers": opts.headers,
@@ -787,7 +796,7 @@ class Job:
                     if live:
                         future = executor.submit(self._execute, task, common, limiter)
                     else:
-                        future = executor.submit(_execute_elsewhere, task, common)
+                        future = executor.submit(_execute_elsewhere, task, common, opts.timeout)
                 except BaseException:
                     window.release()  # e.g. the caller shut its executor down
                     raise
@@ -829,7 +838,23 @@ class Job:
                 self._state = State.ABORTED if self._abort.is_set() else State.FINISHED
                 self._finished = time.time()
             self._close_bar()
+            self._log_end()
             self._done.set()
+
+    def _log_end(self) -> None:
+        s = self.status()
+        took = (self._finished or 0.0) - (self._started or self._finished or 0.0)
+        log.info(
+            "job %s %s: %d done (%d skipped), %d errors, %d bytes in %.1f s: %s",
+            self.id,
+            s.state.value,
+            s.finished,
+            s.skipped,
+            s.errors,
+            s.bytes,
+            took,
+            self.description,
+        )
 
     def _acquire(self, window: threading.BoundedSemaphore) -> bool:
         while not window.acquire(timeout=0.2):
@@ -848,6 +873,8 @@ class Job:
         with self._lock:
             self._current[task.name] = entry
         progress = _TaskProgress(self, entry)
+        # The object's own event: the job's abort reaches it, and it times each attempt.
+        abort = AbortEvent(self._abort, time_limit=self._opts.timeout)
         try:
             return fetch(
                 task.link,
@@ -855,10 +882,11 @@ class Job:
                 **common,
                 **_task_extras(task),
                 progress=progress,
-                abort=self._abort,
+                abort=abort,
                 limiter=limiter,
             )
         finally:
+            abort.close()
             progress.close()
             with self._lock:
                 self._current.pop(task.name, None)
@@ -884,14 +912,16 @@ class Job:
                 fetched: Fetched = future.result()
                 self._finished_cnt += 1
                 self._skipped += fetched.skipped
-                if not counted_bytes:
+                if not counted_bytes:  # run elsewhere: its bytes are known now
                     self._bytes += fetched.received
+                    self._bar_bytes(expected=fetched.received, received=fetched.received)
                 self._recent.append(TaskInfo(task.name, fetched.size or 0, fetched.size))
             self._idle.notify_all()
-            bar, done, nbytes = self._bar, self._finished_cnt + self._errors, self._bytes
-        if bar is not None:
-            bar.update(done - bar.n)
-            bar.set_postfix_str(f"{format_size(nbytes)}, {self._errors} errors", refresh=False)
+            done, errors, total = self._finished_cnt + self._errors, self._errors, self._total
+        if self._bar is not None:
+            files = f"{done}/{total if total is not None else '?'} files"
+            with self._bar_lock:
+                self._bar.set_postfix_str(f"{files}, {errors} errors", refresh=False)
 
     def _record_deletion(self, name: str) -> None:
         with self._lock:
@@ -901,13 +931,35 @@ class Job:
             self._recent.append(TaskInfo(name, 0, 0))
 
     def _open_bar(self) -> None:
+        """One bar of bytes for the job (files done as its postfix): it moves during a large
+        file. Its total grows as the objects' sizes become known."""
         from tqdm.auto import tqdm
 
-        self._bar = tqdm(total=self._total, unit="file", desc=self.id, dynamic_ncols=True)
+        self._bar = tqdm(
+            total=0,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            desc=self.id,
+            dynamic_ncols=True,
+        )
+
+    def _bar_bytes(self, expected: int = 0, received: int = 0) -> None:
+        """``expected`` more bytes to come (negative: fewer than said), ``received`` came."""
+        bar = self._bar
+        if bar is None or not (expected or received):
+            return
+        with self._bar_lock:
+            if expected:
+                bar.total = max(bar.total + expected, bar.n + received)
+            if received:
+                bar.update(received)  # tqdm redraws at most every 0.1 s
 
     def _close_bar(self) -> None:
         if self._bar is not None:
-            self._bar.close()
+            with self._bar_lock:
+                self._bar.total = self._bar.n  # what was not received will not come
+                self._bar.close()
 
     # -- control and status ------------------------------------------------------
 
@@ -930,11 +982,27 @@ class Job:
     def wait(self, timeout: float | None = None) -> JobStatus:
         """Wait until the job is finished or aborted and return its status.
 
-        Raises :class:`TimeoutError` when ``timeout`` seconds pass first.
+        Raises :class:`TimeoutError` when ``timeout`` seconds pass first (the job goes
+        on). A ``KeyboardInterrupt`` (^C, or "interrupt the kernel" in a notebook)
+        while waiting aborts the job: its transfers stop within about a second, their
+        ``.part`` files kept for a later resume, and the ``KeyboardInterrupt`` is
+        raised again. To leave a job running, wait with a ``timeout`` in a loop, or
+        not at all.
         """
         if self._state is State.PENDING:
             raise JobStateError(f"job {self.id} was never started: call start() first")
-        if not self._done.wait(timeout):
+        try:
+            finished = self._done.wait(timeout)
+        except KeyboardInterrupt:
+            self.abort()
+            stopped = self._done.wait(_STOP_WAIT)
+            log.warning(
+                "job %s %s after KeyboardInterrupt",
+                self.id,
+                "aborted" if stopped else "is being aborted",
+            )
+            raise
+        if not finished:
             raise TimeoutError(f"job {self.id} is still running after {timeout} s")
         return self.status()
 
@@ -979,10 +1047,16 @@ class _TaskProgress(Callback):
         self.job = job
         self.entry = entry
         self.bar: TqdmCallback | None = None
+        self.announced = 0  # bytes this task added to the job bar's total
 
     def set_size(self, size: int | None) -> None:
+        expected = 0
         with self.job._lock:
             self.entry[2] = size
+            if size is not None:  # a restart announces the size again: count it once
+                expected = max(size, self.entry[1]) - self.announced
+                self.announced += expected
+        self.job._bar_bytes(expected=expected)
         if self.job._opts.progress and size and size >= FILE_BAR_THRESHOLD and self.bar is None:
             self.bar = TqdmCallback(self.entry[0], leave=False)
             self.bar.set_size(size)
@@ -991,18 +1065,43 @@ class _TaskProgress(Callback):
         with self.job._lock:
             self.entry[1] += nbytes
             self.job._bytes += nbytes
+            # more than announced (or nothing was): the total grows with what came
+            expected = max(0, self.entry[1] - self.announced)
+            self.announced += expected
+        self.job._bar_bytes(expected=expected, received=nbytes)
         if self.bar is not None:
             self.bar.update(nbytes)
 
     def close(self) -> None:
+        # resumed, skipped or failed: its share of the total is what it received
+        with self.job._lock:
+            expected, self.announced = self.entry[1] - self.announced, self.entry[1]
+        self.job._bar_bytes(expected=expected)
         if self.bar is not None:
             self.bar.close()
 
 
-def _execute_elsewhere(task: _Task, common: dict[str, Any]) -> Fetched:
+def _execute_elsewhere(task: _Task, common: dict[str, Any], time_limit: float | None) -> Fetched:
     """The task run by an executor of other processes: no shared progress, abort or limiter."""
     _raise_if_unusable(task)
-    return fetch(task.link, task.path, **common, **_task_extras(task))
+    abort = AbortEvent(time_limit=time_limit) if time_limit else None
+    try:
+        return fetch(task.link, task.path, **common, **_task_extras(task), abort=abort)
+    finally:
+        if abort is not None:
+            abort.close()
+
+
+def _transport_timeout(limit: float | None) -> tuple[float, float] | None:
+    """The (connect, read) silence a transport allows under a job's time limit per attempt.
+
+    The job's limit is enforced by the engine; the transport's own limits stay the
+    sources' defaults (30 s to connect, 120 s of silence), lowered to just above the
+    job's limit so that they never fire first and turn a timeout into a retry.
+    """
+    if limit is None:
+        return None
+    return (min(30.0, limit + 1.0), min(120.0, limit + 1.0))
 
 
 def _placed(

@@ -7,7 +7,40 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["Callback", "FunctionCallback", "Throttled", "TqdmCallback", "as_callback"]
+__all__ = [
+    "Callback",
+    "FunctionCallback",
+    "Throttled",
+    "TqdmCallback",
+    "as_callback",
+    "bar_label",
+]
+
+#: Characters a bar's label takes at most: the bar keeps the rest of the line.
+LABEL_WIDTH = 32
+
+
+def bar_label(text: str, width: int = LABEL_WIDTH) -> str:
+    """A bar's label: the object's name for a link (never its query), at most ``width`` wide.
+
+    A longer name keeps its end (where shard numbers and extensions are).
+
+    Examples
+    --------
+    >>> from dlutils.progress import bar_label
+    >>> bar_label("https://bucket.s3.amazonaws.com/train/shard-0001.tar?X-Amz-Signature=ab12")
+    'shard-0001.tar'
+    >>> bar_label("hf://datasets/org/name@main/data/train.csv")
+    'train.csv'
+    >>> bar_label("a-very-long-name-of-an-object-in-a-bucket-0001.parquet")
+    '…object-in-a-bucket-0001.parquet'
+    """
+    from .names import object_name, redact
+
+    if "://" in text:
+        text = object_name(text) or redact(text).rstrip("/").rsplit("/", 1)[-1]
+    text = text.replace("\n", " ")
+    return text if len(text) <= width else "…" + text[-(width - 1) :]
 
 
 class Callback:
@@ -155,10 +188,15 @@ _flusher = _Flusher()
 
 
 class TqdmCallback(Callback):
-    """A ``tqdm.auto`` byte bar, created on first use."""
+    """A ``tqdm.auto`` byte bar, created on first use.
+
+    ``desc`` is a link or a name; the bar shows :func:`bar_label` of it (the object's
+    name, never a query). In a notebook ``tqdm.auto`` draws a widget, which needs
+    ``ipywidgets`` (``pip install "dlutils-download[notebook]"``).
+    """
 
     def __init__(self, desc: str = "", **tqdm_kwargs: Any):
-        self.desc = desc
+        self.desc = bar_label(desc)
         self.kwargs = tqdm_kwargs
         self._bar: Any = None
 

@@ -23,11 +23,13 @@ from typing import Any, Protocol
 
 from .checksums import Checksum, file_digest, new_hasher, parse_checksum
 from .codings import CodingError, EndedEarly, decoder, known_codings, split_codings
+from .control import AbortEvent, opening, register_socket, timed_out
 from .errors import (
     ChecksumMismatchError,
     ContentEncodingError,
     DownloadAborted,
     DownloadError,
+    DownloadTimeoutError,
     IncompleteDownloadError,
     InvalidInputError,
     OverlongBodyError,
@@ -35,7 +37,7 @@ from .errors import (
     SizeMismatchError,
 )
 from .progress import Callback, Throttled, as_callback
-from .retry import RetryPolicy
+from .retry import AttemptBudget, RetryPolicy
 from .workfiles import open_working_file
 
 try:
@@ -52,6 +54,8 @@ __all__ = [
     "Fetched",
     "download",
     "call_with_retries",
+    "register_socket",
+    "opening",
     "part_path",
     "resume_point",
     "object_headers",
@@ -74,6 +78,8 @@ JOURNAL_INTERVAL = 1.0
 #: of another version, a contradictory Content-Range, a body longer than announced); the
 #: next such answer ends its download with an error instead of looping.
 MAX_RESTARTS = 1
+#: Seconds an interrupted segmented download waits for its threads before it returns.
+_STOP_GRACE = 2.0
 
 
 @dataclass
@@ -142,40 +148,6 @@ class Journal(Protocol):
     def put_partial(self, path: str, info: dict[str, Any]) -> None: ...
 
     def drop_partial(self, path: str) -> None: ...
-
-
-class AbortEvent(threading.Event):
-    """A :class:`threading.Event` that also runs callbacks when set.
-
-    The engine registers the close of the body it is reading, so :meth:`set` stops
-    a transfer blocked on a slow socket at once, not at its next chunk.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._callbacks: dict[int, Callable[[], Any]] = {}
-        self._cb_lock = threading.Lock()
-        self._next = 0
-
-    def add_callback(self, callback: Callable[[], Any]) -> int:
-        with self._cb_lock:
-            handle = self._next
-            self._next += 1
-            self._callbacks[handle] = callback
-        if self.is_set():
-            _quietly(callback)
-        return handle
-
-    def remove_callback(self, handle: int) -> None:
-        with self._cb_lock:
-            self._callbacks.pop(handle, None)
-
-    def set(self) -> None:
-        super().set()
-        with self._cb_lock:
-            callbacks = list(self._callbacks.values())
-        for callback in callbacks:
-            _quietly(callback)
 
 
 @dataclass
@@ -299,6 +271,24 @@ def _quietly(func: Callable[[], Any]) -> None:
         pass
 
 
+def _give_up(exc: BaseException, attempts: int) -> None:
+    """Raise what ends an object after ``attempts``: ``exc``, saying how many were made."""
+    if type(exc) is IncompleteDownloadError:
+        raise IncompleteDownloadError(
+            f"{exc} (gave up after {attempts} attempts)",
+            received=exc.received,
+            expected=exc.expected,
+        ) from exc
+    if hasattr(exc, "add_note"):
+        exc.add_note(f"dlutils gave up after {attempts} attempts")
+    raise exc
+
+
+def _interrupter(body: Body) -> Callable[[], None]:
+    """What wakes a read of ``body`` blocked in another thread, without blocking."""
+    return body.interrupt or (lambda: threading.Thread(target=body.close, daemon=True).start())
+
+
 def call_with_retries(
     func: Callable[[], Any],
     *,
@@ -307,29 +297,41 @@ def call_with_retries(
     abort: threading.Event | None = None,
     sleep: Callable[[float], Any] | None = None,
     rng: random.Random | None = None,
+    what: str = "the request",
 ) -> Any:
     """Call ``func`` until it succeeds, retrying what ``classify`` calls retryable.
 
     For the requests a source makes before the engine takes over (a listing, a
     conditional GET); pauses follow ``retry`` and honour a server's ``Retry-After``.
+    A refused connection or an unknown host is retried at most once, at once.
+    With an :class:`AbortEvent`, setting it interrupts a request still connecting or
+    waiting for its headers, and its ``time_limit`` starts for each call (a body the
+    call returns goes on with the same clock, as the first part of the download).
     """
-    retry = retry or RetryPolicy()
-    attempt = 0
+    budget = AttemptBudget(retry or RetryPolicy(), rng)
+    timed = isinstance(abort, AbortEvent)
     while True:
         if abort is not None and abort.is_set():
             raise DownloadAborted("aborted before the request was made")
+        if timed:
+            abort.begin_attempt()
         try:
-            return func()
+            with opening(abort):
+                return func()
         except Exception as exc:
+            if timed:
+                abort.end_attempt()
+            if abort is not None and abort.is_set():
+                raise DownloadAborted(f"{what} was aborted") from exc
+            timed_out(abort, what, exc)
             retryable, retry_after = classify(exc)
-            if not retryable or attempt >= retry.retries:
+            delay = budget.delay(exc, retry_after) if retryable else None
+            if delay is None:
                 raise
-            delay = retry.delay(attempt, retry_after, rng=rng)
-            attempt += 1
-            log.info(
+            log.debug(
                 "retry %d/%d in %.2fs after %s: %s",
-                attempt,
-                retry.retries,
+                budget.attempts - 1,
+                budget.policy.retries,
                 delay,
                 type(exc).__name__,
                 exc,
@@ -339,6 +341,10 @@ def call_with_retries(
                     raise DownloadAborted("aborted while waiting to retry") from exc
             else:
                 (sleep or time.sleep)(delay)
+        except BaseException:
+            if timed:
+                abort.end_attempt()
+            raise
 
 
 class _Settings:
@@ -391,17 +397,25 @@ def download(
         chunk is written; it must return early, raising, when ``abort`` is set.
     abort : threading.Event, optional
         Set it to stop; the ``.part`` stays for a later resume. An :class:`AbortEvent`
-        also interrupts a read blocked on the network.
+        also interrupts a transfer blocked on the network within a second, whatever
+        its phase (connecting, waiting for headers, reading), and its ``time_limit``
+        bounds each attempt (:class:`~dlutils.DownloadTimeoutError`, not retried).
+        ``KeyboardInterrupt`` stops every range of a segmented download at once, records
+        what arrived and is raised again.
     journal : Journal, optional
         Records the validator of a partial download, without which a ``.part``
         cannot be resumed safely (it is then restarted from zero).
     retry : RetryPolicy, optional
-        Retries, backoff and ``Retry-After`` handling.
+        Retries, backoff and ``Retry-After`` handling; at most ``2 * (retries + 1)``
+        attempts per object, whatever each received (see :class:`RetryPolicy`).
     segments, segment_threshold : int
         Objects of at least ``segment_threshold`` bytes, from servers that accept
         ranges, are fetched over up to ``segments`` connections at once.
     fsync : bool
-        Flush the file to stable storage before placing it.
+        Flush the file to stable storage before placing it, and before each resume
+        record of a segmented download. Without it, a record never claims bytes the
+        ``.part`` lacks after the process dies (SIGKILL, a crash: written bytes are in
+        the page cache), but may after a power loss.
     sleep, clock, rng
         Injected time and randomness, for tests.
 
@@ -413,6 +427,8 @@ def download(
     ------
     dlutils.DownloadAborted
         ``abort`` was set.
+    dlutils.DownloadTimeoutError
+        An attempt ran out of ``abort.time_limit``; the ``.part`` is kept.
     dlutils.IncompleteDownloadError
         The connection kept ending early after every retry; the ``.part`` is kept.
     dlutils.ChecksumMismatchError, dlutils.SizeMismatchError
@@ -466,15 +482,23 @@ def download(
         _check_placed_by_other(settings)
         return TransferResult(path=path, size=size, outcome="placed-by-other")
     placed = False
+    transfer: _Transfer | None = None
+    started = clock()
     try:
-        result = _Transfer(settings, fd).run(first)
+        transfer = _Transfer(settings, fd)
+        result = transfer.run(first)
         placed = True
+        # the one INFO line per object placed, whichever source or job asked for it
+        log.info("placed %s (%d bytes in %.2f s)", path, result.size, clock() - started)
         return result
     finally:
         settings.progress.flush()
-        if not placed:
-            _remove_if_empty(settings.part, fd)
-        _quietly(lambda: os.close(fd))
+        if transfer is None:
+            _quietly(lambda: os.close(fd))
+        else:
+            if not placed and not transfer.lingering:
+                _remove_if_empty(settings.part, fd)
+            transfer.close()
 
 
 def _check_placed_by_other(s: _Settings) -> None:
@@ -518,7 +542,7 @@ def _lock_part(s: _Settings) -> int | None:
                 break
             except BlockingIOError:
                 if not waited:
-                    log.info("waiting for another process downloading %s", s.path)
+                    log.debug("waiting for another process downloading %s", s.path)
                     waited = True
                 if s.abort is not None and s.abort.wait(0.1):
                     os.close(fd)
@@ -562,6 +586,29 @@ class _Transfer:
         self.restarts = 0
         self._failed_generation = -1
         self._restart_lock = threading.Lock()
+        #: Times bytes already in the ``.part`` were thrown away to start again.
+        self.discards = 0
+        #: Segment threads still running after the download stopped (they own ``fd``).
+        self.lingering: list[Any] = []
+
+    def close(self) -> None:
+        """Close the ``.part``, or leave that to the last segment thread still writing it."""
+        pending = [f for f in self.lingering if not f.done()]
+        if not pending:
+            _quietly(lambda: os.close(self.fd))
+            return
+        remaining = [len(pending)]
+        lock = threading.Lock()
+
+        def one_done(_future: Any) -> None:
+            with lock:
+                remaining[0] -= 1
+                last = remaining[0] == 0
+            if last:
+                _quietly(lambda: os.close(self.fd))
+
+        for future in pending:
+            future.add_done_callback(one_done)
 
     # -- bookkeeping ---------------------------------------------------------------
 
@@ -587,6 +634,8 @@ class _Transfer:
             _quietly(lambda: self.s.journal.drop_partial(self.s.key))
 
     def _truncate(self) -> None:
+        if os.fstat(self.fd).st_size:
+            self.discards += 1  # bytes thrown away: the attempt after this is no resume
         os.ftruncate(self.fd, 0)
         self._forget()
         self.hasher = None
@@ -620,19 +669,32 @@ class _Transfer:
     def _check_abort(self) -> None:
         if self.s.abort is not None and self.s.abort.is_set():
             raise DownloadAborted(f"download of {self.s.remote.display} was aborted")
+        timed_out(self.s.abort, self.s.remote.display)
+
+    def _stopped(self) -> bool:
+        """Whether the download was aborted or its attempt ran out of time."""
+        abort = self.s.abort
+        return abort is not None and (abort.is_set() or getattr(abort, "expired", False))
 
     def _pause(self, seconds: float) -> None:
         if seconds <= 0:
             return
-        if self.s.abort is not None:
-            if self.s.abort.wait(seconds):
+        abort = self.s.abort
+        if isinstance(abort, AbortEvent):
+            if abort.pause(seconds):
+                self._check_abort()
+        elif abort is not None:
+            if abort.wait(seconds):
                 self._check_abort()
         else:
             self.s.sleep(seconds)
 
-    def _open(self, start: int, end: int | None, if_range: str | None) -> Body:
+    def _open(
+        self, start: int, end: int | None, if_range: str | None, stop: threading.Event | None = None
+    ) -> Body:
         self._check_abort()
-        body = self.s.remote.open(start, end, if_range=if_range)
+        with opening(self.s.abort, stop):
+            body = self.s.remote.open(start, end, if_range=if_range)
         if self.headers is None and body.status in (200, 206):
             self.headers, self.validator = body.headers, body.validator
         return body
@@ -655,44 +717,59 @@ class _Transfer:
 
     def run(self, first: Body | None) -> TransferResult:
         s = self.s
-        attempt = 0
+        budget = AttemptBudget(s.retry, s.rng)
+        timed = isinstance(s.abort, AbortEvent) and s.abort.time_limit is not None
         pending_first = first
-        while True:
-            before = self.received
-            try:
-                result = self._attempt(pending_first)
-                pending_first = None
-                return self._finish(result)
-            except BaseException as exc:
-                pending_first = None
-                if s.abort is not None and s.abort.is_set():
-                    raise DownloadAborted(
-                        f"download of {s.remote.display} was aborted; {s.part!r} is kept for resume"
-                    ) from (exc if not isinstance(exc, DownloadAborted) else None)
-                retryable, retry_after = self._classify(exc)
-                if not retryable:
-                    raise
-                if self.received > before:
-                    attempt = 0  # progress was made: this failure costs no retry
-                if attempt >= s.retry.retries:
-                    raise
-                # A changed object restarts from zero at once: its bytes cannot be spliced
-                # onto the .part, and waiting does not change it back.
-                changed = isinstance(exc, RemoteChangedError)
-                if changed:
-                    self._truncate()
-                delay = 0.0 if changed else s.retry.delay(attempt, retry_after, rng=s.rng)
-                attempt += 1
-                log.info(
-                    "retry %d/%d of %s in %.2fs after %s: %s",
-                    attempt,
-                    s.retry.retries,
-                    s.remote.display,
-                    delay,
-                    type(exc).__name__,
-                    exc,
-                )
-                self._pause(delay)
+        try:
+            while True:
+                before = self.received
+                discards = self.discards
+                if timed and not (pending_first is not None and s.abort.attempt_running()):
+                    s.abort.begin_attempt()  # a body opened by the caller goes on with its clock
+                try:
+                    result = self._attempt(pending_first)
+                    pending_first = None
+                    return self._finish(result)
+                except BaseException as exc:
+                    pending_first = None
+                    if timed:
+                        s.abort.end_attempt()
+                    if s.abort is not None and s.abort.is_set():
+                        raise DownloadAborted(
+                            f"download of {s.remote.display} was aborted; "
+                            f"{s.part!r} is kept for resume"
+                        ) from (exc if not isinstance(exc, DownloadAborted) else None)
+                    if isinstance(exc, DownloadTimeoutError):
+                        raise
+                    timed_out(s.abort, s.remote.display, exc)
+                    retryable, retry_after = self._classify(exc)
+                    if not retryable:
+                        raise
+                    # A changed object restarts from zero at once: its bytes cannot be
+                    # spliced onto the .part, and waiting does not change it back.
+                    changed = isinstance(exc, RemoteChangedError)
+                    if changed:
+                        self._truncate()
+                    # Bytes count as progress only when the next attempt can keep them.
+                    progress = self.received > before and self.discards == discards and not changed
+                    delay = budget.delay(exc, retry_after, progress=progress)
+                    if delay is None:
+                        _give_up(exc, budget.attempts)
+                    if changed:
+                        delay = 0.0
+                    log.debug(
+                        "retry %d of %s (at most %d) in %.2fs after %s: %s",
+                        budget.attempts - 1,
+                        s.remote.display,
+                        2 * (s.retry.retries + 1),
+                        delay,
+                        type(exc).__name__,
+                        exc,
+                    )
+                    self._pause(delay)
+        finally:
+            if timed:
+                s.abort.end_attempt()
 
     def _classify(self, exc: BaseException) -> tuple[bool, float | None]:
         if isinstance(exc, _Final):
@@ -716,7 +793,7 @@ class _Transfer:
         # An empty .part has nothing to resume: no need to ask the journal.
         partial = self._partial() if part_size else None
         if partial is None and part_size:
-            log.info("%s has no resume record; starting %s from zero", s.part, s.path)
+            log.debug("%s has no resume record; starting %s from zero", s.part, s.path)
             self._truncate()
             part_size = 0
         if partial is not None and partial.get("segments"):
@@ -770,14 +847,14 @@ class _Transfer:
         try:
             if body.status == 416 and offset:
                 if body.total == offset and validator and pinned_total in (None, offset):
-                    log.info("%s was complete but not yet placed", s.part)
+                    log.debug("%s was complete but not yet placed", s.part)
                     # Keep what the answer and the journal say of the object, for its record.
                     headers = dict(body.headers)
                     name = "ETag" if validator.startswith(('"', "W/")) else "Last-Modified"
                     headers.setdefault(name, validator)
                     self.headers, self.validator = headers, validator
                     return offset
-                log.info("%s cannot be resumed at byte %d; starting from zero", s.path, offset)
+                log.debug("%s cannot be resumed at byte %d; starting from zero", s.path, offset)
                 restart()
             if body.status == 206 and offset:
                 problem = self._range_problem(body, offset, None, pinned_total, validator)
@@ -795,10 +872,10 @@ class _Transfer:
                     raise self._failure(RemoteChangedError, problem)
             elif body.status == 206:
                 self.resumed_from = offset
-                log.info("resuming %s at byte %d", s.path, offset)
+                log.debug("resuming %s at byte %d", s.path, offset)
             elif body.status == 200:
                 if offset:
-                    log.info(
+                    log.debug(
                         "%s changed on the server; starting %s from zero", s.remote.display, s.path
                     )
                 offset = 0
@@ -904,7 +981,7 @@ class _Transfer:
                 f"({', '.join(unknown)}); nothing was placed. Install "
                 "'brotli' or 'zstandard' if it names br or zstd, or ask the server's operator"
             )
-        log.info("%s came compressed (%s) unasked; storing it decoded", s.remote.display, codings)
+        log.debug("%s came compressed (%s) unasked; storing it decoded", s.remote.display, codings)
         self.headers, self.validator = object_headers(body), None
         s.progress.set_size(None)
         read = decoder(body.read, codings)
@@ -1051,17 +1128,27 @@ class _Transfer:
             return self._consume(self._open(0, None, None), 0, None)
         done = sum(seg[2] for seg in plan)
         self.resumed_from = done
-        log.info("resuming %s: %d of %d bytes already here", self.s.path, done, total)
+        log.debug("resuming %s: %d of %d bytes already here", self.s.path, done, total)
         self.s.progress.set_size(total)
         return self._run_segments(plan, validator, total, None)
 
     def _run_segments(
         self, plan: list[list[int]], validator: str, total: int, first: Body | None
     ) -> int:
+        """Fetch the ranges of ``plan`` in threads; this thread records progress for resume.
+
+        ``plan`` holds ``[start, end, done]`` per range; ``done`` only counts bytes
+        ``os.pwrite`` has returned for, so the journal, written from here every
+        :data:`JOURNAL_INTERVAL` and whenever the download stops, never claims bytes the
+        file lacks after a crash of the process (SIGKILL, ^C). It may after a power
+        loss, unless ``fsync=True``: then the ``.part`` is flushed before each record.
+        """
         s = self.s
         self.segments_used = len(plan)
         lock = threading.Lock()
-        stop = threading.Event()
+        # Set when the download must stop (a failed range, ^C): interrupts every range.
+        stop = AbortEvent()
+        link = s.abort.add_callback(stop.set) if isinstance(s.abort, AbortEvent) else None
         last_record = [s.clock()]
 
         def record(force: bool = False) -> None:
@@ -1070,11 +1157,27 @@ class _Transfer:
                 last_record[0] = now
                 with lock:
                     snapshot = [list(seg) for seg in plan]
+                if s.fsync:
+                    _quietly(lambda: os.fdatasync(self.fd))
                 self._record({"validator": validator, "total": total, "segments": snapshot})
 
+        # The failure that stopped the others: interrupting their reads makes them fail
+        # too (a reset connection, a short body), and those errors must not hide it.
+        causes: list[BaseException] = []
+
         def fetch(index: int, body: Body | None) -> None:
+            try:
+                _fetch(index, body)
+            except BaseException as exc:
+                with lock:
+                    if not stop.is_set():
+                        causes.append(exc)
+                stop.set()  # the others stop at once, not at their next chunk
+                raise
+
+        def _fetch(index: int, body: Body | None) -> None:
             seg = plan[index]
-            attempt = 0
+            budget = AttemptBudget(s.retry, s.rng)
             while True:
                 start, end, done = seg
                 if start + done > end:
@@ -1086,56 +1189,83 @@ class _Transfer:
                         _quietly(body.close)
                     raise DownloadAborted("stopped because another segment failed")
                 before = done
+                handle = None
                 try:
                     if body is None:
-                        body = self._open(start + done, end, validator)
+                        body = self._open(start + done, end, validator, stop)
                         problem = self._range_problem(body, start + done, end, total, validator)
                         if problem is not None:
                             raise self._failure(
                                 RemoteChangedError, f"{problem} while it was downloaded in pieces"
                             )
+                    handle = stop.add_callback(_interrupter(body))
                     self._stream_segment(body, seg, lock, stop)
                     body = None
-                    record()
                 except BaseException as exc:
                     if body is not None:
                         _quietly(body.close)
                     body = None
-                    if stop.is_set() or (s.abort is not None and s.abort.is_set()):
+                    if stop.is_set() or self._stopped():
                         raise
                     retryable, retry_after = self._classify(exc)
                     if isinstance(exc, (RemoteChangedError, OverlongBodyError)) or not retryable:
                         raise
-                    if seg[2] > before:
-                        attempt = 0
-                    if attempt >= s.retry.retries:
-                        raise
-                    delay = s.retry.delay(attempt, retry_after, rng=s.rng)
-                    attempt += 1
-                    log.info(
+                    delay = budget.delay(exc, retry_after, progress=seg[2] > before)
+                    if delay is None:
+                        _give_up(exc, budget.attempts)
+                    log.debug(
                         "retry %d of a segment of %s in %.2fs: %s",
-                        attempt,
+                        budget.attempts - 1,
                         s.remote.display,
                         delay,
                         exc,
                     )
-                    self._pause(delay)
+                    if stop.pause(delay):
+                        raise DownloadAborted("stopped because another segment failed") from exc
+                finally:
+                    if handle is not None:
+                        stop.remove_callback(handle)
 
         workers = max(1, min(s.segments, len(plan)))
-        error: BaseException | None = None
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dlutils-seg") as pool:
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dlutils-seg")
+        futures: list[Any] = []
+        try:
             futures = [
                 pool.submit(fetch, i, first if (i == 0 and first is not None) else None)
                 for i in range(len(plan))
             ]
-            wait(futures, return_when=FIRST_EXCEPTION)
-            if any(f.done() and f.exception() is not None for f in futures):
-                stop.set()
-            for future in futures:
-                exc = future.exception()
-                # The first real cause wins over the "stopped" errors it provoked elsewhere.
-                if exc is not None and (error is None or isinstance(error, DownloadAborted)):
-                    error = exc
+            first = None
+            pending: set[Any] = set(futures)
+            while pending:
+                done, pending = wait(pending, timeout=JOURNAL_INTERVAL, return_when=FIRST_EXCEPTION)
+                if any(f.exception() is not None for f in done):
+                    break
+                record()
+            # A range failed (or the download was stopped): the others end at once.
+            stop.set()
+            while not all(f.done() for f in futures):
+                wait(futures, timeout=JOURNAL_INTERVAL)
+                record()
+        except BaseException:
+            # ^C (or SystemExit) in this thread: stop every range now, keep what arrived.
+            stop.set()
+            if first is not None:
+                _quietly(first.close)
+            pool.shutdown(wait=False, cancel_futures=True)
+            wait(futures, timeout=_STOP_GRACE)  # interrupted ranges end in milliseconds
+            self.lingering = [f for f in futures if not f.done()]
+            record(force=True)
+            raise
+        finally:
+            pool.shutdown(wait=False)
+            if link is not None:
+                s.abort.remove_callback(link)
+        error: BaseException | None = causes[0] if causes else None
+        for future in futures:
+            exc = future.exception()
+            # The first real cause wins over the "stopped" errors it provoked elsewhere.
+            if exc is not None and (error is None or isinstance(error, DownloadAborted)):
+                error = exc
         if error is not None:
             if isinstance(error, (RemoteChangedError, OverlongBodyError)):
                 self._truncate()

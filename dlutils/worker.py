@@ -99,7 +99,7 @@ def run(
         message = str(exc) if code == 2 else f"{type(exc).__name__}: {exc}"
         store.fail(job_id, message, code)
         raise
-    log.info("stored job %s runs as %s: %s", job_id, job.id, job.description)
+    log.debug("stored job %s runs as %s: %s", job_id, job.id, job.description)
     aborting = False
     while True:
         try:
@@ -139,10 +139,15 @@ def _start(
     outcome: dict[str, Any] = {}
 
     def build() -> None:
+        from .job import _given_id
+
+        _given_id.value = job_id  # the job (and its log lines) goes by the store's id
         try:
             outcome["job"] = download(request["source"], request["dest"], **options)
         except BaseException as exc:  # handed to the caller's thread
             outcome["error"] = exc
+        finally:
+            _given_id.value = None
 
     thread = threading.Thread(target=build, name=f"dlutils-start-{job_id}", daemon=True)
     thread.start()

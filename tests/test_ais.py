@@ -9,7 +9,6 @@ import pytest
 import requests
 from conftest import list_files as files
 from conftest import make_random_bytes
-from servers_ais import AisStandIn
 
 from dlutils import (
     CacheMismatchWarning,
@@ -20,6 +19,7 @@ from dlutils import (
 )
 from dlutils.freshness import Manifest, ObjectAttrs
 from dlutils.localserver import reset_after
+from dlutils.sandbox.aistore import AisStandIn
 from dlutils.sources.ais import ais_download, ais_url, fetch_ais, list_ais, parse_ais
 from dlutils.templates import expand
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import pytest
 from conftest import list_files as files
-from servers_ais import AisStandIn
 
 import dlutils
 from dlutils import InvalidInputError, Job, State
 from dlutils.freshness import Manifest
+from dlutils.sandbox.aistore import AisStandIn
 
 
 @pytest.fixture

@@ -371,7 +371,7 @@ def test_a_store_from_a_newer_dlutils_is_refused(tmp_path):
 
 
 def test_hf_dataset_with_a_token_that_is_never_stored(cli, tmp_path):
-    from servers_hf import HubStandIn
+    from dlutils.sandbox.hf_hub import HubStandIn
 
     token = "hf_cli_token_never_stored"
     files = {"README.md": b"# hi\n", "data/train.csv": b"a,b\n" * 100}

@@ -8,7 +8,6 @@ import pytest
 import requests
 from conftest import list_files as files_in
 from conftest import make_random_bytes
-from servers_hf import HubStandIn, sha256
 
 from dlutils import (
     CacheMismatchWarning,
@@ -22,6 +21,7 @@ from dlutils import (
 from dlutils import transfer as transfer_module
 from dlutils.freshness import Manifest
 from dlutils.localserver import status
+from dlutils.sandbox.hf_hub import HubStandIn, sha256
 from dlutils.sources.hf import (
     HfAuthError,
     HfRef,
@@ -199,7 +199,9 @@ def test_listing_is_lazy_and_filters(hub):
 
 
 def test_include_and_exclude(hub, tmp_path):
-    paths = hf_download("acme/speech", None, tmp_path, include="data/", exclude="*validation*")
+    paths = hf_download(
+        "acme/speech", None, tmp_path, include="data/", exclude="*validation*", repo_type="dataset"
+    )
     assert files_in(tmp_path) == ["data/meta.json", "data/train/0.parquet"]
     assert [os.path.relpath(p, tmp_path) for p in paths] == [
         os.path.join("data", "meta.json"),
@@ -215,7 +217,7 @@ def test_include_and_exclude(hub, tmp_path):
 
 
 def test_dataset_downloaded_with_folders_kept(hub, tmp_path):
-    paths = hf_download("acme/speech", local_dirpath=tmp_path)
+    paths = hf_download("acme/speech", local_dir=tmp_path, repo_type="dataset")
     assert files_in(tmp_path) == sorted(SPEECH)
     for name, data in SPEECH.items():
         assert read(tmp_path / name) == data
@@ -227,8 +229,44 @@ def test_dataset_downloaded_with_folders_kept(hub, tmp_path):
     assert hub.requests_to("resolve") and all(r.method == "GET" for r in hub.requests_to("resolve"))
 
 
+def test_a_model_by_default_with_the_hubs_keywords(hub, tmp_path):
+    # as huggingface_hub.hf_hub_download: repo_type="model", revision "main", local_dir=
+    path = hf_download(
+        repo_id="acme/tiny-bert",
+        filename="vocab.txt",
+        subfolder="tokenizer",
+        local_dir=tmp_path,
+        token=False,
+    )
+    assert path == str(tmp_path / "tokenizer" / "vocab.txt")
+    assert read(path) == MODEL["tokenizer/vocab.txt"]
+    assert all("/datasets/" not in r.path for r in hub.requests)
+    # a dataset is still reachable: by repo_type="dataset", and by its hf://datasets/ link
+    one = hf_download("acme/speech", "README.md", tmp_path / "d", repo_type="dataset")
+    assert read(one) == SPEECH["README.md"]
+    assert (
+        read(fetch_hf("hf://datasets/acme/speech/README.md", tmp_path / "e.md").path)
+        == (SPEECH["README.md"])
+    )
+    with pytest.raises(
+        requests.HTTPError, match="acme/speech.*a dataset needs repo_type='dataset'"
+    ):
+        hf_download("acme/speech", "README.md", tmp_path / "m")  # no such model
+
+
+def test_the_old_keyword_local_dirpath_still_works_and_warns(hub, tmp_path):
+    with pytest.warns(DeprecationWarning, match="local_dirpath.*use local_dir=") as caught:
+        path = hf_download("acme/tiny-bert", "config.json", local_dirpath=tmp_path)
+    assert caught[0].filename == __file__  # the warning points at the caller's line
+    assert read(path) == MODEL["config.json"] and path == str(tmp_path / "config.json")
+    with pytest.raises(InvalidInputError, match="both given"), pytest.warns(DeprecationWarning):
+        hf_download("acme/tiny-bert", "config.json", local_dir=tmp_path, local_dirpath=tmp_path)
+    hf_download("acme/tiny-bert", "config.json", tmp_path, force_download=True)
+    assert len([r for r in hub.requests_to("resolve") if r.method == "GET"]) == 2
+
+
 def test_model_repository_and_one_file(hub, tmp_path):
-    paths = hf_download("acme/tiny-bert", local_dirpath=tmp_path / "all", repo_type="model")
+    paths = hf_download("acme/tiny-bert", local_dir=tmp_path / "all", repo_type="model")
     assert files_in(tmp_path / "all") == sorted(MODEL)
     assert read(tmp_path / "all/model.safetensors") == WEIGHTS
     assert len(paths) == 3
@@ -245,7 +283,7 @@ def test_model_repository_and_one_file(hub, tmp_path):
 
 
 def test_a_chosen_revision_is_honoured_everywhere(hub, tmp_path):
-    hf_download("acme/speech", local_dirpath=tmp_path / "v1", revision="v1.0")
+    hf_download("acme/speech", local_dir=tmp_path / "v1", revision="v1.0", repo_type="dataset")
     assert files_in(tmp_path / "v1") == sorted(SPEECH_V1)
     assert read(tmp_path / "v1/data/train/0.parquet") == OLD_TRAIN
     assert read(tmp_path / "v1/README.md") == SPEECH_V1["README.md"]
@@ -255,11 +293,13 @@ def test_a_chosen_revision_is_honoured_everywhere(hub, tmp_path):
     by_commit = tmp_path / "commit" / "0.parquet"
     fetch_hf(f"hf://datasets/acme/speech@{hub.commits['v1.0']}/data/train/0.parquet", by_commit)
     assert read(by_commit) == OLD_TRAIN
-    hf_download("acme/speech", local_dirpath=tmp_path / "branch", revision="release/2024")
+    hf_download(
+        "acme/speech", local_dir=tmp_path / "branch", revision="release/2024", repo_type="dataset"
+    )
     assert files_in(tmp_path / "branch") == ["x/y.txt"]
     assert "/tree/release%2F2024" in hub.requests_to("tree")[-1].path
     with pytest.raises(requests.HTTPError, match="no such revision"):
-        hf_download("acme/speech", local_dirpath=tmp_path / "none", revision="v9")
+        hf_download("acme/speech", local_dir=tmp_path / "none", revision="v9", repo_type="dataset")
 
 
 def test_single_file_sends_a_head_only_when_the_listing_lacks_its_size(hub, tmp_path):
@@ -280,9 +320,9 @@ def test_single_file_sends_a_head_only_when_the_listing_lacks_its_size(hub, tmp_
 
 
 def test_a_rerun_fetches_nothing_unchanged(hub, tmp_path):
-    first = hf_download("acme/speech", local_dirpath=tmp_path)
+    first = hf_download("acme/speech", local_dir=tmp_path, repo_type="dataset")
     hub.clear_logs()
-    assert hf_download("acme/speech", local_dirpath=tmp_path) == first
+    assert hf_download("acme/speech", local_dir=tmp_path, repo_type="dataset") == first
     assert hub.requests_to("resolve") == [] and hub.storage.requests == []
     with Manifest(tmp_path) as manifest:
         assert manifest.get("data/train/0.parquet").sha256 == sha256(TRAIN)
@@ -295,7 +335,7 @@ def test_a_rerun_fetches_nothing_unchanged(hub, tmp_path):
     # a file changed on the hub is the only one fetched again
     hub.add_repo("acme/speech", {**SPEECH, "README.md": b"# speech, edited\n"})
     hub.clear_logs()
-    hf_download("acme/speech", local_dirpath=tmp_path)
+    hf_download("acme/speech", local_dir=tmp_path, repo_type="dataset")
     assert [r.path for r in hub.requests_to("resolve")] == [
         "/datasets/acme/speech/resolve/main/README.md"
     ]
@@ -305,7 +345,7 @@ def test_a_rerun_fetches_nothing_unchanged(hub, tmp_path):
 def test_a_corrupted_body_is_never_placed(hub, tmp_path):
     hub.corrupt(TRAIN)
     with pytest.raises(JobFailedError) as failed:
-        hf_download("acme/speech", local_dirpath=tmp_path)
+        hf_download("acme/speech", local_dir=tmp_path, repo_type="dataset")
     assert [name for name, _ in failed.value.errors] == ["data/train/0.parquet"]
     assert "ChecksumMismatchError" in failed.value.errors[0][1]
     assert files_in(tmp_path) == sorted(set(SPEECH) - {"data/train/0.parquet"})
@@ -320,7 +360,7 @@ def test_an_unsafe_path_fails_alone_and_nothing_lands_outside(hub, tmp_path):
     hub.add_repo("acme/evil", {"ok.txt": b"fine\n", "../escape.txt": b"out\n"})
     dest = tmp_path / "dest"
     with pytest.raises(JobFailedError) as failed:
-        hf_download("acme/evil", local_dirpath=dest)
+        hf_download("acme/evil", local_dir=dest, repo_type="dataset")
     assert [name for name, _ in failed.value.errors] == ["../escape.txt"]
     assert "UnsafePathError" in failed.value.errors[0][1]
     assert files_in(tmp_path) == ["dest/ok.txt"]
@@ -334,7 +374,12 @@ def test_an_unsafe_path_fails_alone_and_nothing_lands_outside(hub, tmp_path):
 
 def test_the_token_reaches_the_hub_but_never_the_storage_host(hub, tmp_path):
     paths = hf_download(
-        "acme/secret", None, tmp_path, token=TOKEN, headers={"X-Trace": f"id {TOKEN}"}
+        "acme/secret",
+        None,
+        tmp_path,
+        repo_type="dataset",
+        token=TOKEN,
+        headers={"X-Trace": f"id {TOKEN}"},
     )
     assert files_in(tmp_path) == sorted(SECRET)
     assert len(paths) == 2
@@ -358,11 +403,13 @@ def test_hf_token_from_the_environment(hub, tmp_path, monkeypatch):
 
 def test_a_private_repository_without_a_token_says_one_is_needed(hub, tmp_path):
     with pytest.raises(HfAuthError, match="needs a token with access to the dataset acme/secret"):
-        hf_download("acme/secret", local_dirpath=tmp_path)
+        hf_download("acme/secret", local_dir=tmp_path, repo_type="dataset")
     with pytest.raises(HfAuthError, match="no token was sent. Pass token='hf_...' or set HF_TOKEN"):
         fetch_hf("hf://datasets/acme/secret/notes.txt", tmp_path)
     with pytest.raises(requests.HTTPError) as refused:  # still what requests users catch
-        hf_download("acme/secret", "notes.txt", tmp_path, token="hf_wrong_token")
+        hf_download(
+            "acme/secret", "notes.txt", tmp_path, token="hf_wrong_token", repo_type="dataset"
+        )
     assert isinstance(refused.value, DownloadError) and refused.value.response.status_code == 401
     assert "the token given was refused" in str(refused.value)
     assert "hf_wrong_token" not in str(refused.value)
@@ -434,7 +481,9 @@ def test_parquet_export_keeps_config_and_split_folders(hub, tmp_path):
     assert attrs.source == (
         "hf://datasets/acme/speech@refs/convert/parquet/default/train/0000.parquet"
     )
-    paths = hf_download("acme/speech", local_dirpath=tmp_path, parquet=True, include="default/")
+    paths = hf_download(
+        "acme/speech", local_dir=tmp_path, parquet=True, include="default/", repo_type="dataset"
+    )
     assert files_in(tmp_path) == ["default/train/0000.parquet", "default/validation/0000.parquet"]
     assert len(paths) == 2
     for name in files_in(tmp_path):
@@ -457,11 +506,11 @@ def test_arguments_are_checked_before_any_request(hub, tmp_path):
     with pytest.raises(InvalidInputError, match="repo_type 'space'"):
         hf_download("acme/speech", repo_type="space")
     with pytest.raises(InvalidInputError, match="give filename="):
-        hf_download("acme/speech", checksum="sha256:" + "0" * 64)
+        hf_download("acme/speech", checksum="sha256:" + "0" * 64, repo_type="dataset")
     with pytest.raises(InvalidInputError, match="leave them out"):
-        hf_download("acme/speech", "README.md", include="*.md")
+        hf_download("acme/speech", "README.md", include="*.md", repo_type="dataset")
     with pytest.raises(InvalidInputError, match="token of type int"):
-        hf_download("acme/speech", "README.md", token=123)
+        hf_download("acme/speech", "README.md", token=123, repo_type="dataset")
     assert hub.requests == []
 
 

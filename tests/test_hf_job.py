@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from conftest import list_files as files
 from conftest import make_random_bytes
-from servers_hf import HubStandIn
 
 import dlutils
 from dlutils import InvalidInputError, Job, State
+from dlutils.sandbox.hf_hub import HubStandIn
 
 TOKEN = "hf_job_token_never_shown"
 MiB = 1 << 20

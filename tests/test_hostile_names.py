@@ -14,7 +14,6 @@ import os
 import sqlite3
 
 import pytest
-from servers_hf import HubStandIn
 from servers_s3 import moto_server_fixture, s3_fixture  # noqa: F401 - fixtures
 
 import dlutils
@@ -22,6 +21,7 @@ from dlutils import Job, State, UnsafePathError, http_download
 from dlutils.freshness import Manifest, ObjectAttrs
 from dlutils.jobstore import JobStore
 from dlutils.names import NAME_MAX, PART_SUFFIX, WORKING_PREFIX, check_name, join_inside
+from dlutils.sandbox.hf_hub import HubStandIn
 from dlutils.sources.http import HttpRemote
 from dlutils.transfer import PART_SUFFIX as TRANSFER_PART_SUFFIX
 from dlutils.transfer import download

@@ -618,17 +618,19 @@ def test_abort_wakes_a_read_on_a_connection_close_response(tmp_path):
         listener.close()
 
 
-def test_a_dead_server_is_retried_then_raises_and_writes_nothing(tmp_path):
+def test_a_dead_server_gets_one_quick_retry_then_raises_naming_the_link(tmp_path):
     import socket as socket_module
 
     with socket_module.create_server(("127.0.0.1", 0)) as probe:
         port = probe.getsockname()[1]  # closed on exit: nothing listens there any more
     pauses = []
-    with pytest.raises(requests.ConnectionError):
-        http_download(
-            f"http://127.0.0.1:{port}/a.bin", tmp_path / "a.bin", retries=2, sleep=pauses.append
-        )
-    assert len(pauses) == 2
+    link = f"http://127.0.0.1:{port}/a.bin?token=s3cret"
+    with pytest.raises(
+        requests.ConnectionError, match=rf"^http://127\.0\.0\.1:{port}/a\.bin"
+    ) as info:
+        http_download(link, tmp_path / "a.bin", retries=5, sleep=pauses.append)
+    assert len(pauses) == 1 and pauses[0] <= 0.5  # refused: one quick retry, not five slow ones
+    assert "s3cret" not in str(info.value)
     assert listing(tmp_path) == []
 
 

@@ -235,3 +235,67 @@ def test_throttled_delivers_held_bytes_in_the_background_during_a_stall():
         assert time.monotonic() < deadline, "held bytes were never delivered"
         time.sleep(0.01)
     assert sum(received) == 15
+
+
+# ---------------------------------------------------------------------------------------------
+# labels, and the job's bar of bytes
+# ---------------------------------------------------------------------------------------------
+
+SIGNED = (
+    "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIAEXAMPLE%2F20240101%2Fus-east-1"
+    "&X-Amz-Signature=" + "ab" * 32
+)
+
+
+def test_the_label_of_a_signed_link_is_its_name(http_server, tmp_path, capsys):
+    pytest.importorskip("tqdm")
+    data = bytes(range(256)) * 40
+    http_server.put("train/shard-0001.tar", data)
+    from dlutils import http_download
+
+    path = http_download(
+        f"{http_server.url}/train/shard-0001.tar?{SIGNED}", tmp_path / "s.tar", verbose=True
+    )
+    assert open(path, "rb").read() == data
+    shown = capsys.readouterr().err
+    assert "shard-0001.tar: 100%" in shown, shown
+    assert "X-Amz" not in shown and "127.0.0.1" not in shown
+    out = io.StringIO()
+    bar = TqdmCallback(f"https://host/x/{'a' * 80}.tar?{SIGNED}", file=out, ncols=120)
+    bar.update(5)
+    bar.close()
+    assert bar._bar.desc == "…" + ("a" * 80 + ".tar")[-31:]
+
+
+def test_a_job_bar_counts_the_bytes_received_and_moves_during_a_large_file(http_server, tmp_path):
+    pytest.importorskip("tqdm")
+    from dlutils import Job
+    from dlutils.localserver import stall
+
+    big = bytes(range(256)) * 4096 * 3  # 3 MiB, stalled after 2 MiB
+    http_server.put("d/big.bin", big)
+    for i in range(3):
+        http_server.put(f"d/f{i}.bin", bytes([i]) * 1000)
+    (tmp_path / "f2.bin").write_bytes(bytes([2]) * 1000)  # current: skipped, never received
+    http_server.add_fault("d/big.bin", stall(1.0, after_bytes=2 << 20))
+    job = Job.multi(
+        [f"{http_server.url}/d/{n}.bin" for n in ("big", "f0", "f1", "f2")],
+        tmp_path,
+        progress=True,
+    )
+    job.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not (job._bar is not None and job._bar.n >= 1 << 20):
+            assert time.monotonic() < deadline, "the job bar never moved during the big file"
+            time.sleep(0.02)
+        assert job.status().current_tasks  # moved while the big file was still coming
+        status = job.wait(60)
+    finally:
+        job.abort()
+    assert (status.finished, status.skipped, status.errors) == (4, 1, 0)
+    assert (tmp_path / "big.bin").read_bytes() == big
+    bar = job._bar
+    assert bar.unit == "B" and bar.n == status.bytes == len(big) + 2000
+    assert bar.total == bar.n
+    assert "4/4 files, 0 errors" in str(bar)

@@ -7,10 +7,10 @@ import hashlib
 
 import pytest
 from conftest import list_files as files
-from servers_ais import AisStandIn
 
 import dlutils
 from dlutils import InvalidInputError, Job, UnsupportedSchemeError
+from dlutils.sandbox.aistore import AisStandIn
 
 # The range samples of AIStore's docs/downloader.md, verbatim.
 SAMPLE_RANGE = {

@@ -55,7 +55,7 @@ def is_current(target: str, remote: ObjectAttrs, manifest: Manifest | None, sour
         if same_object(found, remote):
             return True
         if not only_size_compares(found, remote):
-            log.info("%s: %s is not known to be current; fetching it again", source, target)
+            log.debug("%s: %s is not known to be current; fetching it again", source, target)
             return False
     local_size = os.path.getsize(target)
     if remote.size is None or remote.size == local_size:
@@ -110,10 +110,14 @@ def verify_cached(path: str, checksum: str | Checksum | None) -> bool:
 
 
 def hit(path: str, verbose: bool, shown: str) -> Fetched:
-    """A cache hit: say so when ``verbose`` (pyvo's words) and return it as skipped."""
+    """A cache hit: say so when ``verbose`` (pyvo's words) and return it as skipped.
+
+    Every source ends here for an object it keeps, so this is the one place that logs
+    it (INFO); the one place that logs an object placed is :func:`dlutils.transfer.download`.
+    """
     if verbose:
         print(f"Found cached file {shown}.")
-    log.debug("using cached file %s", path)
+    log.info("%s is current, skipped", path)
     return Fetched(shown, True, os.path.getsize(path), 0)
 
 

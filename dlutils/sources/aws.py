@@ -215,7 +215,7 @@ class _Access:
         else:
             self.attempts.append((self._how(signed), True, None))
             return result
-        log.info("anonymous access to s3://%s was refused; using AWS credentials", self.bucket)
+        log.debug("anonymous access to s3://%s was refused; using AWS credentials", self.bucket)
         client = _CLIENTS.get(None, None, self.options, True)
         try:
             result = getattr(client, operation)(**params)
@@ -325,7 +325,7 @@ class S3Remote:
                 return Body(416, start, total, None, True, {}, lambda n: b"", _noop)
             if status == 412 and ranged and if_range:
                 if end is None:  # a resume: the whole new object, as If-Range would give
-                    log.info("%s changed since its .part was begun", self.display)
+                    log.debug("%s changed since its .part was begun", self.display)
                     return self.open(0)
                 raise RemoteChangedError(
                     f"{self.display} changed while it was being downloaded in pieces "

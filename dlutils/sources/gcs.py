@@ -248,7 +248,7 @@ class _Client:
             if status not in (401, 403) or self.fixed or self.use_adc:
                 raise
             _ADC.load(exc, what)
-            log.info("%s refused anonymous access; using application default credentials", what)
+            log.debug("%s refused anonymous access; using application default credentials", what)
             self.use_adc = True
             _ADC.private.add((self.endpoint, self.bucket))
         return attempt()
@@ -553,7 +553,7 @@ object; write it as 'gs://bucket/path/to/object.bin' (list a folder with list_gc
                         f"{source} was replaced {replaced} times while it was being downloaded; "
                         "try again once it stops changing"
                     ) from exc
-                log.info("%s was replaced during its download; looking it up again", source)
+                log.debug("%s was replaced during its download; looking it up again", source)
                 attrs, listed = None, False
                 continue
             if result.outcome != "downloaded":

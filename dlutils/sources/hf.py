@@ -40,6 +40,7 @@ import logging
 import os
 import re
 import threading
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
@@ -495,15 +496,21 @@ class _Hub:
         """The error for a refused request, naming ``what`` (never the token)."""
         status, reason = response.status_code, response.reason
         code = response.headers.get("X-Error-Code", "")
+        # hf_download reads a model by default (it read a dataset before): say so when unsure
+        model = ref is not None and ref.repo_type == "model" and code in ("RepoNotFound", "")
+        dataset_hint = "; a dataset needs repo_type='dataset' (hf://datasets/... in a link)"
         if status in (401, 403) and self.on_hub(response.url or self.endpoint):
-            return HfAuthError(
-                self._auth_message(status, reason, code, what, ref), response=response
-            )
+            told = self._auth_message(status, reason, code, what, ref)
+            if model and status == 401 and self.token is None:
+                told += dataset_hint
+            return HfAuthError(told, response=response)
         hint = {
             "RepoNotFound": "the repository does not exist (check the id and repo_type)",
             "RevisionNotFound": "the repository has no such revision",
             "EntryNotFound": "the revision has no such file or folder",
         }.get(code, "")
+        if model and status == 404 and code == "RepoNotFound":
+            hint = "no such model" + dataset_hint
         kind = "Client" if status < 500 else "Server"
         suffix = f" ({hint})" if hint else ""
         return requests.HTTPError(
@@ -1000,11 +1007,13 @@ has a '..' segment; a name must be a relative path inside the destination, such 
 def hf_download(
     repo_id: str,
     filename: str | None = None,
-    local_dirpath: str | os.PathLike | None = None,
+    local_dir: str | os.PathLike | None = None,
     *,
-    repo_type: str = "dataset",
-    revision: str = "main",
+    subfolder: str | None = None,
+    repo_type: str | None = "model",
+    revision: str | None = None,
     token: str | bool | None = None,
+    force_download: bool = False,
     cache: bool = True,
     timeout: Any = None,
     session: requests.Session | None = None,
@@ -1016,7 +1025,12 @@ def hf_download(
     endpoint: str | None = None,
     **options: Any,
 ) -> str | list[str]:
-    """Download one file of a Hub dataset or model, or the whole repository.
+    """Download one file of a Hub model or dataset, or the whole repository.
+
+    The keywords and defaults are ``huggingface_hub.hf_hub_download``'s: a repository is
+    a model unless ``repo_type="dataset"`` says otherwise, ``revision`` is ``"main"``,
+    ``local_dir`` is the folder to write into, ``token`` the token. The files go into
+    ``local_dir`` as they are in the repository (no cache folder of the hub's, no links).
 
     Parameters
     ----------
@@ -1024,16 +1038,22 @@ def hf_download(
         ``"<org>/<name>"``.
     filename : str, optional
         A path in the repository: that file only. ``None``: every file (recursively).
-    local_dirpath : str or PathLike, optional
+    local_dir : str or PathLike, optional
         The folder to write into (the current folder by default); every file keeps its
-        folders under it (``local_dirpath/data/train.csv``). A manifest
+        folders under it (``local_dir/data/train.csv``). A manifest
         (``.dlutils-manifest.sqlite``) directly in it records what came from where.
+        ``local_dirpath=`` (the old name) still works, with a :class:`DeprecationWarning`.
+    subfolder : str, optional
+        A folder in the repository that ``filename`` is in (as huggingface_hub's).
     repo_type : str
-        ``"dataset"`` (the default) or ``"model"``.
-    revision : str
-        A branch, tag or commit, honoured by the listing and every file.
+        ``"model"`` (the default, as huggingface_hub; ``None`` too) or ``"dataset"``.
+    revision : str, optional
+        A branch, tag or commit (``"main"`` when ``None``), honoured by the listing and
+        every file.
     token : str or bool, optional
-        See :func:`fetch_hf`; ``None`` reads ``HF_TOKEN``.
+        See :func:`fetch_hf`; ``None`` reads ``HF_TOKEN``, ``False`` sends none.
+    force_download : bool
+        Download even the files already here and current (as ``cache=False``).
     include, exclude, parquet
         See :func:`list_hf` (a whole repository only).
     workers : int
@@ -1049,7 +1069,7 @@ def hf_download(
     -------
     str or list of str
         The file's path; or every file's path, in listing order. Relative when
-        ``local_dirpath`` is.
+        ``local_dir`` is.
 
     Raises
     ------
@@ -1071,10 +1091,33 @@ def hf_download(
     >>> files = {"api/models/org/tiny/tree/main": json.dumps(tree).encode(),
     ...          "org/tiny/resolve/main/data/train.csv": b"a,b\\n1,2\\n"}
     >>> with LocalServer(files) as hub, tempfile.TemporaryDirectory() as folder:
-    ...     paths = hf_download("org/tiny", None, folder, repo_type="model", endpoint=hub.url)
+    ...     paths = hf_download("org/tiny", local_dir=folder, endpoint=hub.url)
     ...     print([os.path.relpath(p, folder) for p in paths], open(paths[0]).read().split())
     ['data/train.csv'] ['a,b', '1,2']
     """
+    if "local_dirpath" in options:
+        old = options.pop("local_dirpath")
+        warnings.warn(
+            "hf_download(local_dirpath=...) is deprecated: use local_dir=, as "
+            "huggingface_hub.hf_hub_download names it",
+            DeprecationWarning,
+            stacklevel=3,  # through @redacting
+        )
+        if local_dir is not None and old is not None:
+            raise InvalidInputError(
+                "local_dir= and local_dirpath= (its old name) are both given: keep local_dir="
+            )
+        local_dir = old if local_dir is None else local_dir
+    repo_type = "model" if repo_type is None else repo_type
+    if subfolder is not None:
+        if filename is None:
+            raise InvalidInputError(
+                f"subfolder={subfolder!r} is the folder of filename=: give filename= with it, "
+                "or include=[subfolder + '/'] for the whole folder"
+            )
+        filename = f"{subfolder.strip('/')}/{filename}" if subfolder.strip("/") else filename
+    if force_download:
+        cache = False
     ref = HfRef(repo_type, repo_id, revision if revision is not None else "main")
     if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
         raise InvalidInputError(f"workers={workers!r} is not valid: use an int >= 1")
@@ -1083,7 +1126,7 @@ def hf_download(
         raise InvalidInputError(
             f"{', '.join(sorted(single))} describe one file: give filename= with them"
         )
-    folder = os.fspath(local_dirpath) if local_dirpath is not None else ""
+    folder = os.fspath(local_dir) if local_dir is not None else ""
     given = options.pop("manifest", None)
     keeper = Manifest(folder or ".") if given is None else given
     common = dict(

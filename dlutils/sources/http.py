@@ -6,17 +6,22 @@ import http.client
 import logging
 import os
 import re
+import socket
 import threading
 import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 import requests
 import urllib3
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
+from urllib3.util.connection import allowed_gai_family
 
 from .._version import __version__
 from ..checksums import parse_checksum
+from ..control import register_socket
 from ..errors import (
     IncompleteDownloadError,
     InvalidInputError,
@@ -56,8 +61,15 @@ from ._common import (
     with_verified,
 )
 
-__all__ = ["http_download", "fetch_http", "HttpRemote", "open_remote", "default_session"]
-__all__ += ["DEFAULT_TIMEOUT"]
+__all__ = [
+    "http_download",
+    "fetch_http",
+    "HttpRemote",
+    "InterruptibleAdapter",
+    "open_remote",
+    "default_session",
+    "DEFAULT_TIMEOUT",
+]
 
 log = logging.getLogger("dlutils")
 
@@ -106,7 +118,7 @@ def default_session() -> requests.Session:
             bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
             if bundle:
                 session.verify = bundle
-        adapter = requests.adapters.HTTPAdapter(pool_connections=16, pool_maxsize=16, max_retries=0)
+        adapter = InterruptibleAdapter(pool_connections=16, pool_maxsize=16, max_retries=0)
         session.mount("http://", adapter)
         session.mount("https://", adapter)
         session.headers["User-Agent"] = (
@@ -114,6 +126,76 @@ def default_session() -> requests.Session:
         )
         _local.session = session
     return session
+
+
+class _Interruptible:
+    """A urllib3 connection whose sockets an abort can reach before the response exists.
+
+    requests hands out no socket until the headers have arrived, so an abort (or a time
+    limit) could not stop a request still connecting or waiting for its headers. These
+    connections show their socket to :func:`dlutils.transfer.register_socket` when they
+    connect and before they wait for an answer; outside of the engine it does nothing.
+    """
+
+    def _new_conn(self) -> socket.socket:  # as urllib3's, with the socket registered
+        host = self._dns_host.strip("[]")  # type: ignore[attr-defined]
+        try:
+            infos = socket.getaddrinfo(host, self.port, allowed_gai_family(), socket.SOCK_STREAM)
+        except socket.gaierror as exc:
+            raise NameResolutionError(self.host, self, exc) from exc  # type: ignore[arg-type]
+        error: OSError = OSError(f"no address found for {host}")
+        for family, kind, proto, _, address in infos:
+            sock = socket.socket(family, kind, proto)
+            try:
+                register_socket(sock)
+                for option in self.socket_options or ():  # type: ignore[attr-defined]
+                    sock.setsockopt(*option)
+                if isinstance(self.timeout, (int, float)):  # type: ignore[attr-defined]
+                    sock.settimeout(self.timeout)  # type: ignore[attr-defined]
+                if self.source_address:  # type: ignore[attr-defined]
+                    sock.bind(self.source_address)  # type: ignore[attr-defined]
+                sock.connect(address)
+                return sock
+            except OSError as exc:
+                error = exc
+                sock.close()
+        if isinstance(error, socket.timeout):
+            raise ConnectTimeoutError(
+                self, f"Connection to {self.host} timed out. (connect timeout={self.timeout})"
+            ) from error
+        raise NewConnectionError(self, f"Failed to establish a new connection: {error}") from error
+
+    def getresponse(self, *args: Any, **kwargs: Any) -> Any:
+        sock = getattr(self, "sock", None)
+        if isinstance(sock, socket.socket):
+            register_socket(sock)
+        return super().getresponse(*args, **kwargs)  # type: ignore[misc]
+
+
+class _Connection(_Interruptible, urllib3.connection.HTTPConnection):
+    pass
+
+
+class _TLSConnection(_Interruptible, urllib3.connection.HTTPSConnection):
+    pass
+
+
+# Named as urllib3's own, whose names its messages show ("HTTPConnectionPool(host=...").
+_Pool = type("HTTPConnectionPool", (HTTPConnectionPool,), {"ConnectionCls": _Connection})
+_TLSPool = type("HTTPSConnectionPool", (HTTPSConnectionPool,), {"ConnectionCls": _TLSConnection})
+
+
+class InterruptibleAdapter(requests.adapters.HTTPAdapter):
+    """A requests adapter whose requests an :class:`~dlutils.transfer.AbortEvent` can stop.
+
+    Mount it on your own session (``session.mount("https://", InterruptibleAdapter())``)
+    to let ``abort()`` and a job's ``timeout`` reach requests still connecting or
+    waiting for their headers; the default session already uses it.
+    """
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _Pool, "https": _TLSPool}
 
 
 def check_http_url(url: Any) -> str:
@@ -202,7 +284,10 @@ class HttpRemote:
                 request_headers["If-Range"] = if_range
         if headers:
             request_headers.update(headers)
-        response = self.request("GET", headers=request_headers)
+        try:
+            response = self.request("GET", headers=request_headers)
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            raise name_link(exc, self.url) from exc
         status = response.status_code
         if status == 416:
             _, _, total = _parse_range(response.headers, status)
@@ -287,7 +372,7 @@ class HttpRemote:
                     response=response,
                 )
             if url.lower().startswith("https:") and following.lower().startswith("http:"):
-                log.info("%s redirects from https down to http; credentials stay behind",
+                log.debug("%s redirects from https down to http; credentials stay behind",
                          self.display)  # fmt: skip
             url = following
         raise requests.TooManyRedirects(
@@ -362,6 +447,11 @@ class HttpRemote:
         return read
 
     def classify(self, exc: BaseException) -> tuple[bool, float | None]:
+        """Whether ``exc`` is worth another attempt, and the pause the server asked for.
+
+        Refused connections and unknown hosts are retryable, but the engine gives them
+        at most one quick retry (:func:`dlutils.retry.unreachable`).
+        """
         if isinstance(exc, requests.HTTPError) and exc.response is not None:
             status = exc.response.status_code
             retry_after = parse_retry_after(exc.response.headers.get("Retry-After"))
@@ -426,6 +516,28 @@ def _discard(response: requests.Response) -> None:
     response.close()
 
 
+def name_link(exc: requests.RequestException, url: str) -> requests.RequestException:
+    """A copy of ``exc`` of the same type whose message starts with the link, redacted.
+
+    requests says ``('Connection aborted.', RemoteDisconnected(...))`` without saying
+    which link; pyvo users' ``except requests.ConnectionError`` still catch the copy.
+    """
+    shown = redact(url)
+    text = str(exc)
+    split, shown_split = urlsplit(url), urlsplit(shown)
+    raw_path = split.path + (f"?{split.query}" if split.query else "")
+    if raw_path and raw_path != "/":  # urllib3 quotes the path and query it asked for
+        text = text.replace(
+            raw_path, shown_split.path + (f"?{shown_split.query}" if shown_split.query else "")
+        )
+    text = text.replace(url, shown)
+    try:
+        named = type(exc)(f"{shown}: {text}", request=exc.request, response=exc.response)
+    except Exception:  # noqa: BLE001 - a subclass with another signature: keep it as it is
+        return exc
+    return named
+
+
 @redacting  # no credential in what it raises, whichever library raised it
 def http_download(
     url: str,
@@ -474,7 +586,10 @@ def http_download(
         the wrong size is replaced with a :class:`~dlutils.CacheMismatchWarning`.
         ``False`` always downloads.
     timeout : float or (connect, read), optional
-        Seconds a connection may stay silent; ``None`` means ``DEFAULT_TIMEOUT``.
+        Seconds a connection may stay silent, as in pyvo and requests (a silent
+        connection is dropped and retried); ``None`` means ``DEFAULT_TIMEOUT``. For a
+        limit on the whole of each attempt, a trickling server included, pass
+        ``abort=AbortEvent(time_limit=seconds)`` (a job's ``timeout`` does that).
     session : requests.Session, optional
         Session to use; by default a pooled one per thread.
     auth : optional
@@ -498,7 +613,10 @@ def http_download(
     progress : Callback or callable, optional
         Receives byte counts.
     limiter, abort, segments, segment_threshold, fsync
-        Passed to :func:`dlutils.transfer.download`.
+        Passed to :func:`dlutils.transfer.download`. Setting an
+        :class:`~dlutils.transfer.AbortEvent` stops the download within a second in
+        any phase, waiting for the headers included (with the default session, or one
+        with :class:`InterruptibleAdapter` mounted).
     manifest : Manifest, bool or None
         The record of downloads used for caching and resume. ``None`` keeps one
         (``.dlutils-manifest.sqlite``) in the file's folder; ``False`` keeps none,
