@@ -32,6 +32,7 @@ import requests
 from requests.structures import CaseInsensitiveDict
 
 from .._version import __version__
+from ..control import register_socket
 from ..errors import IncompleteDownloadError, InvalidInputError
 from ..names import forwardable, redact, redact_text
 from ..transfer import Body
@@ -233,6 +234,18 @@ class _Exchange:
         self.done = True
 
 
+class _Canceller:
+    """Stands for the sockets of one request in :func:`dlutils.control.register_socket`:
+    libcurl owns them, so the abort that would shut a socket down interrupts the
+    request instead (its read loop notices within :data:`POLL` seconds)."""
+
+    def __init__(self, exchange: _Exchange):
+        self.exchange = exchange
+
+    def shutdown(self, how: int) -> None:
+        self.exchange.interrupted = True
+
+
 class CurlRemote:
     """Opens one http(s) link over libcurl (see :class:`dlutils.transfer.Remote`).
 
@@ -399,6 +412,7 @@ class CurlRemote:
                 easy.setopt(pycurl.USERPWD, f"{auth[0]}:{auth[1]}")
             else:
                 easy.setopt(pycurl.NETRC, pycurl.NETRC_OPTIONAL)
+            register_socket(_Canceller(exchange))  # type: ignore[arg-type]
             handles.multi.add_handle(easy)
             handles.attached = True
             exchange.began = exchange.last_activity = time.monotonic()
