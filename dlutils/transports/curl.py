@@ -398,8 +398,8 @@ class CurlRemote:
             easy.setopt(pycurl.HEADERFUNCTION, exchange.on_header)
             easy.setopt(pycurl.WRITEFUNCTION, exchange.on_write)
             bundle = _ca_bundle() if url[:6].lower() == "https:" else None
-            if bundle:
-                easy.setopt(pycurl.CAINFO, bundle)
+            if bundle:  # a folder of hashed certificates works too, as with requests
+                easy.setopt(pycurl.CAPATH if os.path.isdir(bundle) else pycurl.CAINFO, bundle)
             if not any(k.lower() == "user-agent" for k in headers):
                 easy.setopt(pycurl.USERAGENT, _user_agent())
             # None leaves a header out (as in requests); an empty one is sent as "Name;".
