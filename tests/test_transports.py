@@ -226,3 +226,17 @@ def test_a_libcurl_body_closed_from_another_thread_ends_its_blocked_read(http_se
         body.read(MiB)  # the server is silent: only the close ends this read
     closer.join()
     assert received == MiB
+
+
+def test_a_header_with_a_line_break_is_refused_on_both_transports(http_server, tmp_path, transport):
+    # libcurl would send the line as it is: a second, injected header.
+    http_server.put("a.bin", b"x")
+    with pytest.raises(requests.exceptions.InvalidHeader):
+        fetch_http(
+            http_server.url_for("a.bin"),
+            tmp_path,
+            headers={"X-Tag": "a\r\nX-Injected: yes"},
+            retries=0,
+            transport=transport,
+        )
+    assert all("X-Injected" not in r.headers for r in http_server.requests)

@@ -402,6 +402,7 @@ class CurlRemote:
                 easy.setopt(pycurl.CAPATH if os.path.isdir(bundle) else pycurl.CAINFO, bundle)
             if not any(k.lower() == "user-agent" for k in headers):
                 easy.setopt(pycurl.USERAGENT, _user_agent())
+            _check_headers(headers)
             # None leaves a header out (as in requests); an empty one is sent as "Name;".
             sent = [f"{k}: {v}" if str(v) else f"{k};" for k, v in headers.items() if v is not None]
             if not any(k.lower() == "accept" for k in headers):
@@ -466,6 +467,19 @@ class CurlRemote:
 
 def _noop() -> None:
     pass
+
+
+def _check_headers(headers: Mapping[str, Any]) -> None:
+    """Refuse what requests refuses: a line break in a header would start another header."""
+    for name, value in headers.items():
+        if value is None:
+            continue
+        text = str(value)
+        if any(c in str(name) for c in "\r\n:") or "\r" in text or "\n" in text:
+            raise requests.exceptions.InvalidHeader(
+                f"header {name!r} is not valid: names and values may not hold a line break "
+                "(nor a name a ':')"
+            )
 
 
 def _wire_url(url: str) -> str:
