@@ -240,3 +240,19 @@ def test_a_header_with_a_line_break_is_refused_on_both_transports(http_server, t
             transport=transport,
         )
     assert all("X-Injected" not in r.headers for r in http_server.requests)
+
+
+def test_auth_and_headers_reach_the_server_as_requests_sends_them(http_server, tmp_path, transport):
+    # A ':' inside the user name and latin-1 letters, on the wire as requests puts them.
+    http_server.put("a.bin", b"x")
+    fetch_http(
+        http_server.url_for("a.bin"),
+        tmp_path,
+        auth=("us:er", "pässword"),
+        headers={"X-Team": "café"},
+        manifest=False,
+        transport=transport,
+    )
+    (request,) = http_server.requests
+    assert request.headers["Authorization"] == "Basic dXM6ZXI6cORzc3dvcmQ="
+    assert request.headers["X-Team"] == "café"

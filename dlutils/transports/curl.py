@@ -407,10 +407,12 @@ class CurlRemote:
             sent = [f"{k}: {v}" if str(v) else f"{k};" for k, v in headers.items() if v is not None]
             if not any(k.lower() == "accept" for k in headers):
                 sent.append("Accept: */*")
-            easy.setopt(pycurl.HTTPHEADER, sent)
+            easy.setopt(pycurl.HTTPHEADER, [_latin1(line, "header") for line in sent])
             if auth is not None:
                 easy.setopt(pycurl.HTTPAUTH, pycurl.HTTPAUTH_BASIC)
-                easy.setopt(pycurl.USERPWD, f"{auth[0]}:{auth[1]}")
+                # Apart, so that a ':' in either stays theirs; latin-1, as requests sends them.
+                easy.setopt(pycurl.USERNAME, _latin1(auth[0], "auth user"))
+                easy.setopt(pycurl.PASSWORD, _latin1(auth[1], "auth password"))
             else:
                 easy.setopt(pycurl.NETRC, pycurl.NETRC_OPTIONAL)
             register_socket(_Canceller(exchange))  # type: ignore[arg-type]
@@ -480,6 +482,18 @@ def _check_headers(headers: Mapping[str, Any]) -> None:
                 f"header {name!r} is not valid: names and values may not hold a line break "
                 "(nor a name a ':')"
             )
+
+
+def _latin1(text: str, what: str) -> bytes:
+    """``text`` as requests and http.client send it (latin-1), or a clear error."""
+    try:
+        return text.encode("latin-1")
+    except UnicodeEncodeError:
+        shown = text.split(":", 1)[0] if what == "header" else what
+        raise requests.exceptions.InvalidHeader(
+            f"{what} {shown!r} holds characters that HTTP cannot carry (only latin-1); "
+            "percent-encode or transliterate them"
+        ) from None
 
 
 def _wire_url(url: str) -> str:
