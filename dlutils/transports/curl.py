@@ -19,6 +19,7 @@ names the link with its credentials removed.
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import socket
 import threading
@@ -73,6 +74,7 @@ def _ca_bundle() -> str | None:
     return certifi.where()
 
 
+@functools.lru_cache(maxsize=1)
 def _user_agent() -> str:
     return f"dlutils/{__version__} {pycurl.version.split()[1]}"
 
