@@ -38,6 +38,7 @@ from .names import check_name, join_inside, object_name, redact, redact_text
 from .progress import Callback, TqdmCallback
 from .sources import BUCKET_SCHEMES, check_link, fetch, list_objects, scheme_of
 from .transfer import AbortEvent, Fetched
+from .transports import choose
 
 __all__ = [
     "Job",
@@ -183,6 +184,7 @@ class _Options:
     executor: Executor | None = None
     progress: bool = False
     session: Any = None
+    transport: str = "auto"
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -197,6 +199,7 @@ _OPTION_NAMES = {
     "executor",
     "progress",
     "session",
+    "transport",
     "verbose",
     "backoff",
     "segments",
@@ -244,6 +247,10 @@ def _options(opts: Mapping[str, Any]) -> _Options:
     result.executor = executor
     result.progress = bool(opts.get("progress", False) or opts.get("verbose", False))
     result.session = opts.get("session")
+    # Checked here; "auto" is decided where each object is fetched (another process may
+    # lack pycurl).
+    result.transport = opts.get("transport", "auto")
+    choose(result.transport, session=result.session)
     passed = ("backoff", "segments", "segment_threshold", "aws_profile", "endpoint_url", "region")
     result.extra = {k: opts[k] for k in (*passed, "token") if k in opts}
     return result
@@ -752,6 +759,7 @@ class Job:
             "cache": opts.cache,
             "timeout": _transport_timeout(opts.timeout),
             "session": opts.session,
+            "transport": opts.transport,
             "headers": opts.headers,
             "retries": opts.retries,
             "manifest": manifest,

@@ -31,6 +31,8 @@ _SOURCES: dict[str, tuple[str, str, str | None]] = {
 #: Options only one scheme understands; the others never see them, so one job can mix
 #: ``https://`` and ``s3://`` links and still pass ``aws_profile=``.
 SOURCE_OPTIONS: dict[str, frozenset[str]] = {
+    "http": frozenset({"transport"}),
+    "https": frozenset({"transport"}),
     "s3": frozenset({"aws_profile", "endpoint_url", "region"}),
     "gs": frozenset({"token"}),
     "hf": frozenset({"token"}),
