@@ -64,7 +64,16 @@ from ..progress import Callback, TqdmCallback
 from ..redaction import redacting
 from ..retry import RetryPolicy
 from ..transfer import SEGMENT_THRESHOLD, Fetched, call_with_retries, download
-from ._common import hit, is_current, names_a_folder, record, verify_cached, with_verified
+from ._common import (
+    cache_mode,
+    hit,
+    is_current,
+    names_a_folder,
+    record,
+    trusted,
+    verify_cached,
+    with_verified,
+)
 from .http import DEFAULT_TIMEOUT, HttpRemote, default_session
 
 __all__ = [
@@ -848,7 +857,7 @@ def _refused(exc: requests.HTTPError, hub: _Hub, ref: HfRef) -> Exception:
 def fetch_hf(
     link: str | HfRef,
     local_filepath: str | os.PathLike | None = None,
-    cache: bool = True,
+    cache: bool | str = True,
     timeout: Any = None,
     session: requests.Session | None = None,
     verbose: bool = False,
@@ -939,6 +948,7 @@ has a '..' segment; a name must be a relative path inside the destination, such 
         )
     check_name(ref.path, what="path in the repository", local=False)  # the local name: below
     user_checksum = parse_checksum(checksum)  # bad input fails before any request
+    cache = cache_mode(cache)
     if remote_attrs is not None and not isinstance(remote_attrs, ObjectAttrs):
         raise InvalidInputError(f"remote_attrs {remote_attrs!r} is not an ObjectAttrs")
     source = ref.link
@@ -956,6 +966,8 @@ has a '..' segment; a name must be a relative path inside the destination, such 
     keeper = keeper if isinstance(keeper, Manifest) else None
     bar = progress if progress is not None else (TqdmCallback(source) if verbose else None)
     try:
+        if trusted(cache, target, user_checksum, keeper, listed=remote_attrs is not None):
+            return hit(target, verbose, target, how="is known good")
         known = None if remote_attrs is None else replace(remote_attrs, source=source)
         location = None
         if known is None or known.size is None or (known.sha256 is None and known.etag is None):
@@ -1014,7 +1026,7 @@ def hf_download(
     revision: str | None = None,
     token: str | bool | None = None,
     force_download: bool = False,
-    cache: bool = True,
+    cache: bool | str = True,
     timeout: Any = None,
     session: requests.Session | None = None,
     verbose: bool = False,
