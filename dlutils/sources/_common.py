@@ -86,14 +86,17 @@ def trusted(
     - the caller gave ``checksum`` and the file has it: it is hashed (in C, 1 MiB
       reads), as pooch does with a known hash; a mismatch is not trusted, and the
       usual path (server, warning, download) follows;
-    - no checksum was given, and the folder's manifest holds a record marked
+    - no checksum was given, and the folder's manifest holds a valid record (the file
+      still has the size and modification time, in ns, it had when recorded) marked
       ``verified`` (:class:`~dlutils.freshness.ObjectAttrs`): dlutils checked that
-      digest against the bytes when it placed the file, and the file still has the
-      size and modification time (ns) it had then. It is not hashed again.
+      digest against the bytes when it placed the file. It is not hashed again;
+    - or the valid record holds a digest the source sent that was never checked (a
+      download made with ``cache=True``, a file kept by its size): the file is hashed
+      once, and when it has that digest the record is marked ``verified``.
 
-    A record without that mark (a file found here and kept by its size, a download with
-    no checksum known), a file changed since (size or mtime) or any other ``cache``
-    is not trusted: the server is asked, as with ``cache=True``. ``listed`` (attributes
+    A record with no digest (a server that sends only ``ETag`` and ``Last-Modified``),
+    a file changed since it was recorded (size or mtime) or any other ``cache`` is not
+    trusted: the server is asked, as with ``cache=True``. ``listed`` (attributes
     from a bucket listing are at hand) is not trusted either: the listing, fresher than
     the record and already paid for, decides as with ``cache=True``.
     """
@@ -111,10 +114,17 @@ def trusted(
         log.debug("%s: the given %s %s", path, expected.algorithm, "holds" if known else "differs")
         return known
     found = manifest.get(os.path.abspath(path)) if manifest is not None else None
-    known = found is not None and found.verified is not None
-    if not known:
-        log.debug("%s: no verified checksum on record; asking the server", path)
-    return known
+    if found is None:
+        log.debug("%s: no valid record; asking the server", path)
+        return False
+    if found.verified is not None:
+        return True
+    confirmed = _confirmed(found, path)  # a digest the source sent, never checked: check it now
+    if confirmed.verified is None:
+        log.debug("%s: no checksum on record holds for it; asking the server", path)
+        return False
+    record(manifest, path, confirmed)  # type: ignore[arg-type]
+    return True
 
 
 def names_a_folder(local_filepath: str | os.PathLike) -> bool:
