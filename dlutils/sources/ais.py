@@ -273,9 +273,11 @@ def fetch_ais(
         A file path; or a folder (existing, or written with a trailing separator), or
         ``None`` for the current folder, in which the file is named after the last element
         of the object name (never after a ``Content-Disposition``).
-    cache : bool
+    cache : bool or "verified"
         Keep a file already there when it is the object: by its manifest record (which
         names the ``ais://`` link as its ``source``), else by size as pyvo does.
+        ``"verified"`` keeps a file known good (the ``checksum`` given holds, or
+        dlutils verified it when it placed it) with no request; see :doc:`/freshness`.
     remote_attrs : ObjectAttrs, optional
         The object's attributes from a listing (:func:`list_ais`). Compared with the
         record first: when they show the file current, no request is made; when they

@@ -372,10 +372,12 @@ def gcs_download(
     local_filepath : str or PathLike, optional
         Where to write. ``None`` uses the key's base name in the current folder; an
         existing folder (or a path ending in ``/``) the base name inside it.
-    cache : bool
+    cache : bool or "verified"
         Reuse a file already there when it is current: compared with the folder's manifest
         record (generation, md5, crc32c, size), else by size alone as pyvo does (a wrong
-        size is replaced with a :class:`~dlutils.CacheMismatchWarning`).
+        size is replaced with a :class:`~dlutils.CacheMismatchWarning`). ``"verified"``
+        keeps a file known good (the ``checksum`` given holds, or dlutils verified it
+        when it placed it) with no request; see :doc:`/freshness`.
     timeout : float or (connect, read), optional
         Seconds a connection may stay silent; ``None`` means http's ``DEFAULT_TIMEOUT``.
     session : requests.Session, optional

@@ -890,10 +890,12 @@ def fetch_hf(
         A file path; or a folder (existing, or written with a trailing separator), or
         ``None`` for the current folder, in which the file keeps its folders
         (``folder/data/train.csv``). A path with ``..`` is refused before any request.
-    cache : bool
+    cache : bool or "verified"
         Keep a file already there when it is the Hub's: by its manifest record (whose
         ``source`` is the ``hf://`` link; a matching sha256 decides alone), else by size
-        as pyvo does. ``False`` always downloads.
+        as pyvo does. ``False`` always downloads. ``"verified"`` keeps a file known good
+        (the ``checksum`` given holds, or dlutils verified it when it placed it) with no
+        request; see :doc:`/freshness`.
     remote_attrs : ObjectAttrs, optional
         The file's attributes from :func:`list_hf`. With its size and sha256 (or ETag),
         no HEAD is sent: the expected size and checksum come from it. Without it, one
