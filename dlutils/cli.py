@@ -188,9 +188,21 @@ def _download_arguments(p: argparse.ArgumentParser) -> None:
         metavar="SIZE",
         help="HuggingFace: files this big or bigger come one at a time, in parallel ranges",
     )
+    p.add_argument(
+        "--cache",
+        choices=tuple(_CACHE),
+        default="ask",
+        help="files already here: ask the server whether each is current (ask, the default), "
+        "keep those known good by a verified checksum with no request at all, as when the "
+        "server is down (verified), or download everything again (off)",
+    )
     p.add_argument("--progress", action="store_true", help="show progress until the job ends")
     p.add_argument("--wait", action="store_true", help="run the job here and wait for its end")
     p.set_defaults(handler=_cmd_download, parser=p)
+
+
+#: ``--cache`` -> the ``cache`` option of :func:`dlutils.download`.
+_CACHE: dict[str, bool | str] = {"ask": True, "verified": "verified", "off": False}
 
 
 _REFRESH_HELP = (
@@ -579,6 +591,7 @@ def _cmd_download(args: argparse.Namespace, store: Any) -> int:
         **({"sync": True} if args.sync else {}),
         **({"token": args.hf_auth} if args.hf_auth else {}),
         **({"blob_threshold": args.blob_threshold} if args.blob_threshold else {}),
+        **({"cache": _CACHE[args.cache]} if args.cache != "ask" else {}),
     }
     request = {"source": source, "dest": folder, "options": options}
     recorded = {  # what the store keeps of the options: no header values, they may hold tokens
@@ -590,6 +603,7 @@ def _cmd_download(args: argparse.Namespace, store: Any) -> int:
         "headers": sorted(headers),
         "hf_auth": bool(args.hf_auth),
         "blob_threshold": args.blob_threshold,
+        **({"cache": args.cache} if args.cache != "ask" else {}),  # older records match
     }
     from .errors import JobStateError
 

@@ -60,6 +60,13 @@ class ObjectAttrs:
         The ``Last-Modified`` HTTP-date as sent.
     source : str or None
         Where the object came from, credentials removed (``"s3://bucket/key"``, a URL).
+    verified : str or None
+        In a :class:`Manifest` record: the digest field (``"sha256"``, ``"md5"`` or
+        ``"crc32c"``) whose value dlutils checked against the bytes when it placed the
+        file (a checksum given, or one the source sent and the bytes were found to
+        have). A value only copied from a header is not verified. ``cache="verified"``
+        trusts such a record without asking the server (see
+        :func:`dlutils.sources._common.trusted`). Never compared by :func:`same_object`.
 
     Examples
     --------
@@ -81,6 +88,7 @@ class ObjectAttrs:
     sha256: str | None = None
     last_modified: str | None = None
     source: str | None = None
+    verified: str | None = None
 
     def __post_init__(self) -> None:
         if self.size is not None:
@@ -110,6 +118,13 @@ class ObjectAttrs:
                         f"ObjectAttrs {name} {value!r} is not valid: give {width} hex digits"
                     )
                 object.__setattr__(self, name, value.lower())
+        if self.verified is not None and (
+            self.verified not in _DIGESTS or getattr(self, self.verified) is None
+        ):
+            raise InvalidInputError(
+                f"ObjectAttrs verified={self.verified!r} is not valid: name a digest field "
+                f"({', '.join(_DIGESTS)}) that holds a value, or None"
+            )
 
     @property
     def strong_etag(self) -> str | None:
@@ -130,15 +145,18 @@ class ObjectAttrs:
     def merged(self, other: ObjectAttrs) -> ObjectAttrs:
         """A copy whose unknown fields are filled in from ``other`` (known fields win).
 
+        ``verified`` is never taken from ``other``: it vouches for ``other``'s digest only.
+
         Examples
         --------
         >>> from dlutils.freshness import ObjectAttrs
         >>> ObjectAttrs(size=3).merged(ObjectAttrs(size=4, version="7"))
         ObjectAttrs(size=3, version='7', etag=None, md5=None, crc32c=None, sha256=None, \
-last_modified=None, source=None)
+last_modified=None, source=None, verified=None)
         """
         mine = self.to_dict()
-        return ObjectAttrs(**{**other.to_dict(), **mine})
+        theirs = {k: v for k, v in other.to_dict().items() if k != "verified"}  # not for our value
+        return ObjectAttrs(**{**theirs, **mine})
 
     def conditional_headers(self) -> dict[str, str]:
         """``If-None-Match`` / ``If-Modified-Since`` headers that let a server answer 304.
@@ -509,7 +527,7 @@ def file_attrs(path: str | os.PathLike, *, checksums: Iterable[str] = ()) -> Obj
     ...     _ = open(p, "wb").write(b"123456789")
     ...     file_attrs(p, checksums=["crc32c"])
     ObjectAttrs(size=9, version=None, etag=None, md5=None, crc32c='e3069283', sha256=None, \
-last_modified=None, source=None)
+last_modified=None, source=None, verified=None)
     """
     wanted = [checksums] if isinstance(checksums, str) else list(checksums)
     algorithms = list(dict.fromkeys(a.lower().replace("-", "") for a in wanted))

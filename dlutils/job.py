@@ -37,6 +37,7 @@ from .limits import TokenBucket, parse_duration, parse_size
 from .names import check_name, join_inside, object_name, redact, redact_text
 from .progress import Callback, TqdmCallback
 from .sources import BUCKET_SCHEMES, check_link, fetch, list_objects, scheme_of
+from .sources._common import cache_mode
 from .transfer import AbortEvent, Fetched
 from .transports import choose
 
@@ -179,7 +180,7 @@ class _Options:
     connections: int | None = None
     bytes_per_hour: int | None = None
     headers: dict[str, str] | None = None
-    cache: bool = True
+    cache: bool | str = True  # or "verified"
     retries: int = 5
     executor: Executor | None = None
     progress: bool = False
@@ -237,7 +238,7 @@ def _options(opts: Mapping[str, Any]) -> _Options:
     if headers is not None and not isinstance(headers, Mapping):
         raise InvalidInputError(f"headers={headers!r} is not valid: use a mapping name -> value")
     result.headers = dict(headers) if headers else None
-    result.cache = bool(opts.get("cache", True))
+    result.cache = cache_mode(opts.get("cache", True))
     result.retries = opts.get("retries", 5)
     executor = opts.get("executor")
     if executor is not None and not isinstance(executor, Executor):
@@ -1339,7 +1340,7 @@ def range_download(
     template: str,
     local_dirpath: str | os.PathLike | None = None,
     *,
-    cache: bool = True,
+    cache: bool | str = True,
     timeout: float | None = None,
     session: Any = None,
     verbose: bool = False,
@@ -1372,7 +1373,7 @@ def multi_download(
     objects: Iterable[str] | Mapping[str, str],
     local_dirpath: str | os.PathLike | None = None,
     *,
-    cache: bool = True,
+    cache: bool | str = True,
     timeout: float | None = None,
     session: Any = None,
     verbose: bool = False,

@@ -463,3 +463,19 @@ def test_a_given_checksum_holds_for_a_same_size_file_already_there(s3, tmp_path)
         fetched = fetch_s3(s3.uri("a.bin"), tmp_path, checksum=digest)
     assert not fetched.skipped and (tmp_path / "a.bin").read_bytes() == b"abc"
     assert fetch_s3(s3.uri("a.bin"), tmp_path, checksum=digest).skipped
+
+
+def test_cache_verified_checks_the_etag_md5_then_asks_nothing(s3, tmp_path, calls):
+    data = make_random_bytes(5000, seed=13)
+    s3.put("v/a.bin", data)
+    path = aws_download(s3.uri("v/a.bin"), local_filepath=tmp_path, cache="verified")
+    assert Manifest(tmp_path).get(path).verified == "md5"  # the single-part ETag, checked
+    calls.clear()
+    dead = "http://127.0.0.1:1"  # nothing listens there: any request would fail
+    again = aws_download(
+        s3.uri("v/a.bin"), local_filepath=tmp_path, cache="verified", endpoint_url=dead
+    )
+    assert again == path and calls == []
+    assert hashlib.sha256((tmp_path / "a.bin").read_bytes()).hexdigest() == (
+        hashlib.sha256(data).hexdigest()
+    )

@@ -7,6 +7,8 @@ at the end of the test if they are still alive.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 import re
@@ -416,3 +418,28 @@ def test_hf_usage_errors(cli, args, match):
     proc = cli("download", *args)
     assert proc.returncode == 2
     assert match in proc.stderr
+
+
+def test_cache_verified_reruns_with_no_request_and_the_server_down(cli, http_server, tmp_path):
+    for i in range(3):
+        data = bytes([i]) * (1000 + i)
+        md5 = base64.b64encode(hashlib.md5(data).digest()).decode()
+        http_server.put(f"d/f{i}.bin", data, headers={"Content-MD5": md5})
+    src, dst = http_server.url + "/d/f{0..2}.bin", str(tmp_path / "out")
+    first = cli("download", src, dst, "--cache", "verified", "--wait")
+    assert first.returncode == 0, first.stderr
+    http_server.clear_log()
+    again = cli("download", src, dst, "--cache", "verified", "--wait")
+    assert again.returncode == 0, again.stderr
+    assert http_server.requests == []
+    http_server.stop()
+    down = cli("download", src, dst, "--cache", "verified", "--wait")
+    assert down.returncode == 0, down.stderr
+    assert "skipped: 3, errors: 0" in down.stdout
+    for i in range(3):
+        with open(os.path.join(dst, f"f{i}.bin"), "rb") as f:
+            assert hashlib.sha256(f.read()).hexdigest() == (
+                hashlib.sha256(bytes([i]) * (1000 + i)).hexdigest()
+            )
+    bad = cli("download", src, dst, "--cache", "offline", "--wait")
+    assert bad.returncode == 2 and "--cache" in bad.stderr

@@ -525,3 +525,14 @@ def test_a_given_checksum_holds_for_a_file_changed_behind_its_record(hub, tmp_pa
     with pytest.warns(CacheMismatchWarning, match="sha256"):
         fetched = fetch_hf(link, tmp_path / "t.parquet", checksum="sha256:" + sha256(TRAIN))
     assert not fetched.skipped and read(path) == TRAIN
+
+
+def test_cache_verified_keeps_an_lfs_file_with_no_request(hub, tmp_path):
+    link = "hf://datasets/acme/speech@main/data/train/0.parquet"
+    assert not fetch_hf(link, tmp_path / "a.parquet", cache="verified").skipped
+    with Manifest(tmp_path) as manifest:  # the Hub's sha256, checked against the bytes
+        assert manifest.get("a.parquet").verified == "sha256"
+    hub.clear_logs()
+    assert fetch_hf(link, tmp_path / "a.parquet", cache="verified").skipped
+    assert hub.requests == [] and hub.storage.requests == []
+    assert sha256(read(tmp_path / "a.parquet")) == sha256(TRAIN)

@@ -15,11 +15,14 @@ from dataclasses import replace
 from typing import Any
 
 from ..checksums import Checksum, file_digest, parse_checksum
-from ..errors import CacheMismatchWarning
+from ..errors import CacheMismatchWarning, InvalidInputError
 from ..freshness import Manifest, ObjectAttrs, only_size_compares, same_object
 from ..transfer import Fetched, TransferResult
 
 __all__ = [
+    "VERIFIED",
+    "cache_mode",
+    "trusted",
     "names_a_folder",
     "is_current",
     "verify_cached",
@@ -31,6 +34,97 @@ __all__ = [
 ]
 
 log = logging.getLogger("dlutils")
+
+#: ``cache="verified"``: a file whose checksum is known good is kept with no request at all.
+VERIFIED = "verified"
+#: Digests a manifest record can hold, strongest first.
+_RECORDED = ("sha256", "md5", "crc32c")
+
+
+def cache_mode(cache: Any) -> bool | str:
+    """``cache`` as dlutils reads it: ``True``, ``False`` or :data:`VERIFIED`.
+
+    Any value that is not a string counts by its truth, as in pyvo (``cache=1``,
+    ``cache=None``); of strings only ``"verified"`` is read, so a misspelt mode fails
+    before any request instead of meaning ``True``.
+
+    Examples
+    --------
+    >>> cache_mode(1), cache_mode(None), cache_mode("Verified")
+    (True, False, 'verified')
+    >>> cache_mode("offline")
+    Traceback (most recent call last):
+    ...
+    dlutils.errors.InvalidInputError: cache='offline' is not valid: use True (ask the server \
+whether a file already here is current), False (always download) or 'verified' (keep a file \
+whose checksum is known good, with no request)
+    """
+    if not isinstance(cache, str):
+        return bool(cache)
+    if cache.strip().lower() == VERIFIED:
+        return VERIFIED
+    raise InvalidInputError(
+        f"cache={cache!r} is not valid: use True (ask the server whether a file already here "
+        "is current), False (always download) or 'verified' (keep a file whose checksum is "
+        "known good, with no request)"
+    )
+
+
+def trusted(
+    cache: Any,
+    path: str | os.PathLike | None,
+    checksum: str | Checksum | None,
+    manifest: Manifest | None,
+    *,
+    listed: bool = False,
+) -> bool:
+    """Whether ``cache="verified"`` keeps the file at ``path`` without any request.
+
+    Every source asks this first (it also checks ``cache``, so a bad value fails before
+    any request). The file is known good when
+
+    - the caller gave ``checksum`` and the file has it: it is hashed (in C, 1 MiB
+      reads), as pooch does with a known hash; a mismatch is not trusted, and the
+      usual path (server, warning, download) follows;
+    - no checksum was given, and the folder's manifest holds a valid record (the file
+      still has the size and modification time, in ns, it had when recorded) marked
+      ``verified`` (:class:`~dlutils.freshness.ObjectAttrs`): dlutils checked that
+      digest against the bytes when it placed the file. It is not hashed again;
+    - or the valid record holds a digest the source sent that was never checked (a
+      download made with ``cache=True``, a file kept by its size): the file is hashed
+      once, and when it has that digest the record is marked ``verified``.
+
+    A record with no digest (a server that sends only ``ETag`` and ``Last-Modified``),
+    a file changed since it was recorded (size or mtime) or any other ``cache`` is not
+    trusted: the server is asked, as with ``cache=True``. ``listed`` (attributes
+    from a bucket listing are at hand) is not trusted either: the listing, fresher than
+    the record and already paid for, decides as with ``cache=True``.
+    """
+    if cache_mode(cache) != VERIFIED or listed or path is None:
+        return False
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        return False
+    expected = parse_checksum(checksum)
+    if expected is not None:
+        try:
+            known = file_digest(path, expected.algorithm) == expected.hexdigest
+        except OSError:
+            return False
+        log.debug("%s: the given %s %s", path, expected.algorithm, "holds" if known else "differs")
+        return known
+    found = manifest.get(os.path.abspath(path)) if manifest is not None else None
+    if found is None:
+        log.debug("%s: no valid record; asking the server", path)
+        return False
+    if found.verified is not None:
+        return True
+    confirmed = _confirmed(found, path)  # a digest the source sent, never checked: check it now
+    if confirmed.verified is None:
+        log.debug("%s: no checksum on record holds for it; asking the server", path)
+        return False
+    record(manifest, path, confirmed)  # type: ignore[arg-type]
+    return True
 
 
 def names_a_folder(local_filepath: str | os.PathLike) -> bool:
@@ -60,7 +154,7 @@ def is_current(target: str, remote: ObjectAttrs, manifest: Manifest | None, sour
     local_size = os.path.getsize(target)
     if remote.size is None or remote.size == local_size:
         if manifest is not None and found is None:
-            record(manifest, target, remote)
+            record(manifest, target, replace(remote, verified=None))  # kept by size: unchecked
         return True
     warnings.warn(
         f"Found cached file but it has the wrong size. Overwriting ... ({target} has "
@@ -109,27 +203,69 @@ def verify_cached(path: str, checksum: str | Checksum | None) -> bool:
     return False
 
 
-def hit(path: str, verbose: bool, shown: str) -> Fetched:
+def hit(path: str, verbose: bool, shown: str, *, how: str = "is current") -> Fetched:
     """A cache hit: say so when ``verbose`` (pyvo's words) and return it as skipped.
 
     Every source ends here for an object it keeps, so this is the one place that logs
     it (INFO); the one place that logs an object placed is :func:`dlutils.transfer.download`.
+    ``how`` says why it is kept (``"is known good"``: by :func:`trusted`, no request).
     """
     if verbose:
         print(f"Found cached file {shown}.")
-    log.info("%s is current, skipped", path)
+    log.info("%s %s, skipped", path, how)
     return Fetched(shown, True, os.path.getsize(path), 0)
 
 
-def with_verified(attrs: ObjectAttrs, result: TransferResult) -> ObjectAttrs:
-    """Add what the transfer verified (size, checksum) to the attributes to record."""
+def with_verified(
+    attrs: ObjectAttrs,
+    result: TransferResult,
+    *,
+    path: str | None = None,
+    confirm: bool = False,
+) -> ObjectAttrs:
+    """Add what the transfer verified (size, checksum) to the attributes to record.
+
+    The checksum the engine checked the bytes against (given, or the source's) is
+    recorded with ``verified`` naming it. Any other digest in ``attrs`` is only what the
+    source said; with ``confirm`` (``cache="verified"``) the strongest of them is checked
+    now against the file placed at ``path`` (hashed in C, page cache hot) and marked
+    ``verified`` when it holds, so that a re-run can trust the file with no request
+    (:func:`trusted`). A digest that does not hold is logged and left unmarked.
+    """
+    attrs = replace(attrs, verified=None)  # vouched for here, or not at all
     checksum = result.checksum
-    if checksum is not None and checksum.algorithm in ("md5", "sha256", "crc32c"):
-        if getattr(attrs, checksum.algorithm) is None:
-            attrs = replace(attrs, **{checksum.algorithm: checksum.hexdigest})
+    if checksum is not None and checksum.algorithm in _RECORDED:
+        attrs = replace(
+            attrs, **{checksum.algorithm: checksum.hexdigest}, verified=checksum.algorithm
+        )
+    elif confirm and path is not None:
+        attrs = _confirmed(attrs, path)
     if attrs.size is None:
         attrs = replace(attrs, size=result.size)
     return attrs
+
+
+def _confirmed(attrs: ObjectAttrs, path: str) -> ObjectAttrs:
+    """``attrs`` with its strongest digest marked verified if the file at ``path`` has it."""
+    algorithm = next((a for a in _RECORDED if getattr(attrs, a) is not None), None)
+    if algorithm is None:
+        return attrs
+    try:
+        actual = file_digest(path, algorithm)
+    except OSError as exc:
+        log.warning("cannot hash %s to confirm its %s: %s", path, algorithm, exc)
+        return attrs
+    if actual != getattr(attrs, algorithm):
+        log.warning(
+            "%s: its %s is %s, not the %s %s said; it will not be trusted without asking",
+            path,
+            algorithm,
+            actual,
+            getattr(attrs, algorithm),
+            attrs.source or "the source",
+        )
+        return attrs
+    return replace(attrs, verified=algorithm)
 
 
 def record(manifest: Manifest, path: str, attrs: ObjectAttrs) -> None:

@@ -49,7 +49,7 @@ from ..progress import Callback, TqdmCallback
 from ..redaction import redacting
 from ..retry import RetryPolicy
 from ..transfer import SEGMENT_THRESHOLD, Fetched, call_with_retries
-from ._common import hit, is_current, names_a_folder, verify_cached
+from ._common import cache_mode, hit, is_current, names_a_folder, trusted, verify_cached
 from .http import HttpRemote, fetch_http
 
 __all__ = ["parse_ais", "ais_url", "fetch_ais", "ais_download", "list_ais", "DEFAULT_PORT"]
@@ -237,7 +237,7 @@ def _target(local_filepath: str | os.PathLike | None, name: str) -> str:
 def fetch_ais(
     link: str,
     local_filepath: str | os.PathLike | None = None,
-    cache: bool = True,
+    cache: bool | str = True,
     timeout: Any = None,
     session: requests.Session | None = None,
     verbose: bool = False,
@@ -273,9 +273,11 @@ def fetch_ais(
         A file path; or a folder (existing, or written with a trailing separator), or
         ``None`` for the current folder, in which the file is named after the last element
         of the object name (never after a ``Content-Disposition``).
-    cache : bool
+    cache : bool or "verified"
         Keep a file already there when it is the object: by its manifest record (which
         names the ``ais://`` link as its ``source``), else by size as pyvo does.
+        ``"verified"`` keeps a file known good (the ``checksum`` given holds, or
+        dlutils verified it when it placed it) with no request; see :doc:`/freshness`.
     remote_attrs : ObjectAttrs, optional
         The object's attributes from a listing (:func:`list_ais`). Compared with the
         record first: when they show the file current, no request is made; when they
@@ -302,6 +304,7 @@ def fetch_ais(
     """
     _, _, name = parse_ais(link, endpoint=endpoint)
     parse_checksum(checksum)  # bad input fails before any request
+    cache = cache_mode(cache)
     if remote_attrs is not None and not isinstance(remote_attrs, ObjectAttrs):
         raise InvalidInputError(f"remote_attrs {remote_attrs!r} is not an ObjectAttrs")
     source = "ais://" + link.split("://", 1)[1]
@@ -314,6 +317,8 @@ def fetch_ais(
     keeper = keeper if isinstance(keeper, Manifest) else None
     bar = progress if progress is not None else (TqdmCallback(source) if verbose else None)
     try:
+        if trusted(cache, target, checksum, keeper, listed=remote_attrs is not None):
+            return hit(target, verbose, target, how="is known good")
         known = None if remote_attrs is None else replace(remote_attrs, source=source)
         spec = None
         if cache and os.path.isfile(target):
@@ -363,7 +368,7 @@ def fetch_ais(
 def ais_download(
     uri: str,
     local_filepath: str | os.PathLike | None = None,
-    cache: bool = True,
+    cache: bool | str = True,
     timeout: Any = None,
     session: requests.Session | None = None,
     verbose: bool = False,

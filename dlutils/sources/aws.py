@@ -24,11 +24,14 @@ from ..redaction import redacting
 from ..retry import FATAL_STATUS, RETRYABLE_STATUS, RetryPolicy, parse_retry_after
 from ..transfer import SEGMENT_THRESHOLD, Body, Fetched, call_with_retries, download
 from ._common import (
+    VERIFIED,
+    cache_mode,
     hit,
     interrupt,
     is_current,
     names_a_folder,
     record,
+    trusted,
     verify_cached,
     with_verified,
 )
@@ -418,7 +421,7 @@ def aws_download(
     bucket_name: str | None = None,
     key: str | None = None,
     local_filepath: str | os.PathLike | None = None,
-    cache: bool = False,
+    cache: bool | str = False,
     timeout: Any = None,
     aws_profile: str | None = None,
     session: Any = None,
@@ -465,7 +468,9 @@ def aws_download(
         object) and size decide; without one (or when the record and S3 share nothing
         but the size), the sizes are compared as pyvo does, and a file of the wrong
         size is replaced with a :class:`~dlutils.CacheMismatchWarning`. ``False``
-        always downloads.
+        always downloads. ``"verified"`` keeps a file known good with no request (the
+        ``checksum`` given holds, or dlutils verified it when it placed it), as for
+        :func:`~dlutils.sources.http.http_download`.
     timeout : float or (connect, read), optional
         Seconds a connection may stay silent; ``None`` means ``DEFAULT_TIMEOUT``.
     aws_profile : str, optional
@@ -565,7 +570,7 @@ def _uri_of(uri: Any, bucket_name: Any, key: Any) -> str:
 def fetch_s3(
     uri: str,
     local_filepath: str | os.PathLike | None = None,
-    cache: bool = True,
+    cache: bool | str = True,
     timeout: Any = None,
     session: Any = None,
     verbose: bool = False,
@@ -599,6 +604,7 @@ def fetch_s3(
         raise InvalidInputError(f"remote_attrs={remote_attrs!r} is not valid: use ObjectAttrs")
     source = f"s3://{bucket}/{key}"
     checksum = parse_checksum(checksum)
+    mode = cache_mode(cache)
     policy = RetryPolicy(retries=retries, backoff=backoff)
     target = _target(key, local_filepath)  # an unsafe name fails before any request
     s3 = S3Remote(
@@ -615,6 +621,8 @@ def fetch_s3(
     keeper = manifest if isinstance(manifest, Manifest) else None
     bar = progress if progress is not None else (TqdmCallback(source) if verbose else None)
     try:
+        if trusted(mode, target, checksum, keeper, listed=remote_attrs is not None):
+            return hit(target, verbose, target, how="is known good")
         remote = None if remote_attrs is None else _s3_attrs(replace(remote_attrs, source=source))
         if verbose:
             print(f"bucket: {bucket}, key: {key}")
@@ -649,7 +657,9 @@ def fetch_s3(
             attrs = _s3_attrs(attrs_from_headers(source, result.headers))
             if attrs.etag is None and remote is not None and remote.size == result.size:
                 attrs = attrs.merged(remote)  # a .part found complete: no response headers
-            record(keeper, target, with_verified(attrs, result))
+            record(
+                keeper, target, with_verified(attrs, result, path=target, confirm=mode == VERIFIED)
+            )
         return Fetched(target, False, result.size, result.received)
     finally:
         if bar is not None and progress is None:

@@ -39,7 +39,16 @@ from ..transfer import (
     download,
     resume_point,
 )
-from ._common import hit, is_current, names_a_folder, record, verify_cached, with_verified
+from ._common import (
+    cache_mode,
+    hit,
+    is_current,
+    names_a_folder,
+    record,
+    trusted,
+    verify_cached,
+    with_verified,
+)
 from .http import HttpRemote
 
 __all__ = ["gcs_download", "fetch_gcs", "list_gcs", "GcsRemote", "gcs_endpoint"]
@@ -328,7 +337,7 @@ def gcs_download(
     bucket_name: str | None = None,
     key: str | None = None,
     local_filepath: str | os.PathLike | None = None,
-    cache: bool = True,
+    cache: bool | str = True,
     timeout: Any = None,
     session: requests.Session | None = None,
     verbose: bool = False,
@@ -363,10 +372,12 @@ def gcs_download(
     local_filepath : str or PathLike, optional
         Where to write. ``None`` uses the key's base name in the current folder; an
         existing folder (or a path ending in ``/``) the base name inside it.
-    cache : bool
+    cache : bool or "verified"
         Reuse a file already there when it is current: compared with the folder's manifest
         record (generation, md5, crc32c, size), else by size alone as pyvo does (a wrong
-        size is replaced with a :class:`~dlutils.CacheMismatchWarning`).
+        size is replaced with a :class:`~dlutils.CacheMismatchWarning`). ``"verified"``
+        keeps a file known good (the ``checksum`` given holds, or dlutils verified it
+        when it placed it) with no request; see :doc:`/freshness`.
     timeout : float or (connect, read), optional
         Seconds a connection may stay silent; ``None`` means http's ``DEFAULT_TIMEOUT``.
     session : requests.Session, optional
@@ -450,7 +461,7 @@ bucket_name= and key=; got uri=None, bucket_name='my-bucket', key=None
 def fetch_gcs(
     uri: str,
     local_filepath: str | os.PathLike | None = None,
-    cache: bool = True,
+    cache: bool | str = True,
     timeout: Any = None,
     session: requests.Session | None = None,
     verbose: bool = False,
@@ -488,6 +499,7 @@ object; write it as 'gs://bucket/path/to/object.bin' (list a folder with list_gc
     """
     bucket, key = _split(uri)
     user_checksum = parse_checksum(checksum)  # bad input fails before any request
+    cache = cache_mode(cache)
     source = f"gs://{bucket}/{key}"
     explicit = local_filepath is not None and not names_a_folder(local_filepath)
     if explicit:
@@ -515,6 +527,8 @@ object; write it as 'gs://bucket/path/to/object.bin' (list a folder with list_gc
     attrs = None if remote_attrs is None else replace(remote_attrs, source=source)
     listed, replaced = attrs is not None, 0
     try:
+        if trusted(cache, target, user_checksum, keeper, listed=listed):
+            return hit(target, verbose, shown, how="is known good")
         while True:
             if attrs is None:
                 url = f"{_object_url(client.endpoint, bucket, key)}?fields={_OBJECT_FIELDS}"

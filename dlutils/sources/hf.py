@@ -64,7 +64,16 @@ from ..progress import Callback, TqdmCallback
 from ..redaction import redacting
 from ..retry import RetryPolicy
 from ..transfer import SEGMENT_THRESHOLD, Fetched, call_with_retries, download
-from ._common import hit, is_current, names_a_folder, record, verify_cached, with_verified
+from ._common import (
+    cache_mode,
+    hit,
+    is_current,
+    names_a_folder,
+    record,
+    trusted,
+    verify_cached,
+    with_verified,
+)
 from .http import DEFAULT_TIMEOUT, HttpRemote, default_session
 
 __all__ = [
@@ -848,7 +857,7 @@ def _refused(exc: requests.HTTPError, hub: _Hub, ref: HfRef) -> Exception:
 def fetch_hf(
     link: str | HfRef,
     local_filepath: str | os.PathLike | None = None,
-    cache: bool = True,
+    cache: bool | str = True,
     timeout: Any = None,
     session: requests.Session | None = None,
     verbose: bool = False,
@@ -881,10 +890,12 @@ def fetch_hf(
         A file path; or a folder (existing, or written with a trailing separator), or
         ``None`` for the current folder, in which the file keeps its folders
         (``folder/data/train.csv``). A path with ``..`` is refused before any request.
-    cache : bool
+    cache : bool or "verified"
         Keep a file already there when it is the Hub's: by its manifest record (whose
         ``source`` is the ``hf://`` link; a matching sha256 decides alone), else by size
-        as pyvo does. ``False`` always downloads.
+        as pyvo does. ``False`` always downloads. ``"verified"`` keeps a file known good
+        (the ``checksum`` given holds, or dlutils verified it when it placed it) with no
+        request; see :doc:`/freshness`.
     remote_attrs : ObjectAttrs, optional
         The file's attributes from :func:`list_hf`. With its size and sha256 (or ETag),
         no HEAD is sent: the expected size and checksum come from it. Without it, one
@@ -939,6 +950,7 @@ has a '..' segment; a name must be a relative path inside the destination, such 
         )
     check_name(ref.path, what="path in the repository", local=False)  # the local name: below
     user_checksum = parse_checksum(checksum)  # bad input fails before any request
+    cache = cache_mode(cache)
     if remote_attrs is not None and not isinstance(remote_attrs, ObjectAttrs):
         raise InvalidInputError(f"remote_attrs {remote_attrs!r} is not an ObjectAttrs")
     source = ref.link
@@ -956,6 +968,8 @@ has a '..' segment; a name must be a relative path inside the destination, such 
     keeper = keeper if isinstance(keeper, Manifest) else None
     bar = progress if progress is not None else (TqdmCallback(source) if verbose else None)
     try:
+        if trusted(cache, target, user_checksum, keeper, listed=remote_attrs is not None):
+            return hit(target, verbose, target, how="is known good")
         known = None if remote_attrs is None else replace(remote_attrs, source=source)
         location = None
         if known is None or known.size is None or (known.sha256 is None and known.etag is None):
@@ -1014,7 +1028,7 @@ def hf_download(
     revision: str | None = None,
     token: str | bool | None = None,
     force_download: bool = False,
-    cache: bool = True,
+    cache: bool | str = True,
     timeout: Any = None,
     session: requests.Session | None = None,
     verbose: bool = False,

@@ -52,11 +52,14 @@ from ..transfer import (
 )
 from ..transports import choose
 from ._common import (
+    VERIFIED,
+    cache_mode,
     hit,
     interrupt,
     is_current,
     names_a_folder,
     record,
+    trusted,
     verify_cached,
     with_verified,
 )
@@ -542,7 +545,7 @@ def name_link(exc: requests.RequestException, url: str) -> requests.RequestExcep
 def http_download(
     url: str,
     local_filepath: str | os.PathLike | None = None,
-    cache: bool = True,
+    cache: bool | str = True,
     timeout: Any = None,
     session: requests.Session | None = None,
     auth: Any = None,
@@ -579,12 +582,16 @@ def http_download(
         Names come from a safe ``Content-Disposition`` filename, else the last
         element of the link's path, else a query value with a ``.`` in it
         (``?file=/location/myfile.pdf`` gives ``myfile.pdf``).
-    cache : bool
+    cache : bool or "verified"
         Reuse a file already there when it is current. With a record of an
         earlier download (the folder's manifest), a conditional GET asks the
         server; without one, the sizes are compared as pyvo does, and a file of
         the wrong size is replaced with a :class:`~dlutils.CacheMismatchWarning`.
-        ``False`` always downloads.
+        ``False`` always downloads. ``"verified"`` keeps a file known good with no
+        request at all: it has the ``checksum`` given, or its record holds a checksum
+        dlutils verified when it placed it and it is unchanged since (size, mtime);
+        other files are checked with the server as with ``True``. See
+        :doc:`/freshness`.
     timeout : float or (connect, read), optional
         Seconds a connection may stay silent, as in pyvo and requests (a silent
         connection is dropped and retried); ``None`` means ``DEFAULT_TIMEOUT``. For a
@@ -679,7 +686,7 @@ def http_download(
 def fetch_http(
     url: str,
     local_filepath: str | os.PathLike | None = None,
-    cache: bool = True,
+    cache: bool | str = True,
     timeout: Any = None,
     session: requests.Session | None = None,
     auth: Any = None,
@@ -708,7 +715,8 @@ def fetch_http(
     as ``ais://``, names its own link there.
     """
     check_http_url(url)
-    checksum = parse_checksum(checksum)  # bad input fails before any request
+    cache_mode(cache)  # bad input fails before any request
+    checksum = parse_checksum(checksum)
     policy = RetryPolicy(retries=retries, backoff=backoff)
     remote = open_remote(
         url, transport=transport, session=session, headers=headers, timeout=timeout, auth=auth
@@ -738,6 +746,8 @@ def fetch_http(
         return os.fspath(local_filepath) if explicit else path  # type: ignore[arg-type]
 
     try:
+        if candidate is not None and trusted(cache, candidate, checksum, record_keeper):
+            return hit(candidate, verbose, returned(candidate), how="is known good")
         cached_record = None
         if cache and candidate and os.path.isfile(candidate) and record_keeper is not None:
             cached_record = record_keeper.get(os.path.abspath(candidate))
@@ -792,7 +802,7 @@ def fetch_http(
         )
         if result.outcome == "downloaded" and record_keeper is not None:
             attrs = attrs_from_headers(source, result.headers)
-            attrs = with_verified(attrs, result)
+            attrs = with_verified(attrs, result, path=target, confirm=cache_mode(cache) == VERIFIED)
             record(record_keeper, target, attrs)
         if result.outcome != "downloaded":
             return hit(target, False, returned(target))
