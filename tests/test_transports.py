@@ -112,6 +112,7 @@ def test_a_refused_connection_over_libcurl_is_a_requests_connection_error(tmp_pa
             transport="curl",
         )
     assert isinstance(caught.value.__cause__, ConnectionRefusedError)
+    assert "Connection refused" in str(caught.value)  # the words the requests transport uses
     assert "abc123" not in str(caught.value)
 
 

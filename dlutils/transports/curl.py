@@ -540,8 +540,13 @@ def _connection_error(exchange: _Exchange, connect_timeout: float) -> Exception:
         error.__cause__ = socket.gaierror(socket.EAI_NONAME, message)
         return error
     if code == pycurl.E_COULDNT_CONNECT:
-        error = requests.ConnectionError(text)
-        error.__cause__ = ConnectionRefusedError(errno.ECONNREFUSED, message)
+        # Name the reason as the requests transport does ("Connection refused", "No route
+        # to host"): libcurl keeps the errno of the failed connect.
+        number = exchange.handles.easy.getinfo(pycurl.OS_ERRNO) or errno.ECONNREFUSED
+        reason = os.strerror(number)
+        error = requests.ConnectionError(f"{text}: {reason}")
+        cause = ConnectionRefusedError if number == errno.ECONNREFUSED else OSError
+        error.__cause__ = cause(number, reason)
         return error
     if code in _SSL:
         return requests.exceptions.SSLError(text)
