@@ -546,7 +546,7 @@ def _cmd_download(args: argparse.Namespace, store: Any) -> int:
             + _template_hint([args.src, args.dst])
         )
     from .errors import InvalidInputError
-    from .job import _check_template
+    from .jobs.tasks import _check_template
 
     try:
         _check_template(args.src)  # a malformed template is a usage error, never a link
@@ -619,7 +619,7 @@ def _one_object(src: str, dst: str) -> bool:
 
     ``dst`` names a folder when it ends with a separator or is an existing folder.
     """
-    from .job import _names_a_bucket
+    from .jobs.api import _names_a_bucket
     from .sources import scheme_of
     from .sources._common import names_a_folder
     from .templates import has_template
