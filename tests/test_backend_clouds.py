@@ -39,7 +39,7 @@ from servers_s3 import (  # noqa: F401 - fixtures
 
 import dlutils
 from dlutils import Job, State
-from dlutils import job as job_module
+from dlutils.jobs import runner as job_module
 from dlutils.freshness import Manifest
 from dlutils.sources import aws, gcs
 

@@ -6,12 +6,10 @@ import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from .. import templates
 from ..errors import InvalidInputError, JobFailedError
 from ..names import redact
-from ..sources import BUCKET_SCHEMES, scheme_of
+from ..sources.classify import Source, classify_source
 from .runner import Job
-from .tasks import _check_template
 
 __all__ = ["download", "range_download", "multi_download"]
 
@@ -46,45 +44,30 @@ def download(
     True finished 4 6
     ['four files']
     """
-    is_text = isinstance(source, str)
-    if is_text:
-        _check_template(source)  # a malformed template is never taken as one literal link
-    if is_text and scheme_of(source) == "hf":
-        return _hf_job(source, dest, opts).start()
+    return _job_for(classify_source(source), dest, opts).start()
+
+
+def _job_for(source: Source, dest: str | os.PathLike, opts: dict[str, Any]) -> Job:
+    """The unstarted job for a classified source."""
+    if source.kind == "hf":
+        ref = source.hf
+        assert ref is not None
+        which = {"dataset": ref.repo_id} if ref.repo_type == "dataset" else {"model": ref.repo_id}
+        return Job.hf(dest, **which, file=ref.path, revision=ref.revision, **opts)
     backend_opts = {k: opts.pop(k) for k in ("prefix", "suffix", "sync") if k in opts}
-    if is_text and not templates.has_template(source) and _names_a_bucket(source):
-        return Job.backend(source, dest, **backend_opts, **opts).start()
+    if source.kind == "backend":
+        return Job.backend(source.text, dest, **backend_opts, **opts)  # type: ignore[arg-type]
     if backend_opts:
+        shown = redact(source.text) if source.text is not None else "a list of links"
         raise InvalidInputError(
             f"{', '.join(backend_opts)} apply to bucket links such as 's3://bucket/folder/', "
-            f"not to {redact(source) if is_text else type(source).__name__!r}"
+            f"not to {shown!r}"
         )
-    if isinstance(source, Mapping) or (not is_text and isinstance(source, Iterable)):
-        job = Job.multi(source, dest, **opts)
-    elif is_text and templates.has_template(source):
-        job = Job.range(source, dest, **opts)
-    else:
-        job = Job.single(source, dest, **opts)  # type: ignore[arg-type]
-    return job.start()
-
-
-def _hf_job(link: str, dest: str | os.PathLike, opts: dict[str, Any]) -> Job:
-    """``hf://datasets/<id>[@rev][/file]`` or ``hf://<model-id>[@rev][/file]``."""
-    from ..sources.hf import parse_hf
-
-    ref = parse_hf(link)
-    which = {"dataset": ref.repo_id} if ref.repo_type == "dataset" else {"model": ref.repo_id}
-    return Job.hf(dest, **which, file=ref.path, revision=ref.revision, **opts)
-
-
-def _names_a_bucket(source: str) -> bool:
-    """``s3://bucket``, ``gs://bucket/folder/``, ``ais://host/bucket/``: a bucket, not a file."""
-    scheme = scheme_of(source)
-    if scheme not in BUCKET_SCHEMES:
-        return False
-    rest = source.split("://", 1)[1]
-    depth = 2 if scheme == "ais" else 1
-    return source.endswith("/") or rest.count("/") < depth
+    if source.kind == "multi":
+        return Job.multi(source.objects, dest, **opts)  # type: ignore[arg-type]
+    if source.kind == "range":
+        return Job.range(source.text, dest, **opts)  # type: ignore[arg-type]
+    return Job.single(source.text, dest, **opts)  # type: ignore[arg-type]
 
 
 def _run_to_end(job: Job) -> list[str]:

@@ -20,6 +20,7 @@ from ..freshness import Manifest, ObjectAttrs
 from ..limits import parse_size
 from ..names import check_name, join_inside, object_name, redact
 from ..sources import BUCKET_SCHEMES, check_link, list_objects, scheme_of
+from ..sources.classify import check_template as _check_template
 from .options import _Options
 
 if TYPE_CHECKING:
@@ -373,10 +374,6 @@ def _bucket_root(bucket_uri: str) -> tuple[str, str]:
 
 
 _PROVIDERS = {"aws": "s3", "s3": "s3", "gcp": "gs", "gs": "gs", "gcs": "gs", "ais": "ais"}
-_LITERAL_BRACES = (
-    "a link whose braces are meant literally can be written percent-encoded "
-    "('%7B' for '{', '%7D' for '}')"
-)
 
 
 def _web_link(link: Any) -> Any:
@@ -384,16 +381,6 @@ def _web_link(link: Any) -> Any:
     if isinstance(link, str) and link.strip() and "://" not in link:
         return "http://" + link
     return link
-
-
-def _check_template(text: str) -> None:
-    """Refuse a text with a brace that is not a well-formed template, before anything starts."""
-    if "{" not in text and "}" not in text:
-        return
-    try:
-        templates.parse(text)
-    except InvalidInputError as exc:
-        raise InvalidInputError(f"{exc}; {_LITERAL_BRACES}") from None
 
 
 def _ais_bucket(name: str) -> str:
