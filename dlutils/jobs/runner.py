@@ -18,15 +18,15 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any
 
-from ..errors import DownloadAborted, JobStateError, UnsafePathError
+from ..errors import DownloadAborted, InvalidInputError, JobStateError, UnsafePathError
 from ..freshness import Manifest
 from ..limits import TokenBucket
 from ..names import redact, redact_text
+from ..options import Options, make_options
 from ..progress import Callback, TqdmCallback
 from ..sources import fetch
 from ..transfer import AbortEvent, Fetched
 from . import tasks as plans
-from .options import _Options, _options
 from .registry import given_id, register
 from .status import JobStatus, State, TaskInfo
 from .tasks import Plan, _Task
@@ -48,8 +48,12 @@ FILE_BAR_THRESHOLD = 16 << 20
 class Job:
     """A download job: many objects, one id, status counters, limits, abort.
 
-    Create one with :meth:`single`, :meth:`multi`, :meth:`range` or
-    :meth:`from_request` (unstarted), or with :func:`dlutils.download` (started).
+    Create one with :meth:`single`, :meth:`multi`, :meth:`range`, :meth:`backend`,
+    :meth:`hf` or :meth:`from_request` (unstarted), or with :func:`dlutils.download`
+    (started). Every constructor takes the job's options as ``options=``
+    (:class:`dlutils.Options`, where each is documented) and/or as keywords of the same
+    names (``connections=4, timeout="30s"``); they are checked once, here, and a wrong
+    or unknown one raises :class:`~dlutils.InvalidInputError`.
 
     Examples
     --------
@@ -64,7 +68,7 @@ class Job:
     finished 5 0 500
     """
 
-    def __init__(self, plan: Plan, dest: str | os.PathLike, options: _Options):
+    def __init__(self, plan: Plan, dest: str | os.PathLike, options: Options):
         self._opts = options
         self._tasks = plan.tasks
         self._sync = plan.sync
@@ -99,32 +103,49 @@ class Job:
 
     @classmethod
     def single(
-        cls, link: str, dest: str | os.PathLike, object_name: str | None = None, **opts: Any
+        cls,
+        link: str,
+        dest: str | os.PathLike,
+        object_name: str | None = None,
+        *,
+        options: Options | None = None,
+        **opts: Any,
     ) -> Job:
         """One link, saved as ``object_name`` (default: the link's last path element)."""
-        return cls(plans.single(link, dest, object_name), dest, _options(opts))
+        return cls(plans.single(link, dest, object_name), dest, _options(options, opts))
 
     @classmethod
     def multi(
-        cls, objects: Iterable[str] | Mapping[str, str], dest: str | os.PathLike, **opts: Any
+        cls,
+        objects: Iterable[str] | Mapping[str, str],
+        dest: str | os.PathLike,
+        *,
+        options: Options | None = None,
+        **opts: Any,
     ) -> Job:
         """A list of links (named after their last path element) or a dict name -> link.
 
         Two links that would be saved under the same name are an error listing
         every clash (the AIStore downloader silently keeps the last one).
         """
-        return cls(plans.multi(objects, dest), dest, _options(opts))
+        return cls(plans.multi(objects, dest), dest, _options(options, opts))
 
     @classmethod
     def range(
-        cls, template: str, dest: str | os.PathLike, subdir: str | None = None, **opts: Any
+        cls,
+        template: str,
+        dest: str | os.PathLike,
+        subdir: str | None = None,
+        *,
+        options: Options | None = None,
+        **opts: Any,
     ) -> Job:
         """A brace template of links, expanded lazily (see :mod:`dlutils.templates`).
 
         The ranges must vary in the last path element, so that every link gets a
         name of its own; ``subdir`` is joined in front of the names.
         """
-        return cls(plans.range_(template, dest, subdir), dest, _options(opts))
+        return cls(plans.range_(template, dest, subdir), dest, _options(options, opts))
 
     @classmethod
     def backend(
@@ -134,6 +155,8 @@ class Job:
         prefix: str = "",
         suffix: str = "",
         sync: bool = False,
+        *,
+        options: Options | None = None,
         **opts: Any,
     ) -> Job:
         """Everything in a bucket (``s3://``, ``gs://``, ``ais://``) under a prefix.
@@ -145,7 +168,7 @@ class Job:
         this job's bucket put there (as the folder's manifest records) whose objects
         are gone are deleted; files from elsewhere, or changed by hand, are kept.
         """
-        options = _options(opts)
+        options = _options(options, opts)
         plan = plans.backend(bucket_uri, dest, prefix, suffix, sync, options)
         return cls(plan, dest, options)
 
@@ -162,6 +185,8 @@ class Job:
         include: str | Iterable[str] | None = None,
         exclude: str | Iterable[str] | None = None,
         blob_threshold: int | str | None = None,
+        *,
+        options: Options | None = None,
         **opts: Any,
     ) -> Job:
         """A HuggingFace dataset or model repository (or one ``file`` of it).
@@ -176,7 +201,8 @@ class Job:
         """
         if token is not None:
             opts = {**opts, "token": token}
-        options = _options(opts)
+        options = _options(options, opts)
+        token = options.token
         plan = plans.hub(
             dest,
             dataset=dataset,
@@ -250,14 +276,10 @@ class Job:
         manifest = Manifest(self.dest or ".")
         limiter = TokenBucket.per_hour(opts.bytes_per_hour) if opts.bytes_per_hour else None
         common = {
-            "cache": opts.cache,
-            "timeout": _transport_timeout(opts.timeout),
-            "session": opts.session,
-            "headers": opts.headers,
-            "retries": opts.retries,
-            "manifest": manifest,
             **({"segments": 1} if opts.connections else {}),
-            **opts.extra,
+            **opts.transfer(),
+            "timeout": _transport_timeout(opts.timeout),
+            "manifest": manifest,
         }
         big_lane: ThreadPoolExecutor | None = None
         big_common = {**common, "segments": max(2, opts.connections or 8)}
@@ -634,3 +656,15 @@ def _describe(exc: BaseException, link: str) -> str:
 
 def _utc(moment: float | None) -> datetime | None:
     return datetime.fromtimestamp(moment, tz=timezone.utc) if moment is not None else None
+
+
+def _options(options: Options | None, opts: Mapping[str, Any]) -> Options:
+    """The job's options: ``options`` (if given) with the keywords ``opts`` over it."""
+    if options is not None and not isinstance(options, Options):
+        raise InvalidInputError(
+            f"options={options!r} is not valid: use dlutils.Options(...), such as "
+            "options=Options(connections=4, timeout='30s')"
+        )
+    if not opts and options is not None:
+        return options
+    return make_options(opts, base=options)

@@ -19,9 +19,10 @@ from ..errors import DownloadError, InvalidInputError, UnsafePathError, Unsuppor
 from ..freshness import Manifest, ObjectAttrs
 from ..limits import parse_size
 from ..names import check_name, join_inside, object_name, redact
-from ..sources import BUCKET_SCHEMES, check_link, list_objects, scheme_of
+from ..options import Options
+from ..sources import BUCKET_SCHEMES, check_link, list_objects, require, scheme_of
+from ..sources.classify import check_link_type
 from ..sources.classify import check_template as _check_template
-from .options import _Options
 
 if TYPE_CHECKING:
     from .runner import Job
@@ -62,7 +63,7 @@ class Plan:
 
 def single(link: str, dest: str | os.PathLike, object_name: str | None = None) -> Plan:
     """One link, saved as ``object_name`` (default: the link's last path element)."""
-    check_link(link)
+    require(scheme_of(check_link(check_link_type(link))))
     name = _name_for(link, object_name)
     task = _Task(name, link, join_inside(dest, name))
     return Plan(lambda: iter([task]), 1, link)
@@ -81,10 +82,14 @@ def multi(objects: Iterable[str] | Mapping[str, str], dest: str | os.PathLike) -
         )
     refused: dict[str, UnsafePathError] = {}
     if isinstance(objects, Mapping):  # names the caller chose: a bad one is refused now
-        pairs = [(_name_for(link, name), link) for name, link in objects.items()]
+        pairs = [
+            (_name_for(check_link_type(link, f"link of {name!r}"), name), link)
+            for name, link in objects.items()
+        ]
     else:  # names the links give: a bad one is an error of that object only
         pairs = []
         for link in objects:
+            check_link_type(link)
             try:
                 pairs.append((_name_for(link, None), link))
             except UnsafePathError as exc:
@@ -97,6 +102,8 @@ def multi(objects: Iterable[str] | Mapping[str, str], dest: str | os.PathLike) -
     for name, link in pairs:
         check_link(link)
         by_name[name].append(link)
+    for scheme in {scheme_of(link) for _, link in pairs}:
+        require(scheme)  # once for the job, not once per object
     clashes = {name: links for name, links in by_name.items() if len(links) > 1}
     if clashes:
         lines = "; ".join(
@@ -137,7 +144,7 @@ def range_(template: str, dest: str | os.PathLike, subdir: str | None = None) ->
             f"'https://{redact(template)}' (an AIStore JSON request, read by "
             "Job.from_request, takes it as http:// as the AIStore downloader does)"
         )
-    check_link(first)
+    require(scheme_of(check_link(first)))
     if isinstance(subdir, str):
         subdir = subdir.rstrip("/\\")  # "some/subdir/" is a folder, as in AIStore
     prefix = check_name(subdir, what="subdir") + "/" if subdir else ""
@@ -159,10 +166,11 @@ def backend(
     prefix: str,
     suffix: str,
     sync: bool,
-    options: _Options,
+    options: Options,
 ) -> Plan:
     """Everything in a bucket under a prefix; see :meth:`dlutils.Job.backend`."""
-    scheme = scheme_of(check_link(bucket_uri))
+    scheme = scheme_of(check_link(check_link_type(bucket_uri, "bucket")))
+    require(scheme)
     if scheme not in BUCKET_SCHEMES:
         raise InvalidInputError(
             f"bucket {redact(bucket_uri)!r} is not a bucket link: use "
@@ -172,13 +180,9 @@ def backend(
     if not isinstance(prefix, str) or not isinstance(suffix, str):
         raise InvalidInputError(f"prefix={prefix!r} / suffix={suffix!r}: use strings")
     listing_options = {"timeout": options.timeout, "session": options.session}
-    listing_options.update(
-        {
-            k: v
-            for k, v in options.extra.items()
-            if k in ("aws_profile", "endpoint_url", "region", "token")
-        }
-    )
+    for name in ("aws_profile", "endpoint_url", "region", "token"):
+        if getattr(options, name) is not None:
+            listing_options[name] = getattr(options, name)
     listed: set[str] | None = set() if sync else None
 
     def tasks() -> Iterator[_Task]:
@@ -223,7 +227,7 @@ def hub(
     include: str | Iterable[str] | None,
     exclude: str | Iterable[str] | None,
     blob_threshold: int | str | None,
-    options: _Options,
+    options: Options,
 ) -> Plan:
     """A HuggingFace repository, or one file of it; see :meth:`dlutils.Job.hf`."""
     from ..sources.hf import HfRef, list_hf, stat_hf

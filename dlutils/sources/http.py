@@ -29,6 +29,7 @@ from ..errors import (
     UnsupportedSchemeError,
 )
 from ..freshness import Manifest, attrs_from_headers
+from ..limits import parse_timeout
 from ..names import (
     check_name,
     forwardable,
@@ -264,6 +265,7 @@ class HttpRemote:
         if not any(k.lower() == "accept-encoding" for k in self.headers):
             # Bytes are stored as served, never decompressed on the way.
             self.headers["Accept-Encoding"] = "identity"
+        timeout = parse_timeout(timeout)  # "30s" as a job reads it; a clear error otherwise
         self.timeout = DEFAULT_TIMEOUT if timeout is None else timeout
         self.auth = auth
 
@@ -560,8 +562,9 @@ def http_download(
         server; without one, the sizes are compared as pyvo does, and a file of
         the wrong size is replaced with a :class:`~dlutils.CacheMismatchWarning`.
         ``False`` always downloads.
-    timeout : float or (connect, read), optional
-        Seconds a connection may stay silent, as in pyvo and requests (a silent
+    timeout : float, str or (connect, read), optional
+        Seconds (or a duration such as ``"30s"``) a connection may stay silent, as in
+        pyvo and requests (a silent
         connection is dropped and retried); ``None`` means ``DEFAULT_TIMEOUT``. For a
         limit on the whole of each attempt, a trickling server included, pass
         ``abort=AbortEvent(time_limit=seconds)`` (a job's ``timeout`` does that).
