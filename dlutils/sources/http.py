@@ -710,6 +710,8 @@ def fetch_http(
         cached_record = None
         if cache and candidate and os.path.isfile(candidate) and record_keeper is not None:
             cached_record = record_keeper.get(os.path.abspath(candidate))
+            if cached_record is not None and cached_record.source not in ("", source):
+                cached_record = None  # another link's file: its validators mean nothing here
         first = None
         if not (explicit and not (cache and os.path.exists(target))):
             conditional = cached_record.conditional_headers() if cached_record else {}
