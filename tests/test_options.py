@@ -191,3 +191,18 @@ def test_classify_source_is_the_one_place_that_decides():
 def test_dlutils_exports_options():
     assert dlutils.Options is Options
     assert "Options" in dlutils.__all__
+
+
+def test_every_source_reads_a_timeout_the_same_way(tmp_path):
+    from dlutils import ais_download, aws_download, gcs_download, hf_download
+
+    calls = [
+        lambda t: http_download("https://example.org/a.csv", tmp_path / "a", timeout=t),
+        lambda t: aws_download("s3://bkt/a.csv", local_filepath=tmp_path / "a", timeout=t),
+        lambda t: gcs_download("gs://bkt/a.csv", local_filepath=tmp_path / "a", timeout=t),
+        lambda t: ais_download("ais://127.0.0.1:9/bkt/a.csv", tmp_path / "a", timeout=t),
+        lambda t: hf_download("org/name", "a.csv", local_dir=tmp_path, timeout=t),
+    ]
+    for call in calls:  # refused before any request: no network is reached
+        with pytest.raises(InvalidInputError, match=r"timeout='soon' is not valid: .*'30s'"):
+            call("soon")

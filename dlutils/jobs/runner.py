@@ -111,7 +111,11 @@ class Job:
         options: Options | None = None,
         **opts: Any,
     ) -> Job:
-        """One link, saved as ``object_name`` (default: the link's last path element)."""
+        """One link, saved as ``object_name`` (default: the link's last path element).
+
+        ``options`` and ``**opts``: the job's options, :class:`dlutils.Options` (its
+        fields as keywords, such as ``connections=4, timeout="30s"``).
+        """
         return cls(plans.single(link, dest, object_name), dest, _options(options, opts))
 
     @classmethod
@@ -126,7 +130,8 @@ class Job:
         """A list of links (named after their last path element) or a dict name -> link.
 
         Two links that would be saved under the same name are an error listing
-        every clash (the AIStore downloader silently keeps the last one).
+        every clash (the AIStore downloader silently keeps the last one). ``options``
+        and ``**opts``: the job's options (:class:`dlutils.Options`).
         """
         return cls(plans.multi(objects, dest), dest, _options(options, opts))
 
@@ -143,7 +148,8 @@ class Job:
         """A brace template of links, expanded lazily (see :mod:`dlutils.templates`).
 
         The ranges must vary in the last path element, so that every link gets a
-        name of its own; ``subdir`` is joined in front of the names.
+        name of its own; ``subdir`` is joined in front of the names. ``options`` and
+        ``**opts``: the job's options (:class:`dlutils.Options`).
         """
         return cls(plans.range_(template, dest, subdir), dest, _options(options, opts))
 
@@ -167,6 +173,7 @@ class Job:
         request. With ``sync=True``, once the whole listing has been seen, local files
         this job's bucket put there (as the folder's manifest records) whose objects
         are gone are deleted; files from elsewhere, or changed by hand, are kept.
+        ``options`` and ``**opts``: the job's options (:class:`dlutils.Options`).
         """
         options = _options(options, opts)
         plan = plans.backend(bucket_uri, dest, prefix, suffix, sync, options)
@@ -198,6 +205,7 @@ class Job:
         ``<config>/<split>/NNNN.parquet``. ``include``/``exclude`` are glob patterns.
         Files of at least ``blob_threshold`` bytes (an int or ``"1GiB"``) are fetched
         one at a time over several connections, the others together in the pool.
+        ``options`` and ``**opts``: the job's options (:class:`dlutils.Options`).
         """
         if token is not None:
             opts = {**opts, "token": token}

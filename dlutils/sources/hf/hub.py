@@ -15,6 +15,7 @@ from ...errors import (
     DownloadError,
 )
 from ...freshness import ObjectAttrs, attrs_from_headers
+from ...limits import parse_timeout
 from ...names import redact
 from ...retry import RetryPolicy
 from ...transfer import call_with_retries
@@ -93,6 +94,7 @@ class _Hub:
         self.token, self.token_from = _token(token)
         self.headers = dict(headers or {})
         self._session = session
+        timeout = parse_timeout(timeout)  # "30s" as everywhere; a clear error otherwise
         self.timeout = DEFAULT_TIMEOUT if timeout is None else timeout
         self.retry, self.abort, self.sleep = retry or RetryPolicy(), abort, sleep
         self.classify = HttpRemote(self.endpoint, session=session).classify
