@@ -19,11 +19,9 @@ from typing import Any
 
 from .errors import InvalidInputError
 from .limits import parse_duration, parse_size
+from .transports import choose
 
-__all__ = ["Options", "OPTION_DOCS", "TRANSPORTS", "make_options"]
-
-#: How bytes may cross the network: ``"auto"`` lets each source choose.
-TRANSPORTS = ("auto", "curl", "requests")
+__all__ = ["Options", "OPTION_DOCS", "make_options", "from_keywords"]
 
 #: The options' documentation, written once: :class:`Options` and every entry point show it.
 OPTION_DOCS = """\
@@ -59,8 +57,8 @@ segments : int, optional
 segment_threshold : int or str, optional
     Objects at least this big (bytes, or ``"64MiB"``) are fetched in segments.
 transport : str
-    How bytes cross the network: ``"auto"`` (default), ``"curl"`` or ``"requests"``;
-    a source that has a single transport ignores it.
+    What moves the bytes of http(s) links: ``"auto"`` (default: libcurl unless a
+    ``session`` is given), ``"curl"`` or ``"requests"``; other sources ignore it.
 aws_profile, endpoint_url, region : str, optional
     For ``s3://`` links only: the AWS profile, the S3 endpoint, the region.
 token : str, optional
@@ -184,11 +182,8 @@ def _checked(options: Options) -> dict[str, Any]:
         value = getattr(options, name)
         if value is not None and not isinstance(value, str):
             raise InvalidInputError(f"{name}={value!r} is not valid: use a string")
-    if options.transport not in TRANSPORTS:
-        raise InvalidInputError(
-            f"transport={options.transport!r} is not valid: use one of "
-            f"{', '.join(repr(t) for t in TRANSPORTS)}"
-        )
+    # "auto" is decided where each object is fetched (another process may lack pycurl)
+    choose(options.transport, session=options.session)
     out["connections"] = _count(options.connections, "connections", 0, "8") or None
     out["segments"] = _count(options.segments, "segments", 1, "8")
     if not _is_int(options.retries) or options.retries < 0:

@@ -38,3 +38,40 @@ def http_server() -> Iterator[LocalServer]:
 def random_bytes() -> Callable[..., bytes]:
     """The :func:`make_random_bytes` helper: ``random_bytes(n, seed=0)``."""
     return make_random_bytes
+
+
+def _curl_or_skip() -> str:
+    from dlutils.transports import curl_available
+
+    if not curl_available():
+        pytest.skip("pycurl cannot be imported here")
+    return "curl"
+
+
+@pytest.fixture(params=["requests", "curl"])
+def transport(request) -> str:
+    """Each transport in turn (the libcurl one is skipped where pycurl does not import)."""
+    return _curl_or_skip() if request.param == "curl" else request.param
+
+
+def on_transport(monkeypatch, module: str, transport: str) -> None:
+    """Make ``module``'s ``http_download``, ``fetch_http`` and ``HttpRemote`` use ``transport``.
+
+    The names the test module imported are replaced by the same functions with
+    ``transport=`` given (and ``HttpRemote`` by :func:`~dlutils.sources.http.open_remote`),
+    so its tests run unchanged on both transports, each against the real server.
+    """
+    import functools
+    import sys
+
+    from dlutils.sources import http
+
+    namespace = sys.modules[module]
+    for name in ("http_download", "fetch_http"):
+        if hasattr(namespace, name):
+            function = getattr(http, name)
+            monkeypatch.setattr(namespace, name, functools.partial(function, transport=transport))
+    if hasattr(namespace, "HttpRemote"):
+        monkeypatch.setattr(
+            namespace, "HttpRemote", functools.partial(http.open_remote, transport=transport)
+        )

@@ -177,24 +177,26 @@ def test_ctrl_c_in_job_wait_aborts_the_job(http_server, slow_file, tmp_path):
 # -- item 7: abort and time limits in every phase ----------------------------------------
 
 
-def test_abort_reaches_a_request_waiting_for_its_headers(http_server, tmp_path):
+def test_abort_reaches_a_request_waiting_for_its_headers(http_server, tmp_path, transport):
     http_server.put("a.bin", b"x" * 1000)
     http_server.add_fault("a.bin", stall(60, before_headers=True))
-    job = Job.single(http_server.url_for("a.bin"), tmp_path).start()
+    job = Job.single(http_server.url_for("a.bin"), tmp_path, transport=transport).start()
     wait_for(lambda: http_server.requests_for("/a.bin"), "the request reached the server")
     job.abort()
     status = job.wait(timeout=10)  # without the fix: 60 s, the stall
     assert status.state is dlutils.State.ABORTED and status.errors == 0
 
 
-def test_abort_event_stops_http_download_before_headers(http_server, tmp_path):
+def test_abort_event_stops_http_download_before_headers(http_server, tmp_path, transport):
     http_server.put("a.bin", b"x" * 1000)
     http_server.add_fault("a.bin", stall(60, before_headers=True))
     abort, outcome = AbortEvent(), []
 
     def run():
         try:
-            http_download(http_server.url_for("a.bin"), tmp_path / "a.bin", abort=abort)
+            http_download(
+                http_server.url_for("a.bin"), tmp_path / "a.bin", abort=abort, transport=transport
+            )
         except BaseException as exc:  # noqa: BLE001 - the test inspects it
             outcome.append(exc)
 
@@ -208,11 +210,13 @@ def test_abort_event_stops_http_download_before_headers(http_server, tmp_path):
     assert not (tmp_path / "a.bin").exists()
 
 
-def test_job_timeout_bounds_an_attempt_of_a_trickling_server(http_server, tmp_path):
+def test_job_timeout_bounds_an_attempt_of_a_trickling_server(http_server, tmp_path, transport):
     # 64 KiB at 1 KiB/s: 64 s; each read gets a byte well within any inactivity limit.
     http_server.put("slow.bin", b"y" * 65536)
     http_server.rate_limit = 1024
-    job = Job.single(http_server.url_for("slow.bin"), tmp_path, timeout="1s", retries=3).start()
+    job = Job.single(
+        http_server.url_for("slow.bin"), tmp_path, timeout="1s", retries=3, transport=transport
+    ).start()
     status = job.wait(timeout=20)
     assert status.errors == 1 and status.finished == 0
     (name, error), *_ = status.download_errors
@@ -222,17 +226,19 @@ def test_job_timeout_bounds_an_attempt_of_a_trickling_server(http_server, tmp_pa
     assert not (tmp_path / "slow.bin").exists()
 
 
-def test_job_timeout_bounds_a_stalled_server_waiting_for_headers(http_server, tmp_path):
+def test_job_timeout_bounds_a_stalled_server_waiting_for_headers(http_server, tmp_path, transport):
     http_server.put("a.bin", b"z" * 100)
     http_server.add_fault("a.bin", stall(60, before_headers=True))
-    job = Job.single(http_server.url_for("a.bin"), tmp_path, timeout="1s").start()
+    job = Job.single(
+        http_server.url_for("a.bin"), tmp_path, timeout="1s", transport=transport
+    ).start()
     status = job.wait(timeout=20)  # without the fix: 5 retries of a 60 s stall
     assert status.errors == 1
     assert "DownloadTimeoutError" in status.download_errors[0][1]
     assert len(http_server.requests_for("/a.bin")) == 1
 
 
-def test_time_limit_of_an_abort_event_in_http_download(http_server, tmp_path):
+def test_time_limit_of_an_abort_event_in_http_download(http_server, tmp_path, transport):
     http_server.put("a.bin", b"a" * 10_000)
     http_server.add_fault("a.bin", stall(60, after_bytes=100))
     with pytest.raises(DownloadTimeoutError, match=r"time limit of 0\.5 s"):
@@ -241,10 +247,11 @@ def test_time_limit_of_an_abort_event_in_http_download(http_server, tmp_path):
             tmp_path / "a.bin",
             abort=AbortEvent(time_limit=0.5),
             cache=False,
+            transport=transport,
         )
     assert len(http_server.requests_for("/a.bin")) == 1
     # The next call resumes what the timed-out attempt brought.
-    path = http_download(http_server.url_for("a.bin"), tmp_path / "a.bin")
+    path = http_download(http_server.url_for("a.bin"), tmp_path / "a.bin", transport=transport)
     assert open(path, "rb").read() == b"a" * 10_000
 
 
@@ -257,20 +264,26 @@ def test_job_timeout_of_zero_means_no_limit(http_server, tmp_path):
 # -- item 8: retries end ------------------------------------------------------------------
 
 
-def test_a_small_file_cut_every_time_ends_after_a_bounded_number_of_attempts(http_server, tmp_path):
+def test_a_small_file_cut_every_time_ends_after_a_bounded_number_of_attempts(
+    http_server, tmp_path, transport
+):
     data = make_random_bytes(200 * 1024, seed=2)
     http_server.put("small.bin", data)
     for _ in range(50):
         http_server.add_fault("small.bin", reset_after(100 * 1024))
     with pytest.raises(IncompleteDownloadError, match=r"gave up after \d attempts"):
         http_download(
-            http_server.url_for("small.bin"), tmp_path / "s.bin", retries=1, sleep=lambda s: 0
+            http_server.url_for("small.bin"),
+            tmp_path / "s.bin",
+            retries=1,
+            sleep=lambda s: 0,
+            transport=transport,
         )
     # At most 2 * (retries + 1) requests, whatever each attempt received.
     assert 2 <= len(http_server.requests_for("/small.bin")) <= 4
 
 
-def test_a_server_without_ranges_cut_every_time_ends(http_server, tmp_path):
+def test_a_server_without_ranges_cut_every_time_ends(http_server, tmp_path, transport):
     data = make_random_bytes(3 * MiB, seed=3)
     http_server.put("big.bin", data)
     http_server.support_ranges = False
@@ -278,19 +291,29 @@ def test_a_server_without_ranges_cut_every_time_ends(http_server, tmp_path):
         http_server.add_fault("big.bin", reset_after(MiB + 1000))
     with pytest.raises(IncompleteDownloadError, match="gave up after"):
         http_download(
-            http_server.url_for("big.bin"), tmp_path / "b.bin", retries=1, sleep=lambda s: 0
+            http_server.url_for("big.bin"),
+            tmp_path / "b.bin",
+            retries=1,
+            sleep=lambda s: 0,
+            transport=transport,
         )
     # Every restart from zero is a full attempt: progress earns nothing then.
     assert len(http_server.requests_for("/big.bin")) <= 4
 
 
-def test_progress_still_earns_retries_when_the_next_attempt_resumes(http_server, tmp_path):
+def test_progress_still_earns_retries_when_the_next_attempt_resumes(
+    http_server, tmp_path, transport
+):
     data = make_random_bytes(3 * MiB, seed=4)
     http_server.put("big.bin", data)
     for cut in (MiB + 10, 2 * MiB + 10):  # each attempt brings more, and is resumed
         http_server.add_fault("big.bin", reset_after(cut - (0 if cut < 2 * MiB else MiB + 10)))
     path = http_download(
-        http_server.url_for("big.bin"), tmp_path / "b.bin", retries=1, sleep=lambda s: 0
+        http_server.url_for("big.bin"),
+        tmp_path / "b.bin",
+        retries=1,
+        sleep=lambda s: 0,
+        transport=transport,
     )
     assert file_sha256(path) == sha256(data)
 
@@ -307,7 +330,7 @@ def test_refused_and_unknown_hosts_are_told_apart_from_other_failures():
     assert not unreachable(ConnectionResetError(104, "Connection reset by peer"))
 
 
-def test_a_connection_closed_before_the_headers_names_the_link(tmp_path):
+def test_a_connection_closed_before_the_headers_names_the_link(tmp_path, transport):
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
     stop = threading.Event()
@@ -325,13 +348,13 @@ def test_a_connection_closed_before_the_headers_names_the_link(tmp_path):
     link = f"http://user:pw@127.0.0.1:{port}/data/a.bin?sig=s3cret"
     try:
         with pytest.raises(requests.ConnectionError) as info:
-            http_download(link, tmp_path / "a.bin", retries=0)
+            http_download(link, tmp_path / "a.bin", retries=0, transport=transport)
     finally:
         stop.set()
         listener.close()
     message = str(info.value)
     assert message.startswith(f"http://user:REDACTED@127.0.0.1:{port}/data/a.bin"), message
-    assert "Connection aborted" in message
+    assert ("Connection aborted" if transport == "requests" else "Empty reply") in message
     assert "s3cret" not in message and ":pw@" not in message
 
 

@@ -86,7 +86,7 @@ CASES += [(f"segments-{i}", s, {"segment_threshold": MiB}) for i, s in SEGMENTED
 
 
 @pytest.mark.parametrize("faults, opts", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_one_fault_kind(tmp_path, faults, opts):
+def test_one_fault_kind(tmp_path, faults, opts, transport):
     data = random.Random(7).randbytes(MiB + MiB // 2)
     other = random.Random(8).randbytes(len(data))  # a second version, the same size
     versions = {"/d/obj.bin": (data, other)}
@@ -96,7 +96,13 @@ def test_one_fault_kind(tmp_path, faults, opts):
     ):
         proxy.force("/d/obj.bin", *faults)
         path = dlutils.http_download(
-            proxy.url + "/d/obj.bin", str(tmp_path), retries=5, backoff=0.01, timeout=5, **opts
+            proxy.url + "/d/obj.bin",
+            str(tmp_path),
+            retries=5,
+            backoff=0.01,
+            timeout=5,
+            transport=transport,
+            **opts,
         )
         got = open(path, "rb").read()
         injected = set(faults) - {"none"}
@@ -111,7 +117,7 @@ def test_one_fault_kind(tmp_path, faults, opts):
     assert not [n for n in os.listdir(tmp_path) if n.endswith(".part")]
 
 
-def test_stall_longer_than_the_timeout_is_retried(tmp_path):
+def test_stall_longer_than_the_timeout_is_retried(tmp_path, transport):
     data = random.Random(9).randbytes(300_000)
     with (
         LocalServer({"d/slow.bin": data}) as origin,
@@ -119,7 +125,12 @@ def test_stall_longer_than_the_timeout_is_retried(tmp_path):
     ):
         proxy.force("/d/slow.bin", "stall_long")
         path = dlutils.http_download(
-            proxy.url + "/d/slow.bin", str(tmp_path), retries=3, backoff=0.01, timeout=0.5
+            proxy.url + "/d/slow.bin",
+            str(tmp_path),
+            retries=3,
+            backoff=0.01,
+            timeout=0.5,
+            transport=transport,
         )
         assert proxy.counts == Counter({"stall_long": 1})
     assert sha(open(path, "rb").read()) == sha(data)

@@ -15,7 +15,7 @@ import warnings
 import pytest
 import requests
 from conftest import list_files as listing
-from conftest import make_random_bytes
+from conftest import make_random_bytes, on_transport
 
 import dlutils
 from dlutils import (
@@ -33,6 +33,14 @@ from dlutils.localserver import no_range, reset_after, stall, status, truncate
 from dlutils.transfer import CHUNK_SIZE
 
 MiB = 1 << 20
+
+
+@pytest.fixture(autouse=True)
+def _each_transport(request, transport, monkeypatch):
+    """Every test runs on both transports; one that gives a requests session only on requests."""
+    if transport == "curl" and request.node.get_closest_marker("requests_only"):
+        pytest.skip("a requests session= or auth object always means the requests transport")
+    on_transport(monkeypatch, __name__, transport)
 
 
 def gets(server, path):

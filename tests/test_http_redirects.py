@@ -10,13 +10,23 @@ import hashlib
 
 import pytest
 import requests
-from conftest import make_random_bytes
+from conftest import make_random_bytes, on_transport
 
 from dlutils import http_download
 from dlutils.localserver import LocalServer
 from dlutils.sources.http import MAX_REDIRECTS
 
 MiB = 1 << 20
+
+
+@pytest.fixture(autouse=True)
+def _each_transport(request, transport, monkeypatch):
+    """Every test runs on both transports; one that gives a requests session only on requests."""
+    if transport == "curl" and request.node.get_closest_marker("requests_only"):
+        pytest.skip("a requests session= or auth object always means the requests transport")
+    on_transport(monkeypatch, __name__, transport)
+
+
 SECRETS = {
     "X-Api-Key": "key-3141",
     "Cookie": "sid=cookie-2718",
@@ -39,14 +49,22 @@ def two_hosts():
         yield first, second
 
 
-def session_with_its_own_header() -> requests.Session:
+def session_with_its_own_header(transport: str = "requests") -> requests.Session | None:
+    """A session with a header of its own; libcurl takes no session (``None`` there)."""
+    if transport != "requests":
+        return None
     session = requests.Session()
     session.headers["X-Session-Key"] = SECRETS["X-Session-Key"]
     return session
 
 
+def secrets_sent(transport: str) -> set[str]:
+    """The credentials a request to the link's own host carries on ``transport``."""
+    return set(SECRETS) if transport == "requests" else set(SECRETS) - {"X-Session-Key"}
+
+
 @pytest.mark.parametrize("code", [301, 302, 303, 307, 308])
-def test_credentials_never_follow_a_redirect_to_another_host(two_hosts, tmp_path, code):
+def test_credentials_never_follow_a_redirect_to_another_host(two_hosts, tmp_path, code, transport):
     first, second = two_hosts
     data = make_random_bytes(100_000)
     second.put("store/a.bin", data)
@@ -54,14 +72,14 @@ def test_credentials_never_follow_a_redirect_to_another_host(two_hosts, tmp_path
     path = http_download(
         first.url_for("a.bin"),
         tmp_path / "a.bin",
-        session=session_with_its_own_header(),
+        session=session_with_its_own_header(transport),
         auth=("bob", "pw-1414"),
         headers={"X-Api-Key": SECRETS["X-Api-Key"], "Cookie": SECRETS["Cookie"]},
         manifest=False,
     )
     assert sha256(open(path, "rb").read()) == sha256(data)
     (asked,) = first.requests_for("a.bin")
-    assert credential_headers(asked) == set(SECRETS)  # the link's own host gets them all
+    assert credential_headers(asked) == secrets_sent(transport)  # the link's own host: all
     (served,) = second.requests_for("store/a.bin")
     assert credential_headers(served) == set()
 
@@ -86,21 +104,21 @@ def test_every_range_of_a_segmented_download_leaves_the_key_home(two_hosts, tmp_
     assert all(r.headers.get("X-Api-Key") == SECRETS["X-Api-Key"] for r in first.requests)
 
 
-def test_a_redirect_on_the_same_host_keeps_the_credentials(http_server, tmp_path):
+def test_a_redirect_on_the_same_host_keeps_the_credentials(http_server, tmp_path, transport):
     data = b"same host" * 1000
     http_server.put("real/a.bin", data)
     http_server.redirect("a.bin", "/real/a.bin", status=307)
     path = http_download(
         http_server.url_for("a.bin"),
         tmp_path / "a.bin",
-        session=session_with_its_own_header(),
+        session=session_with_its_own_header(transport),
         auth=("bob", "pw-1414"),
         headers={"X-Api-Key": SECRETS["X-Api-Key"], "Cookie": SECRETS["Cookie"]},
         manifest=False,
     )
     assert sha256(open(path, "rb").read()) == sha256(data)
     (served,) = http_server.requests_for("real/a.bin")
-    assert credential_headers(served) == set(SECRETS)
+    assert credential_headers(served) == secrets_sent(transport)
     assert served.headers["X-Api-Key"] == SECRETS["X-Api-Key"]
 
 
@@ -124,6 +142,7 @@ def test_a_redirect_loop_ends_with_a_clear_error_and_nothing_written(http_server
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.requests_only
 def test_a_sessions_own_auth_stays_home_and_a_session_works_after(two_hosts, tmp_path):
     first, second = two_hosts
     second.put("a.bin", b"elsewhere")

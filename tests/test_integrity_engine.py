@@ -1,7 +1,7 @@
 """The engine trusts nothing it is told: encodings, ranges of other versions, overlong bodies.
 
 Each test puts a real misbehaving server (LocalServer faults) in front of the engine and
-compares what is placed by sha256.
+compares what is placed by sha256, over each transport (requests and libcurl).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import warnings
 import pytest
 import requests
 from conftest import list_files as listing
-from conftest import make_random_bytes
+from conftest import make_random_bytes, on_transport
 
 from dlutils import (
     CacheMismatchWarning,
@@ -39,6 +39,11 @@ from dlutils.sources.http import HttpRemote, fetch_http
 from dlutils.transfer import download
 
 MiB = 1 << 20
+
+
+@pytest.fixture(autouse=True)
+def _each_transport(transport, monkeypatch):
+    on_transport(monkeypatch, __name__, transport)
 
 
 def sha(data: bytes) -> str:

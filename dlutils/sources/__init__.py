@@ -24,7 +24,6 @@ __all__ = [
     "require",
     "SCHEMES",
     "BUCKET_SCHEMES",
-    "TRANSPORT_SCHEMES",
 ]
 
 #: scheme -> (module, fetch function, lister or None)
@@ -40,14 +39,12 @@ _SOURCES: dict[str, tuple[str, str, str | None]] = {
 #: Options only one scheme understands; the others never see them, so one job can mix
 #: ``https://`` and ``s3://`` links and still pass ``aws_profile=``.
 SOURCE_OPTIONS: dict[str, frozenset[str]] = {
+    "http": frozenset({"transport"}),
+    "https": frozenset({"transport"}),
     "s3": frozenset({"aws_profile", "endpoint_url", "region"}),
     "gs": frozenset({"token"}),
     "hf": frozenset({"token"}),
 }
-
-#: Schemes whose ``fetch_*`` takes ``transport=`` ("auto", "curl", "requests"); the
-#: others have one way to move bytes and never see the option.
-TRANSPORT_SCHEMES: frozenset[str] = frozenset()
 
 #: scheme -> (source module, its function importing the libraries that scheme needs):
 #: a job checks them once, before it starts, not once per object.
@@ -95,8 +92,6 @@ def _function(scheme: str, which: int) -> Any:
 def _for_scheme(scheme: str, options: dict[str, Any]) -> dict[str, Any]:
     own = SOURCE_OPTIONS.get(scheme, frozenset())
     foreign = {key for s, keys in SOURCE_OPTIONS.items() if s != scheme for key in keys} - own
-    if scheme not in TRANSPORT_SCHEMES:
-        foreign.add("transport")
     return {key: value for key, value in options.items() if key not in foreign}
 
 
