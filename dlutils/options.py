@@ -38,9 +38,11 @@ timeout : float, str or timedelta, optional
     ``"30s"`` or ``"1m30s"``; a slow attempt is stopped and retried. ``0`` or ``None``
     means no limit.
 retries : int
-    Further attempts at an object after a failure that may pass (an int >= 0, default 5).
+    Further attempts at an object after a failure that may pass (an int >= 0, default 5;
+    see :class:`dlutils.retry.RetryPolicy`).
 backoff : float
-    Seconds before the first retry, doubled at each next one (default 0.5).
+    Seconds of the first pause between attempts, doubled at each next one, with jitter
+    (default 0.5).
 headers : mapping, optional
     Extra HTTP request headers (name -> value), sent to the link's own host only.
 cache : bool
