@@ -35,6 +35,7 @@ from .job import (
     range_download,
     remove_job,
 )
+from .options import Options
 from .redaction import install_filter
 from .sources.ais import ais_download
 from .sources.aws import aws_download
@@ -63,6 +64,7 @@ __all__ = [
     "JobNotFoundError",
     "JobStateError",
     "OverlongBodyError",
+    "Options",
     "JobStatus",
     "State",
     "TaskInfo",

@@ -558,10 +558,10 @@ def _cmd_download(args: argparse.Namespace, store: Any) -> int:
             + _template_hint([args.src, args.dst])
         )
     from .errors import InvalidInputError
-    from .job import _check_template
+    from .sources.classify import check_template
 
     try:
-        _check_template(args.src)  # a malformed template is a usage error, never a link
+        check_template(args.src)  # a malformed template is a usage error, never a link
     except InvalidInputError as exc:
         parser.error(f"argument SRC: {exc}")
     objects = None
@@ -633,13 +633,15 @@ def _one_object(src: str, dst: str) -> bool:
 
     ``dst`` names a folder when it ends with a separator or is an existing folder.
     """
-    from .job import _names_a_bucket
-    from .sources import scheme_of
+    from .errors import InvalidInputError
     from .sources._common import names_a_folder
-    from .templates import has_template
+    from .sources.classify import classify_source
 
-    if scheme_of(src) == "hf" or has_template(src) or _names_a_bucket(src):
-        return False
+    try:
+        if classify_source(src).kind != "single":
+            return False
+    except InvalidInputError:
+        return False  # refused later, with the job's own words
     return not names_a_folder(os.path.expanduser(dst))
 
 

@@ -7,7 +7,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .job import Job, JobStatus
+from .jobs import Job, JobStatus
 from .limits import format_size
 from .localserver import LocalServer
 from .templates import count

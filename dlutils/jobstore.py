@@ -31,7 +31,7 @@ from datetime import datetime, timezone
 from typing import Any, BinaryIO
 
 from .errors import DownloadError, InvalidInputError, JobNotFoundError, JobStateError
-from .job import JobStatus, State, TaskInfo
+from .jobs.status import JobStatus, State, TaskInfo
 from .names import redact_text as _redact_text
 from .workfiles import check_database, confirm_database, open_working_file
 

@@ -9,10 +9,18 @@ import threading
 import time
 from collections.abc import Callable
 from decimal import Decimal
+from typing import Any
 
 from .errors import DownloadAborted, InvalidInputError
 
-__all__ = ["TokenBucket", "parse_size", "format_size", "parse_duration", "format_duration"]
+__all__ = [
+    "TokenBucket",
+    "parse_size",
+    "format_size",
+    "parse_duration",
+    "parse_timeout",
+    "format_duration",
+]
 
 _MiB = 1 << 20
 
@@ -417,3 +425,44 @@ class TokenBucket:
             f"TokenBucket(rate={format_size(round(self._rate))}/s, "
             f"burst={format_size(round(self._burst))})"
         )
+
+
+def parse_timeout(value: Any, name: str = "timeout") -> float | tuple[float, float] | None:
+    """A source's ``timeout``: seconds, a duration, or a ``(connect, read)`` pair of them.
+
+    Durations are read by :func:`parse_duration` (``"30s"``, ``"1m"``); every value must
+    be above zero. ``None`` stays ``None`` (the source's default).
+
+    Examples
+    --------
+    >>> from dlutils.limits import parse_timeout
+    >>> parse_timeout("30s"), parse_timeout((5, "2m")), parse_timeout(None) is None
+    (30.0, (5.0, 120.0), True)
+    >>> try:
+    ...     parse_timeout(0)
+    ... except ValueError as exc:
+    ...     print(str(exc).split(":")[0])
+    timeout=0 is not valid
+    """
+    if value is None:
+        return None
+    hint = (
+        f"{name}={value!r} is not valid: use seconds > 0 such as 30 or '30s', "
+        "a (connect, read) pair such as (5, 60), or None"
+    )
+    pair = isinstance(value, (tuple, list))
+    items = list(value) if pair else [value]
+    if not items or len(items) > 2 or (pair and len(items) != 2):
+        raise InvalidInputError(hint)
+    seconds = []
+    for item in items:
+        if isinstance(item, bool):
+            raise InvalidInputError(hint)
+        try:
+            parsed = parse_duration(item)
+        except InvalidInputError:
+            raise InvalidInputError(hint) from None
+        if parsed is None or not parsed > 0:
+            raise InvalidInputError(hint)
+        seconds.append(parsed)
+    return (seconds[0], seconds[1]) if pair else seconds[0]

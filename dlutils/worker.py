@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from .errors import InvalidInputError
-from .job import Job, JobStatus, State
+from .jobs import Job, JobStatus, State
 from .jobstore import JobStore
 
 __all__ = ["run", "main", "REPORT_INTERVAL"]
@@ -139,7 +139,7 @@ def _start(
     outcome: dict[str, Any] = {}
 
     def build() -> None:
-        from .job import _given_id
+        from .jobs.registry import _given_id
 
         _given_id.value = job_id  # the job (and its log lines) goes by the store's id
         try:

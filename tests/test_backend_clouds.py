@@ -39,8 +39,8 @@ from servers_s3 import (  # noqa: F401 - fixtures
 
 import dlutils
 from dlutils import Job, State
-from dlutils import job as job_module
 from dlutils.freshness import Manifest
+from dlutils.jobs import runner as job_module
 from dlutils.sources import aws, gcs
 
 DEADLINE = 60  # seconds a job or a condition may take before the test fails

@@ -20,7 +20,6 @@ xxhash values are stand-ins (a 64-bit blake2b): dlutils never computes xxhash.
 from __future__ import annotations
 
 import hashlib
-import http.server
 import json
 import threading
 import time
@@ -31,6 +30,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from dlutils.checksums import crc32c
 from dlutils.localserver import LocalServer
+from dlutils.sandbox._http import Handler, ThreadedServer
 
 
 @dataclass(frozen=True)
@@ -91,31 +91,22 @@ class AisStandIn:
         self._buckets: dict[str, dict[str, _Object]] = {}
         self._log: list[GatewayRequest] = []
         self._lock = threading.Lock()
-        self._httpd: http.server.ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._server: ThreadedServer | None = None
 
     def __enter__(self) -> AisStandIn:
         self.target.start()
-        handler = type("Handler", (_Gateway,), {"cluster": self})
-        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
-        )
-        self._thread.start()
+        self._server = ThreadedServer(type("Handler", (_Gateway,), {"cluster": self}))
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        assert self._httpd is not None and self._thread is not None
-        self._httpd.shutdown()
-        self._thread.join()
-        self._httpd.server_close()
+        assert self._server is not None
+        self._server.stop()
         self.target.stop()
 
     @property
     def port(self) -> int:
-        assert self._httpd is not None, "use AisStandIn in a with block"
-        return self._httpd.server_address[1]
+        assert self._server is not None, "use AisStandIn in a with block"
+        return self._server.port
 
     def link(self, bucket: str, name: str = "") -> str:
         """``ais://127.0.0.1:PORT/bucket/name``."""
@@ -198,22 +189,11 @@ class AisStandIn:
         }
 
 
-class _Gateway(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Gateway(Handler):
     cluster: AisStandIn
 
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
     def _send(self, code: int, body: Any = None, headers: dict[str, str] | None = None) -> None:
-        data = b"" if body is None else json.dumps(body).encode()
-        self.send_response(code)
-        for name, value in {"Content-Type": "application/json", **(headers or {})}.items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(data)
+        self.send(code, body, {"Content-Type": "application/json", **(headers or {})})
 
     def _error(self, code: int, message: str) -> None:
         self._send(code, {"message": message, "method": self.command, "status": code})

@@ -29,14 +29,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import http.server
-import json
 import threading
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 
 from dlutils.localserver import Headers, LocalServer
+from dlutils.sandbox._http import Handler, ThreadedServer
 
 PARQUET_REVISION = "refs/convert/parquet"
 
@@ -105,31 +104,22 @@ class HubStandIn:
         self._moved: dict[tuple[str, str], str] = {}
         self._log: list[HubRequest] = []
         self._lock = threading.Lock()
-        self._httpd: http.server.ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._server: ThreadedServer | None = None
 
     def __enter__(self) -> HubStandIn:
         self.storage.start()
-        handler = type("Handler", (_Handler,), {"hub": self})
-        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
-        )
-        self._thread.start()
+        self._server = ThreadedServer(type("Handler", (_Handler,), {"hub": self}))
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        assert self._httpd is not None and self._thread is not None
-        self._httpd.shutdown()
-        self._thread.join()
-        self._httpd.server_close()
+        assert self._server is not None
+        self._server.stop()
         self.storage.stop()
 
     @property
     def url(self) -> str:
-        assert self._httpd is not None, "use HubStandIn in a with block"
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        assert self._server is not None, "use HubStandIn in a with block"
+        return self._server.url
 
     # -- content
 
@@ -206,27 +196,12 @@ class HubStandIn:
         return None
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(Handler):
     hub: HubStandIn
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
 
     # -- answers
 
-    def _send(self, code: int, body: Any = b"", headers: dict[str, str] | None = None) -> None:
-        if not isinstance(body, bytes):
-            body = json.dumps(body).encode()
-            headers = {"Content-Type": "application/json", **(headers or {})}
-        self.send_response(code)
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        if "Content-Length" not in (headers or {}):
-            self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if self.command != "HEAD" and body:
-            self.wfile.write(body)
+    _send = Handler.send
 
     def _error(self, code: int, error_code: str, message: str, commit: str = "") -> None:
         extra = {"X-Error-Code": error_code, "X-Error-Message": message}

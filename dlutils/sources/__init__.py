@@ -16,7 +16,15 @@ from ..freshness import ObjectAttrs
 from ..names import redact
 from ..transfer import Fetched
 
-__all__ = ["fetch", "list_objects", "scheme_of", "check_link", "SCHEMES", "BUCKET_SCHEMES"]
+__all__ = [
+    "fetch",
+    "list_objects",
+    "scheme_of",
+    "check_link",
+    "require",
+    "SCHEMES",
+    "BUCKET_SCHEMES",
+]
 
 #: scheme -> (module, fetch function, lister or None)
 _SOURCES: dict[str, tuple[str, str, str | None]] = {
@@ -37,6 +45,10 @@ SOURCE_OPTIONS: dict[str, frozenset[str]] = {
     "gs": frozenset({"token"}),
     "hf": frozenset({"token"}),
 }
+
+#: scheme -> (source module, its function importing the libraries that scheme needs):
+#: a job checks them once, before it starts, not once per object.
+_REQUIRES: dict[str, tuple[str, str]] = {"s3": ("aws", "_boto")}
 
 #: Schemes dlutils reads.
 SCHEMES = tuple(_SOURCES)
@@ -81,6 +93,19 @@ def _for_scheme(scheme: str, options: dict[str, Any]) -> dict[str, Any]:
     own = SOURCE_OPTIONS.get(scheme, frozenset())
     foreign = {key for s, keys in SOURCE_OPTIONS.items() if s != scheme for key in keys} - own
     return {key: value for key, value in options.items() if key not in foreign}
+
+
+def require(scheme: str) -> None:
+    """Import what links of ``scheme`` need; an :class:`ImportError` with the install hint.
+
+    Examples
+    --------
+    >>> from dlutils.sources import require
+    >>> require("https")  # nothing beyond requests
+    """
+    if scheme in _REQUIRES:
+        module_name, function = _REQUIRES[scheme]
+        getattr(importlib.import_module(f".{module_name}", __name__), function)()
 
 
 def fetch(link: str, path: str, **options: Any) -> Fetched:

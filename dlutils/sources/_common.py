@@ -140,14 +140,26 @@ def is_current(target: str, remote: ObjectAttrs, manifest: Manifest | None, sour
     ETag, version, checksum or Last-Modified that differs means fetch again), except
     when the record and the remote share nothing but a size (a server that sends only
     ``Content-Length``, :func:`dlutils.freshness.only_size_compares`): then the size
-    decides, as for a file with no record. With none, the sizes are compared as pyvo
-    does: equal (or unknown) is current, and is recorded; different warns
-    :class:`~dlutils.CacheMismatchWarning` in pyvo's words.
+    decides, as for a file with no record. A record of another source (another link
+    saved at the same path) that no checksum shows to be the same bytes means not
+    current, with a :class:`~dlutils.CacheMismatchWarning` naming both. With no record,
+    the sizes are compared as pyvo does: equal (or unknown) is current, and is
+    recorded; different warns :class:`~dlutils.CacheMismatchWarning` in pyvo's words.
     """
     found = manifest.get(os.path.abspath(target)) if manifest is not None else None
     if found is not None:
         if same_object(found, remote):
             return True
+        if found.source and remote.source and found.source != remote.source:
+            # Placed here for another link (the same name, or the same explicit path):
+            # only a matching checksum makes it current; never replaced silently.
+            warnings.warn(
+                f"{target} was downloaded from {found.source}, not from {remote.source}. "
+                "Overwriting ...",
+                CacheMismatchWarning,
+                stacklevel=4,
+            )
+            return False
         if not only_size_compares(found, remote):
             log.debug("%s: %s is not known to be current; fetching it again", source, target)
             return False

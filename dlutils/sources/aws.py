@@ -18,6 +18,7 @@ from .._version import __version__
 from ..checksums import parse_checksum
 from ..errors import IncompleteDownloadError, InvalidInputError, RemoteChangedError, UnsafePathError
 from ..freshness import Manifest, ObjectAttrs, attrs_from_headers
+from ..limits import parse_timeout
 from ..names import join_inside, redact
 from ..progress import Callback, TqdmCallback
 from ..redaction import redacting
@@ -101,15 +102,10 @@ give one such as 's3://my-bucket/data/table.csv'
 
 
 def _timeouts(timeout: Any) -> tuple[float, float]:
-    value = DEFAULT_TIMEOUT if timeout is None else timeout
-    pair = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
-    if len(pair) != 2 or not all(
-        isinstance(t, (int, float)) and not isinstance(t, bool) and t > 0 for t in pair
-    ):
-        raise InvalidInputError(
-            f"timeout={timeout!r} is not valid: use seconds > 0, (connect, read), or None"
-        )
-    return float(pair[0]), float(pair[1])
+    value = parse_timeout(timeout)  # the same reading as every source's
+    if value is None:
+        return DEFAULT_TIMEOUT
+    return value if isinstance(value, tuple) else (value, value)
 
 
 class _Clients:

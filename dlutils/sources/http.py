@@ -29,6 +29,7 @@ from ..errors import (
     UnsupportedSchemeError,
 )
 from ..freshness import Manifest, attrs_from_headers
+from ..limits import parse_timeout
 from ..names import (
     check_name,
     forwardable,
@@ -269,6 +270,7 @@ class HttpRemote:
         if not any(k.lower() == "accept-encoding" for k in self.headers):
             # Bytes are stored as served, never decompressed on the way.
             self.headers["Accept-Encoding"] = "identity"
+        timeout = parse_timeout(timeout)  # "30s" as a job reads it; a clear error otherwise
         self.timeout = DEFAULT_TIMEOUT if timeout is None else timeout
         self.auth = auth
 
@@ -592,8 +594,9 @@ def http_download(
         dlutils verified when it placed it and it is unchanged since (size, mtime);
         other files are checked with the server as with ``True``. See
         :doc:`/freshness`.
-    timeout : float or (connect, read), optional
-        Seconds a connection may stay silent, as in pyvo and requests (a silent
+    timeout : float, str or (connect, read), optional
+        Seconds (or a duration such as ``"30s"``) a connection may stay silent, as in
+        pyvo and requests (a silent
         connection is dropped and retried); ``None`` means ``DEFAULT_TIMEOUT``. For a
         limit on the whole of each attempt, a trickling server included, pass
         ``abort=AbortEvent(time_limit=seconds)`` (a job's ``timeout`` does that).
@@ -717,6 +720,7 @@ def fetch_http(
     check_http_url(url)
     cache_mode(cache)  # bad input fails before any request
     checksum = parse_checksum(checksum)
+    timeout = parse_timeout(timeout)  # "30s" as a job reads it, on either transport
     policy = RetryPolicy(retries=retries, backoff=backoff)
     remote = open_remote(
         url, transport=transport, session=session, headers=headers, timeout=timeout, auth=auth
@@ -751,6 +755,8 @@ def fetch_http(
         cached_record = None
         if cache and candidate and os.path.isfile(candidate) and record_keeper is not None:
             cached_record = record_keeper.get(os.path.abspath(candidate))
+            if cached_record is not None and cached_record.source not in ("", source):
+                cached_record = None  # another link's file: its validators mean nothing here
         first = None
         if not (explicit and not (cache and os.path.exists(target))):
             conditional = cached_record.conditional_headers() if cached_record else {}

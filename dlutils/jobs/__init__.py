@@ -1,0 +1,27 @@
+"""Download jobs as the AIStore downloader runs them, one concern per module.
+
+:mod:`~dlutils.jobs.tasks` turns a request into tasks, :mod:`~dlutils.jobs.runner` runs
+them (:class:`Job`), :mod:`~dlutils.jobs.status` and :mod:`~dlutils.jobs.registry` say
+how jobs are doing, :mod:`~dlutils.jobs.api` holds :func:`download` and the functions
+that run a job to its end.
+"""
+
+from __future__ import annotations
+
+from .api import download, multi_download, range_download
+from .registry import get_job, list_jobs, remove_job
+from .runner import Job
+from .status import JobStatus, State, TaskInfo
+
+__all__ = [
+    "Job",
+    "JobStatus",
+    "TaskInfo",
+    "State",
+    "download",
+    "range_download",
+    "multi_download",
+    "list_jobs",
+    "get_job",
+    "remove_job",
+]

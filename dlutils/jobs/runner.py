@@ -1,0 +1,678 @@
+"""The job: runs a request's tasks on an executor, counts, reports, honours limits and abort.
+
+A :class:`Job` is thin: its request (:mod:`dlutils.jobs.tasks`) gives the tasks (one
+link, one local path each); it runs them through :func:`dlutils.sources.fetch`, counts,
+and reports. All transfer logic lives below it.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import secrets
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import datetime, timezone
+from typing import Any
+
+from ..errors import DownloadAborted, InvalidInputError, JobStateError, UnsafePathError
+from ..freshness import Manifest
+from ..limits import TokenBucket
+from ..names import redact, redact_text
+from ..options import Options, make_options
+from ..progress import Callback, TqdmCallback
+from ..sources import fetch
+from ..transfer import AbortEvent, Fetched
+from . import tasks as plans
+from .registry import given_id, register
+from .status import JobStatus, State, TaskInfo
+from .tasks import Plan, _Task
+
+__all__ = ["Job"]
+
+log = logging.getLogger("dlutils")
+
+#: Transfers a job runs at once when ``connections`` is not given.
+DEFAULT_WORKERS = 8
+#: Seconds ``wait()`` gives an aborted job to stop after a KeyboardInterrupt.
+_STOP_WAIT = 2.0
+#: How many finished tasks a status keeps (the counters cover all of them).
+RECENT_TASKS = 32
+#: Files at least this big get a progress bar of their own.
+FILE_BAR_THRESHOLD = 16 << 20
+
+
+class Job:
+    """A download job: many objects, one id, status counters, limits, abort.
+
+    Create one with :meth:`single`, :meth:`multi`, :meth:`range`, :meth:`backend`,
+    :meth:`hf` or :meth:`from_request` (unstarted), or with :func:`dlutils.download`
+    (started). Every constructor takes the job's options as ``options=``
+    (:class:`dlutils.Options`, where each is documented) and/or as keywords of the same
+    names (``connections=4, timeout="30s"``); they are checked once, here, and a wrong
+    or unknown one raises :class:`~dlutils.InvalidInputError`.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from dlutils import Job
+    >>> from dlutils.localserver import LocalServer
+    >>> files = {f"d/f{i}.bin": bytes([i]) * 100 for i in range(5)}
+    >>> with LocalServer(files) as server, tempfile.TemporaryDirectory() as dest:
+    ...     job = Job.range(server.url + "/d/f{0..4}.bin", dest).start()
+    ...     status = job.wait(timeout=60)
+    ...     print(status.state.value, status.finished, status.errors, status.bytes)
+    finished 5 0 500
+    """
+
+    def __init__(self, plan: Plan, dest: str | os.PathLike, options: Options):
+        self._opts = options
+        self._tasks = plan.tasks
+        self._sync = plan.sync
+        self._blob_threshold = plan.blob_threshold
+        self.dest = os.fspath(dest)
+        self.id = given_id() or "dnl-" + secrets.token_hex(5)
+        self.description = redact_text(
+            self._opts.description or f"{redact(plan.source)} -> {self.dest or '.'}"
+        )
+        self._total = plan.total
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._done = threading.Event()
+        self._abort = AbortEvent()
+        self._state = State.PENDING
+        self._started: float | None = None
+        self._finished: float | None = None
+        self._scheduled = self._finished_cnt = self._skipped = self._errors = self._bytes = 0
+        self._deleted = 0
+        self._inflight = 0
+        self._all_dispatched = False
+        self._current: dict[str, list[Any]] = {}
+        self._recent: collections.deque[TaskInfo] = collections.deque(maxlen=RECENT_TASKS)
+        self._download_errors: list[tuple[str, str]] = []
+        self._thread: threading.Thread | None = None
+        self._bar: Any = None
+        self._bar_lock = threading.Lock()
+
+    # -- request types -----------------------------------------------------------
+
+    # -- request types (see dlutils.jobs.tasks) ----------------------------------
+
+    @classmethod
+    def single(
+        cls,
+        link: str,
+        dest: str | os.PathLike,
+        object_name: str | None = None,
+        *,
+        options: Options | None = None,
+        **opts: Any,
+    ) -> Job:
+        """One link, saved as ``object_name`` (default: the link's last path element).
+
+        ``options`` and ``**opts``: the job's options, :class:`dlutils.Options` (its
+        fields as keywords, such as ``connections=4, timeout="30s"``).
+        """
+        return cls(plans.single(link, dest, object_name), dest, _options(options, opts))
+
+    @classmethod
+    def multi(
+        cls,
+        objects: Iterable[str] | Mapping[str, str],
+        dest: str | os.PathLike,
+        *,
+        options: Options | None = None,
+        **opts: Any,
+    ) -> Job:
+        """A list of links (named after their last path element) or a dict name -> link.
+
+        Two links that would be saved under the same name are an error listing
+        every clash (the AIStore downloader silently keeps the last one). ``options``
+        and ``**opts``: the job's options (:class:`dlutils.Options`).
+        """
+        return cls(plans.multi(objects, dest), dest, _options(options, opts))
+
+    @classmethod
+    def range(
+        cls,
+        template: str,
+        dest: str | os.PathLike,
+        subdir: str | None = None,
+        *,
+        options: Options | None = None,
+        **opts: Any,
+    ) -> Job:
+        """A brace template of links, expanded lazily (see :mod:`dlutils.templates`).
+
+        The ranges must vary in the last path element, so that every link gets a
+        name of its own; ``subdir`` is joined in front of the names. ``options`` and
+        ``**opts``: the job's options (:class:`dlutils.Options`).
+        """
+        return cls(plans.range_(template, dest, subdir), dest, _options(options, opts))
+
+    @classmethod
+    def backend(
+        cls,
+        bucket_uri: str,
+        dest: str | os.PathLike,
+        prefix: str = "",
+        suffix: str = "",
+        sync: bool = False,
+        *,
+        options: Options | None = None,
+        **opts: Any,
+    ) -> Job:
+        """Everything in a bucket (``s3://``, ``gs://``, ``ais://``) under a prefix.
+
+        Local names are the object names relative to the folder in ``bucket_uri``
+        (``s3://bucket/train/`` puts ``train/a/0.tar`` at ``dest/a/0.tar``); ``prefix``
+        and ``suffix`` filter them. Objects already current are skipped with no
+        request. With ``sync=True``, once the whole listing has been seen, local files
+        this job's bucket put there (as the folder's manifest records) whose objects
+        are gone are deleted; files from elsewhere, or changed by hand, are kept.
+        ``options`` and ``**opts``: the job's options (:class:`dlutils.Options`).
+        """
+        options = _options(options, opts)
+        plan = plans.backend(bucket_uri, dest, prefix, suffix, sync, options)
+        return cls(plan, dest, options)
+
+    @classmethod
+    def hf(
+        cls,
+        dest: str | os.PathLike,
+        dataset: str | None = None,
+        model: str | None = None,
+        file: str | None = None,
+        revision: str = "main",
+        token: str | None = None,
+        parquet: bool = False,
+        include: str | Iterable[str] | None = None,
+        exclude: str | Iterable[str] | None = None,
+        blob_threshold: int | str | None = None,
+        *,
+        options: Options | None = None,
+        **opts: Any,
+    ) -> Job:
+        """A HuggingFace dataset or model repository (or one ``file`` of it).
+
+        Files keep their folders under ``dest``; sizes and LFS sha256 from the listing
+        are the expected size and checksum and the freshness record, so a re-run
+        fetches nothing unchanged. ``token`` (or ``HF_TOKEN``) goes to the hub only.
+        With ``parquet=True``, a dataset's parquet export is fetched instead, as
+        ``<config>/<split>/NNNN.parquet``. ``include``/``exclude`` are glob patterns.
+        Files of at least ``blob_threshold`` bytes (an int or ``"1GiB"``) are fetched
+        one at a time over several connections, the others together in the pool.
+        ``options`` and ``**opts``: the job's options (:class:`dlutils.Options`).
+        """
+        if token is not None:
+            opts = {**opts, "token": token}
+        options = _options(options, opts)
+        token = options.token
+        plan = plans.hub(
+            dest,
+            dataset=dataset,
+            model=model,
+            file=file,
+            revision=revision,
+            token=token,
+            parquet=parquet,
+            include=include,
+            exclude=exclude,
+            blob_threshold=blob_threshold,
+            options=options,
+        )
+        return cls(plan, dest, options)
+
+    @classmethod
+    def from_request(cls, body: Mapping[str, Any], dest: str | os.PathLike) -> Job:
+        """A job from an AIStore downloader request body (a dict, as parsed from JSON).
+
+        ``type`` is ``single`` (``link``, ``object_name``), ``multi`` (``objects``: a
+        list of links or a map name -> link), ``range`` (``template``, ``subdir``) or
+        ``backend`` (``bucket``, ``prefix``, ``suffix``, ``sync``, also spelt
+        ``synchronize``); common fields are ``description``, ``timeout`` (a duration
+        such as ``"1m30s"``: the time one attempt at one object may take, see
+        :func:`dlutils.download`), ``limits`` (``connections``, ``bytes_per_hour``) and
+        ``headers``.
+
+        As in the AIStore downloader, a link or template without a scheme is an
+        ``http://`` link (``"randomwebsite.com/some_dir/object{200..300}log.txt"``), a
+        ``subdir`` may end with ``/``, and a backend ``bucket`` with no provider (or
+        provider ``"ais"``) is an AIStore bucket of the cluster ``AIS_ENDPOINT`` names.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> from dlutils import Job
+        >>> with tempfile.TemporaryDirectory() as dest:
+        ...     job = Job.from_request({
+        ...         "type": "range",
+        ...         "bucket": {"name": "test"},
+        ...         "template": "randomwebsite.com/some_dir/object{200..300}log.txt",
+        ...         "subdir": "some/subdir/",
+        ...     }, dest)
+        ...     print(job.status().total, job.description.split(" -> ")[0])
+        101 http://randomwebsite.com/some_dir/object{200..300}log.txt
+        """
+        return plans.read_request(body)(cls, dest)
+
+    # -- running -----------------------------------------------------------------
+
+    def start(self) -> Job:
+        """Start the job in the background and return it at once."""
+        with self._lock:
+            if self._state is not State.PENDING:
+                raise JobStateError(f"job {self.id} was already started ({self._state.value})")
+            self._state = State.RUNNING
+            self._started = time.time()
+        log.info("job %s started: %s", self.id, self.description)
+        register(self)
+        self._thread = threading.Thread(target=self._run, name=f"dlutils-{self.id}", daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        opts = self._opts
+        own = opts.executor is None
+        workers = opts.connections or DEFAULT_WORKERS
+        executor = opts.executor or ThreadPoolExecutor(workers, thread_name_prefix=self.id)
+        live = isinstance(executor, ThreadPoolExecutor)
+        window = threading.BoundedSemaphore(opts.connections or workers * 2)
+        manifest = Manifest(self.dest or ".")
+        limiter = TokenBucket.per_hour(opts.bytes_per_hour) if opts.bytes_per_hour else None
+        common = {
+            **({"segments": 1} if opts.connections else {}),
+            **opts.transfer(),
+            "timeout": _transport_timeout(opts.timeout),
+            "manifest": manifest,
+        }
+        big_lane: ThreadPoolExecutor | None = None
+        big_common = {**common, "segments": max(2, opts.connections or 8)}
+        if self._blob_threshold is not None:
+            big_common["segment_threshold"] = max(1, self._blob_threshold)
+        if opts.progress:
+            self._open_bar()
+        where = "<manifest>"
+        try:
+            manifest.check()  # a manifest planted as a link would write elsewhere: refuse the job
+            where = "<listing>"
+            for task in self._tasks():
+                if task.big:  # one at a time, beside the pool: never in its window
+                    if self._abort.is_set():
+                        break
+                    if big_lane is None:
+                        big_lane = ThreadPoolExecutor(1, thread_name_prefix=f"{self.id}-big")
+                    future = big_lane.submit(self._execute, task, big_common, limiter)
+                    with self._lock:
+                        self._scheduled += 1
+                        self._inflight += 1
+                    future.add_done_callback(
+                        lambda f, t=task: self._task_done(t, f, None, counted_bytes=True)
+                    )
+                    continue
+                if not self._acquire(window):
+                    break
+                try:
+                    if live:
+                        future = executor.submit(self._execute, task, common, limiter)
+                    else:
+                        future = executor.submit(_execute_elsewhere, task, common, opts.timeout)
+                except BaseException:
+                    window.release()  # e.g. the caller shut its executor down
+                    raise
+                with self._lock:
+                    self._scheduled += 1
+                    self._inflight += 1
+                future.add_done_callback(
+                    lambda f, t=task: self._task_done(t, f, window, counted_bytes=live)
+                )
+            else:
+                with self._lock:
+                    self._all_dispatched = True
+                    if self._total is None:  # a listing: known once it is complete
+                        self._total = self._scheduled
+        except Exception as exc:  # a request that fails while it is being expanded
+            log.exception("job %s could not list its objects", self.id)
+            with self._lock:
+                self._errors += 1
+                self._download_errors.append((where, _describe(exc, "")))
+        finally:
+            with self._lock:
+                while self._inflight:
+                    self._idle.wait(0.5)
+                complete = self._all_dispatched and not self._abort.is_set()
+            if complete and self._sync is not None:
+                try:
+                    self._sync(self, manifest)
+                except Exception as exc:
+                    log.exception("job %s could not synchronise", self.id)
+                    with self._lock:
+                        self._errors += 1
+                        self._download_errors.append(("<sync>", _describe(exc, "")))
+            if own:
+                executor.shutdown(wait=True)
+            if big_lane is not None:
+                big_lane.shutdown(wait=True)
+            manifest.close()
+            with self._lock:
+                self._state = State.ABORTED if self._abort.is_set() else State.FINISHED
+                self._finished = time.time()
+            self._close_bar()
+            self._log_end()
+            self._done.set()
+
+    def _log_end(self) -> None:
+        s = self.status()
+        took = (self._finished or 0.0) - (self._started or self._finished or 0.0)
+        log.info(
+            "job %s %s: %d done (%d skipped), %d errors, %d bytes in %.1f s: %s",
+            self.id,
+            s.state.value,
+            s.finished,
+            s.skipped,
+            s.errors,
+            s.bytes,
+            took,
+            self.description,
+        )
+
+    def _acquire(self, window: threading.BoundedSemaphore) -> bool:
+        while not window.acquire(timeout=0.2):
+            if self._abort.is_set():
+                return False
+        if self._abort.is_set():
+            window.release()
+            return False
+        return True
+
+    def _execute(self, task: _Task, common: dict[str, Any], limiter: Any) -> Fetched:
+        if self._abort.is_set():
+            raise DownloadAborted("job aborted before this object started")
+        _raise_if_unusable(task)
+        entry = [task.name, 0, task.size]
+        with self._lock:
+            self._current[task.name] = entry
+        progress = _TaskProgress(self, entry)
+        # The object's own event: the job's abort reaches it, and it times each attempt.
+        abort = AbortEvent(self._abort, time_limit=self._opts.timeout)
+        try:
+            return fetch(
+                task.link,
+                task.path,
+                **common,
+                **_task_extras(task),
+                progress=progress,
+                abort=abort,
+                limiter=limiter,
+            )
+        finally:
+            abort.close()
+            progress.close()
+            with self._lock:
+                self._current.pop(task.name, None)
+
+    def _task_done(
+        self,
+        task: _Task,
+        future: Future,
+        window: threading.BoundedSemaphore | None,
+        counted_bytes: bool,
+    ) -> None:
+        if window is not None:
+            window.release()
+        with self._lock:
+            self._inflight -= 1
+            exc = None if future.cancelled() else future.exception()
+            if future.cancelled() or (isinstance(exc, DownloadAborted) and self._abort.is_set()):
+                self._scheduled -= 1  # dropped by the abort, not failed
+            elif exc is not None:
+                self._errors += 1
+                self._download_errors.append((task.name, _describe(exc, task.link)))
+            else:
+                fetched: Fetched = future.result()
+                self._finished_cnt += 1
+                self._skipped += fetched.skipped
+                if not counted_bytes:  # run elsewhere: its bytes are known now
+                    self._bytes += fetched.received
+                    self._bar_bytes(expected=fetched.received, received=fetched.received)
+                self._recent.append(TaskInfo(task.name, fetched.size or 0, fetched.size))
+            self._idle.notify_all()
+            done, errors, total = self._finished_cnt + self._errors, self._errors, self._total
+        if self._bar is not None:
+            files = f"{done}/{total if total is not None else '?'} files"
+            with self._bar_lock:
+                self._bar.set_postfix_str(f"{files}, {errors} errors", refresh=False)
+
+    def _record_deletion(self, name: str) -> None:
+        with self._lock:
+            self._deleted += 1
+            self._finished_cnt += 1
+            self._total = (self._total or 0) + 1
+            self._recent.append(TaskInfo(name, 0, 0))
+
+    def _open_bar(self) -> None:
+        """One bar of bytes for the job (files done as its postfix): it moves during a large
+        file. Its total grows as the objects' sizes become known."""
+        from tqdm.auto import tqdm
+
+        self._bar = tqdm(
+            total=0,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            desc=self.id,
+            dynamic_ncols=True,
+        )
+
+    def _bar_bytes(self, expected: int = 0, received: int = 0) -> None:
+        """``expected`` more bytes to come (negative: fewer than said), ``received`` came."""
+        bar = self._bar
+        if bar is None or not (expected or received):
+            return
+        with self._bar_lock:
+            if expected:
+                bar.total = max(bar.total + expected, bar.n + received)
+            if received:
+                bar.update(received)  # tqdm redraws at most every 0.1 s
+
+    def _close_bar(self) -> None:
+        if self._bar is not None:
+            with self._bar_lock:
+                self._bar.total = self._bar.n  # what was not received will not come
+                self._bar.close()
+
+    # -- control and status ------------------------------------------------------
+
+    def abort(self) -> None:
+        """Stop: drop queued objects, stop running transfers (their ``.part`` files stay).
+
+        Aborting a finished job changes nothing.
+        """
+        with self._lock:
+            if self._state in (State.FINISHED, State.ABORTED):
+                return
+            if self._state is State.PENDING:
+                self._state = State.ABORTED
+                self._finished = time.time()
+                self._abort.set()
+                self._done.set()
+                return
+        self._abort.set()
+
+    def wait(self, timeout: float | None = None) -> JobStatus:
+        """Wait until the job is finished or aborted and return its status.
+
+        Raises :class:`TimeoutError` when ``timeout`` seconds pass first (the job goes
+        on). A ``KeyboardInterrupt`` (^C, or "interrupt the kernel" in a notebook)
+        while waiting aborts the job: its transfers stop within about a second, their
+        ``.part`` files kept for a later resume, and the ``KeyboardInterrupt`` is
+        raised again. To leave a job running, wait with a ``timeout`` in a loop, or
+        not at all.
+        """
+        if self._state is State.PENDING:
+            raise JobStateError(f"job {self.id} was never started: call start() first")
+        try:
+            finished = self._done.wait(timeout)
+        except KeyboardInterrupt:
+            self.abort()
+            stopped = self._done.wait(_STOP_WAIT)
+            log.warning(
+                "job %s %s after KeyboardInterrupt",
+                self.id,
+                "aborted" if stopped else "is being aborted",
+            )
+            raise
+        if not finished:
+            raise TimeoutError(f"job {self.id} is still running after {timeout} s")
+        return self.status()
+
+    def status(self) -> JobStatus:
+        """A consistent snapshot of the job's counters and tasks."""
+        with self._lock:
+            return JobStatus(
+                id=self.id,
+                description=self.description,
+                state=self._state,
+                total=self._total,
+                scheduled=self._scheduled,
+                finished=self._finished_cnt,
+                skipped=self._skipped,
+                errors=self._errors,
+                bytes=self._bytes,
+                started_time=_utc(self._started),
+                finished_time=_utc(self._finished),
+                all_dispatched=self._all_dispatched,
+                current_tasks=tuple(
+                    TaskInfo(name, done, total) for name, done, total in self._current.values()
+                ),
+                finished_tasks=tuple(self._recent),
+                download_errors=tuple(sorted(self._download_errors)),
+                deleted=self._deleted,
+            )
+
+    @property
+    def paths(self) -> list[str]:
+        """The local path of every object of the job (derived again from the request)."""
+        return [task.path for task in self._tasks() if task.path]
+
+    def __repr__(self) -> str:
+        status = self.status()
+        return f"<Job {self.id} {status.state.value} {self.description!r}>"
+
+
+class _TaskProgress(Callback):
+    """Feeds one task's bytes to its job's counters and, for big files, a bar of its own."""
+
+    def __init__(self, job: Job, entry: list[Any]):
+        self.job = job
+        self.entry = entry
+        self.bar: TqdmCallback | None = None
+        self.announced = 0  # bytes this task added to the job bar's total
+
+    def set_size(self, size: int | None) -> None:
+        expected = 0
+        with self.job._lock:
+            self.entry[2] = size
+            if size is not None:  # a restart announces the size again: count it once
+                expected = max(size, self.entry[1]) - self.announced
+                self.announced += expected
+        self.job._bar_bytes(expected=expected)
+        if self.job._opts.progress and size and size >= FILE_BAR_THRESHOLD and self.bar is None:
+            self.bar = TqdmCallback(self.entry[0], leave=False)
+            self.bar.set_size(size)
+
+    def update(self, nbytes: int) -> None:
+        with self.job._lock:
+            self.entry[1] += nbytes
+            self.job._bytes += nbytes
+            # more than announced (or nothing was): the total grows with what came
+            expected = max(0, self.entry[1] - self.announced)
+            self.announced += expected
+        self.job._bar_bytes(expected=expected, received=nbytes)
+        if self.bar is not None:
+            self.bar.update(nbytes)
+
+    def close(self) -> None:
+        # resumed, skipped or failed: its share of the total is what it received
+        with self.job._lock:
+            expected, self.announced = self.entry[1] - self.announced, self.entry[1]
+        self.job._bar_bytes(expected=expected)
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _execute_elsewhere(task: _Task, common: dict[str, Any], time_limit: float | None) -> Fetched:
+    """The task run by an executor of other processes: no shared progress, abort or limiter."""
+    _raise_if_unusable(task)
+    abort = AbortEvent(time_limit=time_limit) if time_limit else None
+    try:
+        return fetch(task.link, task.path, **common, **_task_extras(task), abort=abort)
+    finally:
+        if abort is not None:
+            abort.close()
+
+
+def _transport_timeout(limit: float | None) -> tuple[float, float] | None:
+    """The (connect, read) silence a transport allows under a job's time limit per attempt.
+
+    The job's limit is enforced by the engine; the transport's own limits stay the
+    sources' defaults (30 s to connect, 120 s of silence), lowered to just above the
+    job's limit so that they never fire first and turn a timeout into a retry.
+    """
+    if limit is None:
+        return None
+    return (min(30.0, limit + 1.0), min(120.0, limit + 1.0))
+
+
+def _raise_if_unusable(task: _Task) -> None:
+    if task.error:
+        raise task.error_type(task.error)
+    if os.path.isdir(task.path):
+        # The sources read an existing folder as "save inside it"; a job always means the
+        # file itself, so two objects such as 'x' and 'x/x' must not share one file.
+        raise UnsafePathError(
+            f"object {task.name!r} would be saved at {task.path!r}, which is a folder "
+            "(it holds other objects whose names start with this one)"
+        )
+
+
+def _task_extras(task: _Task) -> dict[str, Any]:
+    extras: dict[str, Any] = {}
+    if task.remote_attrs is not None:
+        extras["remote_attrs"] = task.remote_attrs
+    if task.checksum:
+        extras["checksum"] = task.checksum
+    if task.size is not None:
+        extras["expected_size"] = task.size
+    return extras
+
+
+def _describe(exc: BaseException, link: str) -> str:
+    """The error of one object as its status shows it: type, message, link; no credential."""
+    message = f"{type(exc).__name__}: {exc}"
+    if link and link in message:
+        message = message.replace(link, redact(link))
+    message = redact_text(message)  # whatever library wrote it, in whatever form
+    shown = redact(link) if link else ""
+    if shown and shown not in message:
+        message = f"{message} ({shown})"
+    return message
+
+
+def _utc(moment: float | None) -> datetime | None:
+    return datetime.fromtimestamp(moment, tz=timezone.utc) if moment is not None else None
+
+
+def _options(options: Options | None, opts: Mapping[str, Any]) -> Options:
+    """The job's options: ``options`` (if given) with the keywords ``opts`` over it."""
+    if options is not None and not isinstance(options, Options):
+        raise InvalidInputError(
+            f"options={options!r} is not valid: use dlutils.Options(...), such as "
+            "options=Options(connections=4, timeout='30s')"
+        )
+    if not opts and options is not None:
+        return options
+    return make_options(opts, base=options)
