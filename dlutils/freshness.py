@@ -642,6 +642,7 @@ class Manifest:
     #: transaction already under way).
     DELAY: ClassVar[float] = 0.1
     _PAGE: ClassVar[int] = 512
+    _LINGER: ClassVar[float] = 1.0  # seconds the writer thread waits for more before it ends
 
     def __init__(self, root: str | os.PathLike, *, timeout: float = 60.0) -> None:
         self.root = os.path.abspath(os.fspath(root))
@@ -837,7 +838,9 @@ class Manifest:
         with self._write_lock:
             self._flush_locked(statements, create)
 
-    def _flush_locked(self, statements: Iterable[tuple[str, tuple]] = (), create=False) -> None:
+    def _flush_locked(
+        self, statements: Iterable[tuple[str, tuple]] = (), create: bool = False
+    ) -> None:
         """Write the batch, then ``statements``, in one transaction (hold ``_write_lock``)."""
         with self._batch_lock:
             batch, self._pending = self._pending, {}
@@ -871,13 +874,21 @@ class Manifest:
                 self._writing = {}  # written, or lost (a failed batch costs a size comparison)
 
     def _flush_later(self) -> None:
-        """The writer thread: write the batch when it is due; end once there is none."""
+        """The writer thread: write the batch when it is due; end after a second with none.
+
+        Staying a while spares a job's puts a thread start per batch.
+        """
+        idle_since: float | None = None
         while True:
             with self._batch_lock:
-                if not self._pending:
+                now = time.monotonic()
+                if self._pending:
+                    idle_since, wait = None, self._due - now
+                elif idle_since is not None and now - idle_since >= self._LINGER:
                     self._flusher = None
                     return
-                wait = self._due - time.monotonic()
+                else:
+                    idle_since, wait = idle_since or now, self.DELAY
             if wait > 0:
                 time.sleep(wait)
                 continue
