@@ -734,6 +734,10 @@ class Manifest:
         self._here()
         given = os.fsdecode(os.fspath(path))
         full = os.path.normpath(os.path.join(self.root, given))
+        inside = self.root if self.root.endswith(os.sep) else self.root + os.sep
+        if len(full) > len(inside) and full.startswith(inside) and full[len(inside)] != os.sep:
+            rel = full[len(inside) :]  # the usual case, without relpath's cost
+            return rel if os.sep == "/" else PurePath(rel).as_posix()
         try:
             rel = os.path.relpath(full, self.root)
         except ValueError:  # another drive, on Windows
