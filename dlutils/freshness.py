@@ -696,12 +696,16 @@ class Manifest:
     def close(self) -> None:
         """Write the batch, then close every connection opened, in any thread.
 
-        The manifest stays usable: connections are opened again on next use.
+        A batch that cannot be written is logged, not raised (its files are judged by
+        their size next time). The manifest stays usable: connections are opened again
+        on next use.
         """
         self._here()
         with self._write_lock:
             try:
                 self._flush_locked()
+            except Exception:  # noqa: BLE001 - a download stays good without its record
+                logger.warning("cannot write records to %s", self.path, exc_info=True)
             finally:
                 with self._lock:
                     conns, self._conns = self._conns, []

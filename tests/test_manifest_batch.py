@@ -223,3 +223,18 @@ def test_the_writer_thread_writes_a_batch_once_it_is_due(tmp_path):
     finally:
         proc.kill()
         proc.communicate(timeout=60)
+
+
+def test_close_logs_a_batch_it_cannot_write_and_the_manifest_stays_usable(tmp_path, caplog):
+    a = write(tmp_path, "a")
+    m = Manifest(tmp_path)
+    m.DELAY = 3600.0
+    m.put(a, ObjectAttrs(version="1"))
+    with sqlite3.connect(tmp_path / Manifest.FILENAME) as db:
+        db.execute("DROP TABLE objects")  # the batch's INSERT now fails
+    m.close()
+    assert "cannot write records to" in caplog.text
+    assert m.get(a) is None  # lost: the file is judged by its size next time
+    m.put(a, ObjectAttrs(version="2"))  # the tables are made again
+    m.close()
+    assert on_disk(tmp_path) == {"a": '{"version":"2"}'}
