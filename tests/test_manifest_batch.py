@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
 import signal
 import sqlite3
 import subprocess
@@ -238,3 +239,17 @@ def test_close_logs_a_batch_it_cannot_write_and_the_manifest_stays_usable(tmp_pa
     m.put(a, ObjectAttrs(version="2"))  # the tables are made again
     m.close()
     assert on_disk(tmp_path) == {"a": '{"version":"2"}'}
+
+
+def test_a_pickled_copy_sees_the_batch_and_writes_through(tmp_path):
+    # What a process executor's worker gets: it may never run atexit, so it keeps no batch.
+    a, b = write(tmp_path, "a"), write(tmp_path, "b")
+    m = Manifest(tmp_path)
+    m.DELAY = 3600.0
+    m.put(a, ObjectAttrs(version="1"))
+    copy = pickle.loads(pickle.dumps(m))
+    assert copy.get(a) == ObjectAttrs(version="1")  # pickling wrote the batch
+    copy.put(b, ObjectAttrs(version="2"))
+    assert on_disk(tmp_path)["b"] == '{"version":"2"}'  # at once, with no close
+    copy.close()
+    m.close()
