@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import operator
@@ -10,6 +11,8 @@ import re
 import sqlite3
 import stat
 import threading
+import time
+import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, fields
 from email.utils import parsedate_to_datetime
@@ -550,6 +553,7 @@ last_modified=None, source=None, verified=None)
 
 _SCHEMA_VERSION = 1
 _INHERITED: list[sqlite3.Connection] = []  # a forked child's copies of its parent's connections
+_LIVE: weakref.WeakSet[Manifest] = weakref.WeakSet()  # flushed at exit, should close() be missed
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS objects (
     key TEXT PRIMARY KEY NOT NULL,
@@ -562,6 +566,22 @@ CREATE TABLE IF NOT EXISTS partials (
     info TEXT NOT NULL
 ) WITHOUT ROWID;
 """
+
+
+#: A batched record: the attrs, as JSON, and the file's size and mtime (ns) when put.
+_Row = tuple[ObjectAttrs, str, int, int]
+
+
+def _flush_at_exit() -> None:
+    for manifest in list(_LIVE):
+        if manifest._owner == os.getpid() and manifest._pid == os.getpid():
+            try:
+                manifest.flush()
+            except Exception:  # noqa: BLE001 - nothing left to tell but the log
+                logger.warning("cannot write records to %s", manifest.path, exc_info=True)
+
+
+atexit.register(_flush_at_exit)
 
 
 def _prefix_end(prefix: str) -> str | None:
@@ -583,14 +603,27 @@ class Manifest:
     Keys are paths relative to ``root`` with ``/`` separators; every method takes an
     absolute path or one relative to ``root``.
 
-    Safe from many threads and processes at once. Each thread gets its own connection,
-    so readers never wait on a Python lock and no connection is shared mid-statement;
-    this process's writers take turns on one lock, so they never meet in SQLite's busy
-    handler, whose sleeps of many milliseconds make tail latency erratic; other
-    processes wait on SQLite's own lock (WAL journal, ``synchronous=NORMAL``, a busy
-    timeout of ``timeout`` seconds). Each write is one short transaction. A forked
-    child opens its own connections. :meth:`close` closes every connection opened, in
-    any thread; call it once those threads are done.
+    Safe from many threads and processes at once. Each thread reads on its own
+    connection, so readers never wait on a Python lock and no connection is shared
+    mid-statement; this process writes on one connection, one writer at a time, so
+    writers never meet in SQLite's busy handler, whose sleeps of many milliseconds make
+    tail latency erratic; other processes wait on SQLite's own lock (WAL journal,
+    ``synchronous=NORMAL``, a busy timeout of ``timeout`` seconds).
+
+    :meth:`put` records are written in batches: one transaction per :attr:`BATCH`
+    records or :attr:`DELAY` seconds, whichever comes first (by the thread whose put
+    fills the batch, else by a short-lived writer thread). Reads see them at once
+    (:meth:`get` looks at the batch first; :meth:`records` flushes it), and every other
+    write (:meth:`remove`, the partial-download journal) goes out at once, in one
+    transaction with the batch before it, so writes keep their order. :meth:`close`
+    and :meth:`flush` write the batch; so does the interpreter's exit, should a
+    manifest not be closed. A crash loses at most the batch: a file without its
+    record is judged by its size next time, as pyvo does, and a stale record of an
+    earlier file at that path is no longer valid (the size or mtime differs). A
+    forked child, or a copy unpickled in another process (a process executor's
+    worker), writes every record at once: nothing there would flush at exit.
+    :meth:`close` closes every connection opened, in any thread; call it once those
+    threads are done.
 
     Parameters
     ----------
@@ -621,13 +654,21 @@ class Manifest:
     """
 
     FILENAME: ClassVar[str] = ".dlutils-manifest.sqlite"
+    #: Records written in one transaction, at most.
+    BATCH: ClassVar[int] = 100
+    #: Seconds a record may wait for its batch's transaction, at most (give or take a
+    #: transaction already under way).
+    DELAY: ClassVar[float] = 0.1
     _PAGE: ClassVar[int] = 512
+    _LINGER: ClassVar[float] = 1.0  # seconds the writer thread waits for more before it ends
 
     def __init__(self, root: str | os.PathLike, *, timeout: float = 60.0) -> None:
         self.root = os.path.abspath(os.fspath(root))
         self.path = os.path.join(self.root, self.FILENAME)
         self.timeout = timeout
+        self._owner: int | None = os.getpid()  # the one process that batches
         self._reset()
+        _LIVE.add(self)
 
     def _reset(self) -> None:
         self._pid = os.getpid()
@@ -636,12 +677,30 @@ class Manifest:
         self._local = threading.local()
         self._conns: list[sqlite3.Connection] = []
         self._ready = False
+        self._writer_conn: sqlite3.Connection | None = None  # used under _write_lock only
+        self._batch_lock = threading.Lock()  # guards the four below
+        self._pending: dict[str, _Row] = {}  # put, not yet written
+        self._writing: dict[str, _Row] = {}  # in the transaction under way
+        self._due = 0.0  # time.monotonic() by which _pending must be written
+        self._flusher: threading.Thread | None = None
+
+    def _here(self) -> None:
+        """In a forked child, drop the parent's connections, locks and batch."""
+        if self._pid != os.getpid():  # inherited connections must not be used
+            _INHERITED.extend(self._conns)  # ... nor closed, so keep them from the collector
+            self._reset()  # the parent writes its own batch
 
     def __reduce__(self):
+        try:  # the copy, maybe in another process, reads what was put here
+            self.flush()
+        except Exception:  # noqa: BLE001 - the copy then judges those files by their size
+            logger.warning("cannot write records to %s", self.path, exc_info=True)
         return (type(self), (self.root,), {"timeout": self.timeout})
 
     def __setstate__(self, state: dict) -> None:
         self.timeout = state["timeout"]
+        self._owner = None  # a copy: maybe in a process that never runs atexit
+        _LIVE.discard(self)
 
     def __repr__(self) -> str:
         return f"Manifest({self.root!r})"
@@ -653,13 +712,32 @@ class Manifest:
         self.close()
 
     def close(self) -> None:
-        """Close every connection this manifest opened, in any thread; reopened on next use."""
-        with self._lock:
-            conns, self._conns = self._conns, []
-            self._local = threading.local()
-            self._ready = False
-        for conn in conns:
-            conn.close()
+        """Write the batch, then close every connection opened, in any thread.
+
+        A batch that cannot be written is logged, not raised (its files are judged by
+        their size next time). The manifest stays usable: connections are opened again
+        on next use.
+        """
+        self._here()
+        with self._write_lock:
+            try:
+                self._flush_locked()
+            except Exception:  # noqa: BLE001 - a download stays good without its record
+                logger.warning("cannot write records to %s", self.path, exc_info=True)
+            finally:
+                with self._lock:
+                    conns, self._conns = self._conns, []
+                    self._local = threading.local()
+                    self._ready = False
+                    self._writer_conn = None
+                for conn in conns:
+                    conn.close()
+
+    def flush(self) -> None:
+        """Write the records :meth:`put` has batched, in one transaction."""
+        self._here()
+        with self._write_lock:
+            self._flush_locked()
 
     def check(self) -> None:
         """Refuse a manifest that could write elsewhere; nothing is created.
@@ -675,8 +753,13 @@ class Manifest:
     # -- plumbing
 
     def _key(self, path: str | os.PathLike) -> str:
+        self._here()
         given = os.fsdecode(os.fspath(path))
         full = os.path.normpath(os.path.join(self.root, given))
+        inside = self.root if self.root.endswith(os.sep) else self.root + os.sep
+        if len(full) > len(inside) and full.startswith(inside) and full[len(inside)] != os.sep:
+            rel = full[len(inside) :]  # the usual case, without relpath's cost
+            return rel if os.sep == "/" else PurePath(rel).as_posix()
         try:
             rel = os.path.relpath(full, self.root)
         except ValueError:  # another drive, on Windows
@@ -693,22 +776,31 @@ class Manifest:
             )
         return PurePath(rel).as_posix()
 
-    def _connect(self, create: bool) -> sqlite3.Connection | None:
-        """This thread's connection; None when reading a manifest that does not exist."""
-        if self._pid != os.getpid():  # forked: inherited connections must not be used
-            _INHERITED.extend(self._conns)  # ... nor closed, so keep them from the collector
-            self._reset()
+    def _connect(self) -> sqlite3.Connection | None:
+        """This thread's connection, for reading; None when the manifest does not exist."""
+        self._here()
         local = self._local
         conn = getattr(local, "conn", None)
+        if conn is None:
+            if not os.path.lexists(self.path):
+                return None
+            conn = self._open()
+            with self._lock:
+                self._conns.append(conn)
+            local.conn = conn
+            self._check_version(conn)
+        return conn
+
+    def _writer(self, create: bool) -> sqlite3.Connection | None:
+        """This process's writing connection (hold ``_write_lock``); None: nothing to write to."""
+        conn = self._writer_conn
         if conn is None:
             if not create and not os.path.lexists(self.path):
                 return None
             conn = self._open()
             with self._lock:
                 self._conns.append(conn)
-            local.conn, local.writer = conn, False
             self._check_version(conn)
-        if create and not local.writer:
             try:  # persistent in the file; a no-op once any connection has set it
                 conn.execute("PRAGMA journal_mode = WAL")
             except sqlite3.OperationalError as exc:  # e.g. no shared memory (network filesystem)
@@ -716,7 +808,7 @@ class Manifest:
             if str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal":
                 conn.execute("PRAGMA synchronous = NORMAL")  # durable in WAL, and no fsync per put
             check_database(self.path, what="manifest")  # the -wal and -shm now exist
-            local.writer = True
+            self._writer_conn = conn
         if create and not self._ready:
             self._create_schema(conn)
         return conn
@@ -741,20 +833,19 @@ class Manifest:
         return conn
 
     def _create_schema(self, conn: sqlite3.Connection) -> None:
-        """Create the tables if absent; safe when several processes do it at once."""
-        with self._write_lock:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                self._check_version(conn)
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
-                conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
+        """Create the tables if absent (hold ``_write_lock``); safe from several processes."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            self._check_version(conn)
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
         self._ready = True
 
     def _check_version(self, conn: sqlite3.Connection) -> None:
@@ -766,16 +857,35 @@ class Manifest:
             )
 
     def _write(self, *statements: tuple[str, tuple], create: bool = True) -> None:
-        """Run ``(sql, params)`` statements in one short transaction.
+        """Run ``(sql, params)`` statements in one short transaction, after the batch.
 
         With ``create=False`` (removals) a missing manifest is left missing.
         """
-        conn = self._connect(create)
-        if conn is None:
-            return
         with self._write_lock:
+            self._flush_locked(statements, create)
+
+    def _flush_locked(
+        self, statements: Iterable[tuple[str, tuple]] = (), create: bool = False
+    ) -> None:
+        """Write the batch, then ``statements``, in one transaction (hold ``_write_lock``)."""
+        with self._batch_lock:
+            batch, self._pending = self._pending, {}
+            self._writing = batch
+        statements = tuple(statements)
+        if not batch and not statements:
+            return
+        try:
+            conn = self._writer(create or bool(batch))
+            if conn is None:
+                return
             try:
                 conn.execute("BEGIN IMMEDIATE")
+                for key, (_, data, size, mtime_ns) in batch.items():
+                    conn.execute(
+                        "INSERT OR REPLACE INTO objects VALUES (?, ?, ?, ?)",
+                        (key, data, size, mtime_ns),
+                    )
+                    conn.execute("DELETE FROM partials WHERE key = ?", (key,))
                 for sql, params in statements:
                     conn.execute(sql, params)
                 conn.execute("COMMIT")
@@ -783,11 +893,38 @@ class Manifest:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 missing = isinstance(exc, sqlite3.OperationalError) and "no such table" in str(exc)
-                if not (missing and not create):  # file made by another process, tables not yet
+                if not (missing and not batch and not create):  # made elsewhere, no tables yet
                     raise
+        finally:
+            with self._batch_lock:
+                self._writing = {}  # written, or lost (a failed batch costs a size comparison)
+
+    def _flush_later(self) -> None:
+        """The writer thread: write the batch when it is due; end after a second with none.
+
+        Staying a while spares a job's puts a thread start per batch.
+        """
+        idle_since: float | None = None
+        while True:
+            with self._batch_lock:
+                now = time.monotonic()
+                if self._pending:
+                    idle_since, wait = None, self._due - now
+                elif idle_since is not None and now - idle_since >= self._LINGER:
+                    self._flusher = None
+                    return
+                else:
+                    idle_since, wait = idle_since or now, self.DELAY
+            if wait > 0:
+                time.sleep(wait)
+                continue
+            try:
+                self.flush()
+            except Exception:  # noqa: BLE001 - a download stays good without its record
+                logger.warning("cannot write records to %s", self.path, exc_info=True)
 
     def _query(self, sql: str, params: tuple) -> list[tuple]:
-        conn = self._connect(False)
+        conn = self._connect()
         if conn is None:
             return []
         try:
@@ -819,13 +956,32 @@ class Manifest:
         key = self._key(path)
         st = os.stat(os.path.join(self.root, key))
         data = json.dumps(attrs.to_dict(), separators=(",", ":"), sort_keys=True)
-        self._write(
-            (
-                "INSERT OR REPLACE INTO objects VALUES (?, ?, ?, ?)",
-                (key, data, st.st_size, st.st_mtime_ns),
-            ),
-            ("DELETE FROM partials WHERE key = ?", (key,)),
-        )
+        if not self._ready:  # the file, checked and with its tables, before the first record
+            with self._write_lock:
+                self._writer(True)
+        with self._batch_lock:
+            if not self._pending:
+                self._due = time.monotonic() + self.DELAY
+            self._pending[key] = (attrs, data, st.st_size, st.st_mtime_ns)
+            full = len(self._pending) >= self.BATCH or self._owner != self._pid
+            start = not full and self._flusher is None
+            if start:
+                self._flusher = threading.Thread(
+                    target=self._flush_later, name="dlutils-manifest", daemon=True
+                )
+        if full:
+            with self._write_lock:
+                with self._batch_lock:  # another thread may have written it meanwhile
+                    full = len(self._pending) >= self.BATCH or self._owner != self._pid
+                if full:
+                    self._flush_locked()
+        elif start:
+            try:
+                self._flusher.start()
+            except RuntimeError:  # no new threads (interpreter shutdown): write it now
+                with self._batch_lock:
+                    self._flusher = None
+                self.flush()
 
     def get(self, path: str | os.PathLike) -> ObjectAttrs | None:
         """The recorded attrs, or None when there is none or the file changed since.
@@ -834,6 +990,11 @@ class Manifest:
         gone, has no valid record.
         """
         key = self._key(path)
+        with self._batch_lock:
+            row = self._pending.get(key) or self._writing.get(key)
+        if row is not None:
+            attrs, _, size, mtime_ns = row
+            return attrs if self._valid(key, size, mtime_ns) else None
         rows = self._query(
             "SELECT attrs, local_size, local_mtime_ns FROM objects WHERE key = ?", (key,)
         )
@@ -872,6 +1033,7 @@ class Manifest:
         end = _prefix_end(prefix)
         last: str | None = None
         while True:
+            self.flush()  # each page sees every record put so far
             sql = "SELECT key, attrs, local_size, local_mtime_ns FROM objects WHERE key >= ?"
             params: list[Any] = [prefix]
             if end is not None:
@@ -907,7 +1069,11 @@ class Manifest:
 
     def get_partial(self, path: str | os.PathLike) -> dict[str, Any] | None:
         """The resume state saved by :meth:`put_partial`, or None."""
-        rows = self._query("SELECT info FROM partials WHERE key = ?", (self._key(path),))
+        key = self._key(path)
+        with self._batch_lock:
+            if key in self._pending or key in self._writing:
+                return None  # put, which drops it
+        rows = self._query("SELECT info FROM partials WHERE key = ?", (key,))
         return json.loads(rows[0][0]) if rows else None
 
     def drop_partial(self, path: str | os.PathLike) -> None:
