@@ -455,6 +455,11 @@ def redact_text(text: str) -> str:
     return _KNOWN_TOKENS.sub("REDACTED", text)
 
 
+#: What makes parsers disagree on a link's host: ``http://other\@own/`` is ``own`` to urlsplit
+#: but ``other`` to urllib3, curl and browsers (a backslash ends the authority there).
+_AMBIGUOUS_AUTHORITY = re.compile(r"[\\\s\x00-\x1f\x7f]")
+
+
 def _origin(url: str) -> tuple[str, str, int | None] | None:
     try:
         parts = urlsplit(url)
@@ -462,7 +467,7 @@ def _origin(url: str) -> tuple[str, str, int | None] | None:
     except ValueError:
         return None
     scheme = parts.scheme.lower()
-    if not scheme or not parts.hostname:
+    if not scheme or not parts.hostname or _AMBIGUOUS_AUTHORITY.search(parts.netloc):
         return None
     return scheme, parts.hostname.lower().rstrip("."), port or _DEFAULT_PORTS.get(scheme)
 
