@@ -59,7 +59,7 @@ from ..errors import (
     UnsupportedSchemeError,
 )
 from ..freshness import Manifest, ObjectAttrs, attrs_from_headers
-from ..names import check_name, join_inside, redact
+from ..names import check_name, forwardable, join_inside, redact
 from ..progress import Callback, TqdmCallback
 from ..redaction import redacting
 from ..retry import RetryPolicy
@@ -371,16 +371,6 @@ def resolve_url(ref: HfRef | str, *, endpoint: str | None = None) -> str:
 # --------------------------------------------------------------------------- requests
 
 
-def _origin(url: str) -> tuple[str, str, int | None]:
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    try:
-        port = parts.port or {"http": 80, "https": 443}.get(scheme)
-    except ValueError:
-        port = None
-    return scheme, (parts.hostname or "").lower(), port
-
-
 def _no_auth(request: Any) -> Any:
     """An auth that adds nothing: stops ``session.auth`` and ``.netrc`` off the hub."""
     return request
@@ -416,7 +406,6 @@ class _Hub:
         sleep: Callable[[float], Any] | None = None,
     ):
         self.endpoint = _check_endpoint(endpoint, "endpoint") if endpoint else hf_endpoint()
-        self.origin = _origin(self.endpoint)
         self.token, self.token_from = _token(token)
         self.headers = dict(headers or {})
         self._session = session
@@ -429,7 +418,7 @@ class _Hub:
         return self._session if self._session is not None else default_session()
 
     def on_hub(self, url: str) -> bool:
-        return _origin(url) == self.origin
+        return forwardable(self.endpoint, url)  # the one origin rule of every transport
 
     def headers_for(self, url: str, wanted: Mapping[str, str]) -> dict[str, str | None]:
         if self.on_hub(url):
