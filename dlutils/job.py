@@ -450,7 +450,14 @@ class Job:
         name of its own; ``subdir`` is joined in front of the names.
         """
         parsed = templates.parse(template)
-        folder_part = template.rsplit("/", 1)[0] if "/" in template else ""
+        path_part = re.split(r"[?#]", template, maxsplit=1)[0]  # names drop query and fragment
+        folder_part = path_part.rsplit("/", 1)[0] if "/" in path_part else ""
+        if templates.has_template(template[len(path_part) :]):
+            raise InvalidInputError(
+                f"template {redact(template)!r} varies in its query or fragment, which names "
+                "leave out, so different links would get the same name; put the ranges in the "
+                "file name, or use Job.multi with a dict name -> link"
+            )
         if templates.has_template(folder_part):
             raise InvalidInputError(
                 f"template {template!r} varies before its last '/', so different links would "
