@@ -7,12 +7,15 @@ import os
 import sys
 import threading
 import time
+import types
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import list_files as files
 from conftest import make_random_bytes
+from faultproxy import FaultProxy
 from servers_s3 import (  # noqa: F401 - fixtures
     TEST_PROFILE,
     moto_server_fixture,
@@ -463,3 +466,27 @@ def test_a_given_checksum_holds_for_a_same_size_file_already_there(s3, tmp_path)
         fetched = fetch_s3(s3.uri("a.bin"), tmp_path, checksum=digest)
     assert not fetched.skipped and (tmp_path / "a.bin").read_bytes() == b"abc"
     assert fetch_s3(s3.uri("a.bin"), tmp_path, checksum=digest).skipped
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="S3Remote's Body reports no encoding and no Content-Length, and fetch_s3 gives the "
+    "engine neither the listed/HEAD size nor the md5 of a single-part ETag: a proxy that gzips "
+    "a 200 despite Accept-Encoding: identity has its compressed bytes placed as the object. "
+    "S3 also serves an object stored with ContentEncoding=gzip that way (boto3 keeps those "
+    "bytes raw), so the fix is a decision: check the answer against the listing (size, md5; a "
+    "HEAD when there is none) rather than decode",
+)
+def test_a_gzip_answer_despite_identity_is_never_placed_as_the_object(s3, moto_server, tmp_path):
+    data = b"compressible " * 50_000
+    s3.put("k/a.bin", data)
+    port = int(moto_server.url.rsplit(":", 1)[1])
+    with FaultProxy(types.SimpleNamespace(port=port), rate=0) as proxy:
+        proxy.force(f"/{s3.name}/k/a.bin", *["gzip"] * 4)
+        try:
+            path = aws_download(
+                s3.uri("k/a.bin"), tmp_path / "out", endpoint_url=proxy.url, retries=1, backoff=0
+            )
+        except dlutils.DownloadError:
+            return  # refused: fine, nothing placed
+        assert hashlib.sha256(Path(path).read_bytes()).digest() == hashlib.sha256(data).digest()
