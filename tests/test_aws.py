@@ -490,3 +490,30 @@ def test_a_gzip_answer_despite_identity_is_never_placed_as_the_object(s3, moto_s
         except dlutils.DownloadError:
             return  # refused: fine, nothing placed
         assert hashlib.sha256(Path(path).read_bytes()).digest() == hashlib.sha256(data).digest()
+
+
+def test_abort_reaches_an_s3_request_waiting_for_its_headers(s3, moto_server, tmp_path):
+    s3.put("k/a.bin", b"x" * 1000)
+    port = int(moto_server.url.rsplit(":", 1)[1])
+    with FaultProxy(types.SimpleNamespace(port=port), rate=0, stall_seconds=60) as proxy:
+        path = f"/{s3.name}/k/a.bin"
+        proxy.force(path, *["stall_headers"] * 4)
+        abort, outcome = AbortEvent(), []
+
+        def run():
+            try:
+                aws_download(
+                    s3.uri("k/a.bin"), tmp_path / "a.bin", endpoint_url=proxy.url, abort=abort
+                )
+            except BaseException as exc:  # noqa: BLE001 - the test inspects it
+                outcome.append(exc)
+
+        worker = threading.Thread(target=run, daemon=True)
+        worker.start()
+        while not [e for e in proxy.log if e.fault == "stall_headers"]:
+            time.sleep(0.02)
+        abort.set()
+        worker.join(10)  # without the fix: 60 s, the stall
+        assert not worker.is_alive(), "the S3 request waiting for its headers was not aborted"
+    assert [type(e) for e in outcome] == [dlutils.DownloadAborted]
+    assert not (tmp_path / "a.bin").exists()
