@@ -502,7 +502,14 @@ def download(
 
 
 def _check_placed_by_other(s: _Settings) -> None:
-    """The file another process placed must hold the checksum this caller expects."""
+    """The file another process placed must have the size and checksum this caller expects."""
+    if s.expected_size is not None:
+        size = os.path.getsize(s.path)
+        if size != s.expected_size:
+            raise SizeMismatchError(
+                f"{s.path!r} was placed by another process downloading {s.remote.display}, but "
+                f"it is {size} bytes, not the expected {s.expected_size}"
+            )
     if s.checksum is None:
         return
     actual = file_digest(s.path, s.checksum.algorithm)

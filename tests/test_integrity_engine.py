@@ -358,3 +358,27 @@ def test_a_file_placed_by_another_download_must_hold_the_checksum_asked(http_ser
     finally:
         first.join()
     assert file_sha(target) == sha(data)
+
+
+def test_a_file_placed_by_another_download_must_have_the_size_expected(http_server, tmp_path):
+    import threading
+    import time
+
+    data = make_random_bytes(2 * MiB, seed=15)
+    http_server.put("a.bin", data)
+    http_server.put("b.bin", data[:MiB])  # another object, saved under the same name
+    http_server.rate_limit = 4 * MiB  # the first download holds the .part for half a second
+    target = tmp_path / "a.bin"
+    first = threading.Thread(
+        target=download, args=(HttpRemote(http_server.url_for("a.bin")), target)
+    )
+    first.start()
+    try:
+        part = tmp_path / "a.bin.part"
+        while not (part.exists() and part.stat().st_size):  # it holds the lock now
+            time.sleep(0.01)
+        with pytest.raises(SizeMismatchError, match=f"placed by another process.*{MiB}"):
+            download(HttpRemote(http_server.url_for("b.bin")), target, expected_size=MiB)
+    finally:
+        first.join()
+    assert file_sha(target) == sha(data)
