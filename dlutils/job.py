@@ -653,7 +653,10 @@ class Job:
         101 http://randomwebsite.com/some_dir/object{200..300}log.txt
         """
         if not isinstance(body, Mapping):
-            raise InvalidInputError(f"request body {body!r} is not valid: expected a JSON object")
+            raise InvalidInputError(  # not the body itself: it may hold links and headers
+                f"request body of type {type(body).__name__} is not valid: expected a JSON "
+                "object (a dict; parse JSON text with json.loads first)"
+            )
         kind = body.get("type")
         if not kind:
             raise InvalidInputError(

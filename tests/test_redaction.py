@@ -222,3 +222,16 @@ def test_a_read_only_job_store_is_a_clear_error_exit_1(tmp_path):
         os.chmod(home, 0o700)
     assert proc.returncode == 1, proc.stderr
     assert proc.stderr.startswith("dlutils: error: ") and "Traceback" not in proc.stderr
+
+
+def test_a_request_given_as_json_text_is_refused_without_echoing_its_secrets(tmp_path):
+    body = json.dumps(
+        {
+            "type": "single",
+            "link": signed("http://127.0.0.1:9", "a.bin"),
+            "headers": {"X-Api-Key": SECRETS[1]},
+        }
+    )
+    with pytest.raises(dlutils.InvalidInputError, match="expected a JSON object") as refused:
+        dlutils.Job.from_request(body, tmp_path)
+    assert_clean(everything_about(refused.value), "the refusal of a request given as text")
