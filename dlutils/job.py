@@ -460,13 +460,13 @@ class Job:
             )
         if templates.has_template(folder_part):
             raise InvalidInputError(
-                f"template {template!r} varies before its last '/', so different links would "
-                "get the same name; put the ranges in the file name, or use Job.multi with a "
-                "dict name -> link"
+                f"template {redact(template)!r} varies before its last '/', so different links "
+                "would get the same name; put the ranges in the file name, or use Job.multi with "
+                "a dict name -> link"
             )
         first = next(iter(parsed), None)
         if first is None:
-            raise InvalidInputError(f"template {template!r} expands to no link")
+            raise InvalidInputError(f"template {redact(template)!r} expands to no link")
         if "://" not in template:
             raise UnsupportedSchemeError(
                 f"template {redact(template)!r} has no scheme; write it as "

@@ -235,3 +235,13 @@ def test_a_request_given_as_json_text_is_refused_without_echoing_its_secrets(tmp
     with pytest.raises(dlutils.InvalidInputError, match="expected a JSON object") as refused:
         dlutils.Job.from_request(body, tmp_path)
     assert_clean(everything_about(refused.value), "the refusal of a request given as text")
+
+
+@pytest.mark.parametrize(
+    "path", ["f{1..3x.bin", "f{3..1}.bin", "{1..3}/x.bin"], ids=["unclosed", "reversed", "folder"]
+)
+def test_a_malformed_template_is_refused_without_echoing_its_secrets(tmp_path, path):
+    template = signed("http://127.0.0.1:9", path)
+    with pytest.raises(dlutils.InvalidInputError, match="template 'http://bob:") as refused:
+        dlutils.download(template, tmp_path)
+    assert_clean(everything_about(refused.value), "the refusal of a malformed template")
