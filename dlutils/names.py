@@ -357,9 +357,10 @@ _QUOTED_PAIR = re.compile(
 )
 #: Words without which a text holds nothing :func:`redact_text` would change.
 _ANY_SECRET = re.compile(rf"://|{_SECRET_WORD}|cookie|bearer|hf_|ya29\.|gh[pousr]_", re.I)
-# ``'X-Api-Key': 'value'`` in a dict's repr (headers), ``"token": "value"`` in JSON.
+# ``'X-Api-Key': 'value'`` in a dict's repr (headers; ``b'value'`` in botocore's), ``"token":
+# "value"`` in JSON.
 _QUOTED_ITEM = re.compile(
-    r"(?P<name>(?P<q1>['\"])(?P<key>[\w.\-]+)(?P=q1)\s*:\s*)(?P<q>['\"])(?P<value>[^'\"]*)(?P=q)"
+    r"(?P<name>(?P<q1>['\"])(?P<key>[\w.\-]+)(?P=q1)\s*:\s*b?)(?P<q>['\"])(?P<value>[^'\"]*)(?P=q)"
 )
 # Header lines: ``Authorization: Bearer x``, ``Cookie: a=b``, ``X-Api-Key: x``: a name and a
 # colon (found first, so that ``https:`` or ``failed:`` never swallow what follows), then a value.
