@@ -485,7 +485,11 @@ def test_a_gzip_answer_despite_identity_is_never_placed_as_the_object(s3, moto_s
         proxy.force(f"/{s3.name}/k/a.bin", *["gzip"] * 4)
         try:
             path = aws_download(
-                s3.uri("k/a.bin"), tmp_path / "out", endpoint_url=proxy.url, retries=1, backoff=0
+                s3.uri("k/a.bin"),
+                local_filepath=tmp_path / "a.bin",
+                endpoint_url=proxy.url,
+                retries=1,
+                backoff=0,
             )
         except dlutils.DownloadError:
             return  # refused: fine, nothing placed
@@ -503,7 +507,10 @@ def test_abort_reaches_an_s3_request_waiting_for_its_headers(s3, moto_server, tm
         def run():
             try:
                 aws_download(
-                    s3.uri("k/a.bin"), tmp_path / "a.bin", endpoint_url=proxy.url, abort=abort
+                    s3.uri("k/a.bin"),
+                    local_filepath=tmp_path / "a.bin",
+                    endpoint_url=proxy.url,
+                    abort=abort,
                 )
             except BaseException as exc:  # noqa: BLE001 - the test inspects it
                 outcome.append(exc)

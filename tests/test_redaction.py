@@ -254,6 +254,6 @@ def test_botocores_debug_lines_hold_no_session_token(tmp_path, monkeypatch, capl
     s3.put("k/a.bin", b"x" * 1000)
     monkeypatch.setenv("AWS_SESSION_TOKEN", SECRETS[1])
     caplog.set_level(logging.DEBUG)
-    dlutils.aws_download(s3.uri("k/a.bin"), tmp_path / "a.bin", cache=False)
+    dlutils.aws_download(s3.uri("k/a.bin"), local_filepath=tmp_path / "a.bin", cache=False)
     assert any(r.name.startswith("botocore") for r in caplog.records)
     assert_clean("\n".join(r.getMessage() for r in caplog.records), "botocore's log records")
