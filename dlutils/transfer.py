@@ -220,6 +220,13 @@ class _FinalIncomplete(IncompleteDownloadError, _Final):
     pass
 
 
+# What messages and job statuses show (``type(exc).__name__``) is the public error; the
+# qualified name, which pickle uses, stays this module's own.
+for _kind in (_FinalRemoteChanged, _FinalOverlong, _FinalIncomplete):
+    _kind.__name__ = _kind.__mro__[1].__name__
+del _kind
+
+
 def _unasked_codings(body: Body) -> list[str]:
     """The codings a body was compressed with although the request did not ask for them."""
     return [] if body.encoding_asked else split_codings(body.encoding)

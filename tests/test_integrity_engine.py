@@ -382,3 +382,14 @@ def test_a_file_placed_by_another_download_must_have_the_size_expected(http_serv
     finally:
         first.join()
     assert file_sha(target) == sha(data)
+
+
+def test_a_jobs_status_names_the_public_error_of_an_answer_that_never_holds(http_server, tmp_path):
+    import dlutils
+
+    http_server.put("a.bin", make_random_bytes(2 * MiB, seed=16))
+    for _ in range(100):  # always: Content-Range says 1 MiB, Content-Length 2 MiB
+        http_server.add_fault("a.bin", wrong_content_range(total=MiB))
+    status = dlutils.download([http_server.url_for("a.bin")], tmp_path, backoff=0).wait(60)
+    ((name, error),) = status.download_errors
+    assert error.startswith("RemoteChangedError: "), error  # not an engine-private class
