@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import random
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -530,6 +531,12 @@ def _check_placed_by_other(s: _Settings) -> None:
         )
 
 
+def _origin_of(remote: Remote) -> str:
+    """What a partial download records of where its bytes come from: the link without its
+    query and fragment (a signed link signed anew is the same object)."""
+    return re.split(r"[?#]", str(getattr(remote, "display", "")), maxsplit=1)[0]
+
+
 def _remove_if_empty(part: str, fd: int) -> None:
     """Leave no empty ``.part`` behind a failure: only one with bytes is worth resuming."""
     try:
@@ -634,11 +641,20 @@ class _Transfer:
         except Exception:  # noqa: BLE001 - a damaged journal only costs a restart
             log.warning("cannot read the resume record of %s", self.s.path, exc_info=True)
             return None
-        return info if isinstance(info, dict) and info.get("validator") else None
+        if not (isinstance(info, dict) and info.get("validator")):
+            return None
+        # A .part begun from another link (the same name, another server or object) is not
+        # this one's to resume: a 206 without validators would splice it onto another object.
+        source = info.get("source")
+        if source is not None and source != _origin_of(self.s.remote):
+            log.debug("%s was begun from %s; starting it from zero", self.s.part, source)
+            return None
+        return info
 
     def _record(self, info: dict[str, Any]) -> None:
         if self.s.journal is not None:
             try:
+                info = {**info, "source": _origin_of(self.s.remote)}
                 self.s.journal.put_partial(self.s.key, info)
             except Exception:  # noqa: BLE001
                 log.warning("cannot record resume state of %s", self.s.path, exc_info=True)

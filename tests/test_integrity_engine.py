@@ -28,6 +28,7 @@ from dlutils import (
 )
 from dlutils.freshness import Manifest
 from dlutils.localserver import (
+    LocalServer,
     endless,
     extra_bytes,
     gzip_body,
@@ -393,3 +394,19 @@ def test_a_jobs_status_names_the_public_error_of_an_answer_that_never_holds(http
     status = dlutils.download([http_server.url_for("a.bin")], tmp_path, backoff=0).wait(60)
     ((name, error),) = status.download_errors
     assert error.startswith("RemoteChangedError: "), error  # not an engine-private class
+
+
+def test_a_part_begun_from_another_link_is_not_resumed_from_an_answer_without_validators(
+    tmp_path,
+):
+    # The .part of an interrupted download from one server; then the same file name from
+    # another link, whose server sends no ETag nor Last-Modified and honours Range but not
+    # If-Range: nothing in its 206 tells that it continues another object.
+    old, new = make_random_bytes(3 * MiB, seed=17), make_random_bytes(3 * MiB, seed=18)
+    with LocalServer() as first, LocalServer() as second:
+        interrupted(first, tmp_path, old, 3 * MiB // 2)
+        second.send_etag = second.send_last_modified = False
+        second.put("obj.bin", new)
+        second.add_fault("obj.bin", ignore_if_range())
+        path = http_download(second.url_for("obj.bin"), tmp_path)
+    assert file_sha(path) == sha(new)
