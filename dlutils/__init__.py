@@ -45,8 +45,17 @@ from .sources.http import http_download
 
 logging.getLogger("dlutils").addHandler(logging.NullHandler())
 # No credential in any record of dlutils, nor in urllib3's DEBUG lines, which quote the
-# path and query of every request (the signed links dlutils fetches among them).
-for _name in ("dlutils", "urllib3.connectionpool", "urllib3.poolmanager", "urllib3.util.retry"):
+# path and query of every request (the signed links dlutils fetches among them), nor in
+# botocore's, which quote the headers of every request and what it signs (a session token).
+for _name in (
+    "dlutils",
+    "urllib3.connectionpool",
+    "urllib3.poolmanager",
+    "urllib3.util.retry",
+    "botocore.endpoint",
+    "botocore.auth",
+    "botocore.parsers",
+):
     install_filter(logging.getLogger(_name))
 del _name
 

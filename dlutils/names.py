@@ -357,9 +357,10 @@ _QUOTED_PAIR = re.compile(
 )
 #: Words without which a text holds nothing :func:`redact_text` would change.
 _ANY_SECRET = re.compile(rf"://|{_SECRET_WORD}|cookie|bearer|hf_|ya29\.|gh[pousr]_", re.I)
-# ``'X-Api-Key': 'value'`` in a dict's repr (headers), ``"token": "value"`` in JSON.
+# ``'X-Api-Key': 'value'`` in a dict's repr (headers; ``b'value'`` in botocore's), ``"token":
+# "value"`` in JSON.
 _QUOTED_ITEM = re.compile(
-    r"(?P<name>(?P<q1>['\"])(?P<key>[\w.\-]+)(?P=q1)\s*:\s*)(?P<q>['\"])(?P<value>[^'\"]*)(?P=q)"
+    r"(?P<name>(?P<q1>['\"])(?P<key>[\w.\-]+)(?P=q1)\s*:\s*b?)(?P<q>['\"])(?P<value>[^'\"]*)(?P=q)"
 )
 # Header lines: ``Authorization: Bearer x``, ``Cookie: a=b``, ``X-Api-Key: x``: a name and a
 # colon (found first, so that ``https:`` or ``failed:`` never swallow what follows), then a value.
@@ -455,6 +456,11 @@ def redact_text(text: str) -> str:
     return _KNOWN_TOKENS.sub("REDACTED", text)
 
 
+#: What makes parsers disagree on a link's host: ``http://other\@own/`` is ``own`` to urlsplit
+#: but ``other`` to urllib3, curl and browsers (a backslash ends the authority there).
+_AMBIGUOUS_AUTHORITY = re.compile(r"[\\\s\x00-\x1f\x7f]")
+
+
 def _origin(url: str) -> tuple[str, str, int | None] | None:
     try:
         parts = urlsplit(url)
@@ -462,7 +468,7 @@ def _origin(url: str) -> tuple[str, str, int | None] | None:
     except ValueError:
         return None
     scheme = parts.scheme.lower()
-    if not scheme or not parts.hostname:
+    if not scheme or not parts.hostname or _AMBIGUOUS_AUTHORITY.search(parts.netloc):
         return None
     return scheme, parts.hostname.lower().rstrip("."), port or _DEFAULT_PORTS.get(scheme)
 

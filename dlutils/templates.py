@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from .errors import InvalidInputError
+from .names import redact
 
 __all__ = ["MAX_NAMES", "Range", "Choice", "Template", "parse", "expand", "count", "has_template"]
 
@@ -133,7 +134,8 @@ def _names(head: str, parts: tuple[Range | Choice, ...]) -> Iterator[str]:
 
 
 def _invalid(template: str, reason: str, hint: str = _RANGE_HINT) -> InvalidInputError:
-    return InvalidInputError(f"template {template!r} is not valid: {reason}; {hint}")
+    # redacted: a template is a link, which may carry a password or a signed query
+    return InvalidInputError(f"template {redact(template)!r} is not valid: {reason}; {hint}")
 
 
 def _parse_number(template: str, body: str, name: str, raw: str) -> int:

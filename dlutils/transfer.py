@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import random
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -218,6 +219,13 @@ class _FinalOverlong(OverlongBodyError, _Final):
 
 class _FinalIncomplete(IncompleteDownloadError, _Final):
     pass
+
+
+# What messages and job statuses show (``type(exc).__name__``) is the public error; the
+# qualified name, which pickle uses, stays this module's own.
+for _kind in (_FinalRemoteChanged, _FinalOverlong, _FinalIncomplete):
+    _kind.__name__ = _kind.__mro__[1].__name__
+del _kind
 
 
 def _unasked_codings(body: Body) -> list[str]:
@@ -502,7 +510,14 @@ def download(
 
 
 def _check_placed_by_other(s: _Settings) -> None:
-    """The file another process placed must hold the checksum this caller expects."""
+    """The file another process placed must have the size and checksum this caller expects."""
+    if s.expected_size is not None:
+        size = os.path.getsize(s.path)
+        if size != s.expected_size:
+            raise SizeMismatchError(
+                f"{s.path!r} was placed by another process downloading {s.remote.display}, but "
+                f"it is {size} bytes, not the expected {s.expected_size}"
+            )
     if s.checksum is None:
         return
     actual = file_digest(s.path, s.checksum.algorithm)
@@ -514,6 +529,12 @@ def _check_placed_by_other(s: _Settings) -> None:
             expected=s.checksum.hexdigest,
             actual=actual,
         )
+
+
+def _origin_of(remote: Remote) -> str:
+    """What a partial download records of where its bytes come from: the link without its
+    query and fragment (a signed link signed anew is the same object)."""
+    return re.split(r"[?#]", str(getattr(remote, "display", "")), maxsplit=1)[0]
 
 
 def _remove_if_empty(part: str, fd: int) -> None:
@@ -620,11 +641,20 @@ class _Transfer:
         except Exception:  # noqa: BLE001 - a damaged journal only costs a restart
             log.warning("cannot read the resume record of %s", self.s.path, exc_info=True)
             return None
-        return info if isinstance(info, dict) and info.get("validator") else None
+        if not (isinstance(info, dict) and info.get("validator")):
+            return None
+        # A .part begun from another link (the same name, another server or object) is not
+        # this one's to resume: a 206 without validators would splice it onto another object.
+        source = info.get("source")
+        if source is not None and source != _origin_of(self.s.remote):
+            log.debug("%s was begun from %s; starting it from zero", self.s.part, source)
+            return None
+        return info
 
     def _record(self, info: dict[str, Any]) -> None:
         if self.s.journal is not None:
             try:
+                info = {**info, "source": _origin_of(self.s.remote)}
                 self.s.journal.put_partial(self.s.key, info)
             except Exception:  # noqa: BLE001
                 log.warning("cannot record resume state of %s", self.s.path, exc_info=True)

@@ -20,7 +20,7 @@ from dlutils import (
 )
 from dlutils import transfer as transfer_module
 from dlutils.freshness import Manifest
-from dlutils.localserver import status
+from dlutils.localserver import LocalServer, status
 from dlutils.sandbox.hf_hub import HubStandIn, sha256
 from dlutils.sources.hf import (
     HfAuthError,
@@ -391,6 +391,22 @@ def test_the_token_reaches_the_hub_but_never_the_storage_host(hub, tmp_path):
     for request in hub.storage.requests:  # ...which saw neither the token nor headers=
         assert all(TOKEN not in value for value in request.headers.values())
         assert "Authorization" not in request.headers and "X-Trace" not in request.headers
+
+
+def test_a_backslash_in_a_redirect_does_not_pass_another_host_for_the_hub(tmp_path):
+    # http://other\@hub/...: urlsplit reads the hub after the '@', requests connects to the
+    # host before the '\': the token must not go there.
+    with LocalServer() as hub, LocalServer() as other:
+        own = hub.url.split("://", 1)[1]
+        hub.redirect("datasets/acme/x/resolve/main/a.bin", f"{other.url}\\@{own}/a.bin")
+        with pytest.raises(requests.HTTPError):  # the other host has no such file
+            hf_download(
+                "acme/x", "a.bin", tmp_path, repo_type="dataset", endpoint=hub.url, token=TOKEN
+            )
+        assert hub.requests[0].headers.get("Authorization") == f"Bearer {TOKEN}"
+        assert other.requests, "the redirect was not followed to the other host"
+        for request in other.requests:
+            assert all(TOKEN not in value for value in request.headers.values())
 
 
 def test_hf_token_from_the_environment(hub, tmp_path, monkeypatch):

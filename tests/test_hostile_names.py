@@ -245,6 +245,30 @@ def test_bucket_objects_named_like_working_files_are_errors_and_clobber_nothing(
     assert_no_clobbering(status, tmp_path)
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="check_name takes '\\' for a separator, so keys 'a/b' and 'a\\b' of one bucket get "
+    "one local path; Job.backend's listing is lazy and keeps no set of the names it gave, so "
+    "the second object is 'placed by another' (or overwrites the first) and both count as "
+    "finished. Fix: keep '\\' literal in bucket keys on POSIX (as aws s3 sync does), or a "
+    "per-job record of the paths placed",
+)
+def test_bucket_keys_differing_only_by_a_backslash_are_not_both_reported_finished(s3, tmp_path):
+    first, second = b"first\n" * 100, b"second\n" * 99
+    s3.put("k/a/b", first)
+    s3.put("k/a\\b", second)
+    status = Job.backend(s3.uri("k/"), tmp_path).start().wait(60)
+    placed = {
+        sha256(os.path.join(top, n))
+        for top, _, names in os.walk(tmp_path)
+        for n in names
+        if n != MANIFEST
+    }
+    # Either both are kept (under two names), or the one that is not is reported as an error.
+    kept = {hashlib.sha256(d).hexdigest() for d in (first, second)} & placed
+    assert status.finished == len(kept), (status.finished, status.download_errors)
+
+
 def test_a_working_file_name_chosen_by_the_caller_is_refused_with_the_way_out(
     http_server, tmp_path
 ):

@@ -155,3 +155,28 @@ def test_a_sessions_own_auth_stays_home_and_a_session_works_after(two_hosts, tmp
     assert "Authorization" in first.requests_for("a.bin")[0].headers
     assert "Authorization" not in second.requests_for("a.bin")[0].headers
     assert "Authorization" in first.requests_for("b.bin")[0].headers  # the session is unchanged
+
+
+def test_a_backslash_before_the_at_sign_does_not_pass_for_the_links_own_host(
+    two_hosts, tmp_path, transport
+):
+    # http://other\@own/...: urlsplit reads the host after the '@' (the link's own), but
+    # requests, urllib3 and browsers read it before the '\' and connect to the other.
+    # libcurl reads it after the '@' too: it goes back to the link's own host (which
+    # redirects the same way again, until the redirect limit), never to the other.
+    first, second = two_hosts
+    own = first.url.split("://", 1)[1]
+    first.redirect("a.bin", f"{second.url}\\@{own}/a.bin")
+    try:
+        http_download(
+            first.url_for("a.bin"),
+            tmp_path / "a.bin",
+            auth=("bob", "pw-1414"),
+            headers={"X-Api-Key": SECRETS["X-Api-Key"], "Cookie": SECRETS["Cookie"]},
+            manifest=False,
+        )
+    except (requests.HTTPError, requests.TooManyRedirects):
+        pass  # the other host has no such object; what matters is what it was sent
+    if transport == "requests":
+        assert second.requests, "the redirect was not followed to the other host"
+    assert [credential_headers(r) for r in second.requests] == [set()] * len(second.requests)

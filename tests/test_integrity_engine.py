@@ -28,6 +28,7 @@ from dlutils import (
 )
 from dlutils.freshness import Manifest
 from dlutils.localserver import (
+    LocalServer,
     endless,
     extra_bytes,
     gzip_body,
@@ -363,3 +364,54 @@ def test_a_file_placed_by_another_download_must_hold_the_checksum_asked(http_ser
     finally:
         first.join()
     assert file_sha(target) == sha(data)
+
+
+def test_a_file_placed_by_another_download_must_have_the_size_expected(http_server, tmp_path):
+    import threading
+    import time
+
+    data = make_random_bytes(2 * MiB, seed=15)
+    http_server.put("a.bin", data)
+    http_server.put("b.bin", data[:MiB])  # another object, saved under the same name
+    http_server.rate_limit = 4 * MiB  # the first download holds the .part for half a second
+    target = tmp_path / "a.bin"
+    first = threading.Thread(
+        target=download, args=(HttpRemote(http_server.url_for("a.bin")), target)
+    )
+    first.start()
+    try:
+        part = tmp_path / "a.bin.part"
+        while not (part.exists() and part.stat().st_size):  # it holds the lock now
+            time.sleep(0.01)
+        with pytest.raises(SizeMismatchError, match=f"placed by another process.*{MiB}"):
+            download(HttpRemote(http_server.url_for("b.bin")), target, expected_size=MiB)
+    finally:
+        first.join()
+    assert file_sha(target) == sha(data)
+
+
+def test_a_jobs_status_names_the_public_error_of_an_answer_that_never_holds(http_server, tmp_path):
+    import dlutils
+
+    http_server.put("a.bin", make_random_bytes(2 * MiB, seed=16))
+    for _ in range(100):  # always: Content-Range says 1 MiB, Content-Length 2 MiB
+        http_server.add_fault("a.bin", wrong_content_range(total=MiB))
+    status = dlutils.download([http_server.url_for("a.bin")], tmp_path, backoff=0).wait(60)
+    ((name, error),) = status.download_errors
+    assert error.startswith("RemoteChangedError: "), error  # not an engine-private class
+
+
+def test_a_part_begun_from_another_link_is_not_resumed_from_an_answer_without_validators(
+    tmp_path,
+):
+    # The .part of an interrupted download from one server; then the same file name from
+    # another link, whose server sends no ETag nor Last-Modified and honours Range but not
+    # If-Range: nothing in its 206 tells that it continues another object.
+    old, new = make_random_bytes(3 * MiB, seed=17), make_random_bytes(3 * MiB, seed=18)
+    with LocalServer() as first, LocalServer() as second:
+        interrupted(first, tmp_path, old, 3 * MiB // 2)
+        second.send_etag = second.send_last_modified = False
+        second.put("obj.bin", new)
+        second.add_fault("obj.bin", ignore_if_range())
+        path = http_download(second.url_for("obj.bin"), tmp_path)
+    assert file_sha(path) == sha(new)

@@ -85,6 +85,21 @@ def test_range_varying_in_a_folder_is_refused(shards, tmp_path):
         Job.range(shards.url + "/{a,b}/file.bin", tmp_path)
 
 
+@pytest.mark.parametrize(
+    "tail", ["s-001.bin?part={1..3}", "s-{001..002}.bin?v={1..2}", "s.bin#{1..3}"]
+)
+def test_range_varying_in_the_query_or_fragment_is_refused(shards, tmp_path, tail):
+    # Names drop the query and fragment: every link would be saved under one name, the job
+    # reporting them all finished while the file holds one of them.
+    with pytest.raises(InvalidInputError, match="varies in its query or fragment"):
+        Job.range(shards.url + "/d/" + tail, tmp_path)
+
+
+def test_range_with_a_slash_in_its_query_is_not_taken_for_a_folder(shards, tmp_path):
+    paths = range_download(shards.url + "/d/s-{001..002}.bin?from=/a/b", tmp_path)
+    assert files_in(tmp_path) == ["s-001.bin", "s-002.bin"] and len(paths) == 2
+
+
 def test_single_with_object_name(shards, tmp_path):
     job = Job.single(shards.url_for("d/s-004.bin"), tmp_path, object_name="renamed.bin")
     assert job.start().wait(60).finished == 1

@@ -18,6 +18,7 @@ import warnings
 
 import pytest
 import requests
+from servers_s3 import moto_server_fixture, s3_fixture  # noqa: F401 - fixtures
 
 import dlutils
 from dlutils import JobFailedError, http_download, multi_download
@@ -222,3 +223,37 @@ def test_a_read_only_job_store_is_a_clear_error_exit_1(tmp_path):
         os.chmod(home, 0o700)
     assert proc.returncode == 1, proc.stderr
     assert proc.stderr.startswith("dlutils: error: ") and "Traceback" not in proc.stderr
+
+
+def test_a_request_given_as_json_text_is_refused_without_echoing_its_secrets(tmp_path):
+    body = json.dumps(
+        {
+            "type": "single",
+            "link": signed("http://127.0.0.1:9", "a.bin"),
+            "headers": {"X-Api-Key": SECRETS[1]},
+        }
+    )
+    with pytest.raises(dlutils.InvalidInputError, match="expected a JSON object") as refused:
+        dlutils.Job.from_request(body, tmp_path)
+    assert_clean(everything_about(refused.value), "the refusal of a request given as text")
+
+
+@pytest.mark.parametrize(
+    "path", ["f{1..3x.bin", "f{3..1}.bin", "{1..3}/x.bin"], ids=["unclosed", "reversed", "folder"]
+)
+def test_a_malformed_template_is_refused_without_echoing_its_secrets(tmp_path, path):
+    template = signed("http://127.0.0.1:9", path)
+    with pytest.raises(dlutils.InvalidInputError, match="template 'http://bob:") as refused:
+        dlutils.download(template, tmp_path)
+    assert_clean(everything_about(refused.value), "the refusal of a malformed template")
+
+
+def test_botocores_debug_lines_hold_no_session_token(tmp_path, monkeypatch, caplog, s3):
+    # botocore logs every request it sends with its headers (X-Amz-Security-Token among
+    # them) and the canonical request it signs: lines of dlutils' S3 requests, as urllib3's.
+    s3.put("k/a.bin", b"x" * 1000)
+    monkeypatch.setenv("AWS_SESSION_TOKEN", SECRETS[1])
+    caplog.set_level(logging.DEBUG)
+    dlutils.aws_download(s3.uri("k/a.bin"), local_filepath=tmp_path / "a.bin", cache=False)
+    assert any(r.name.startswith("botocore") for r in caplog.records)
+    assert_clean("\n".join(r.getMessage() for r in caplog.records), "botocore's log records")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import logging
 import os
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -128,16 +129,23 @@ def range_(template: str, dest: str | os.PathLike, subdir: str | None = None) ->
     its own; ``subdir`` is joined in front of the names.
     """
     parsed = templates.parse(template)
-    folder_part = template.rsplit("/", 1)[0] if "/" in template else ""
+    path_part = re.split(r"[?#]", template, maxsplit=1)[0]  # names drop query and fragment
+    folder_part = path_part.rsplit("/", 1)[0] if "/" in path_part else ""
+    if templates.has_template(template[len(path_part) :]):
+        raise InvalidInputError(
+            f"template {redact(template)!r} varies in its query or fragment, which names "
+            "leave out, so different links would get the same name; put the ranges in the "
+            "file name, or use Job.multi with a dict name -> link"
+        )
     if templates.has_template(folder_part):
         raise InvalidInputError(
-            f"template {template!r} varies before its last '/', so different links would "
-            "get the same name; put the ranges in the file name, or use Job.multi with a "
-            "dict name -> link"
+            f"template {redact(template)!r} varies before its last '/', so different links "
+            "would get the same name; put the ranges in the file name, or use Job.multi with "
+            "a dict name -> link"
         )
     first = next(iter(parsed), None)
     if first is None:
-        raise InvalidInputError(f"template {template!r} expands to no link")
+        raise InvalidInputError(f"template {redact(template)!r} expands to no link")
     if "://" not in template:
         raise UnsupportedSchemeError(
             f"template {redact(template)!r} has no scheme; write it as "
@@ -265,7 +273,10 @@ def read_request(body: Mapping[str, Any]) -> Callable[[type[Job], str | os.PathL
     """An AIStore downloader request body checked, as the call of the Job constructor it
     asks for (see :meth:`dlutils.Job.from_request`)."""
     if not isinstance(body, Mapping):
-        raise InvalidInputError(f"request body {body!r} is not valid: expected a JSON object")
+        raise InvalidInputError(  # not the body itself: it may hold links and headers
+            f"request body of type {type(body).__name__} is not valid: expected a JSON "
+            "object (a dict; parse JSON text with json.loads first)"
+        )
     kind = body.get("type")
     if not kind:
         raise InvalidInputError(

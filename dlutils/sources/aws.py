@@ -36,6 +36,7 @@ from ._common import (
     verify_cached,
     with_verified,
 )
+from .http import _Interruptible
 
 __all__ = ["aws_download", "fetch_s3", "list_s3", "split_s3_uri", "S3Remote", "DEFAULT_TIMEOUT"]
 
@@ -155,7 +156,30 @@ class _Clients:
         extra = {"endpoint_url": endpoint_url} if endpoint_url else {}
         if region:
             extra["region_name"] = region
-        return session.client("s3", config=botocore.config.Config(**settings), **extra)
+        client = session.client("s3", config=botocore.config.Config(**settings), **extra)
+        _interruptible(client)
+        return client
+
+
+def _interruptible(client: Any) -> None:
+    """Let an abort reach ``client``'s requests still connecting or waiting for headers.
+
+    botocore's connections are urllib3's under other names: the pool classes of the
+    client's session get connections that show their sockets to the engine, as the
+    http source's do (:class:`dlutils.sources.http._Interruptible`). Without them an
+    abort waits for a stalled server's read timeout. A botocore laid out otherwise is
+    left as it is.
+    """
+    session = getattr(getattr(client, "_endpoint", None), "http_session", None)
+    pools = getattr(session, "_pool_classes_by_scheme", None)
+    if not isinstance(pools, dict):
+        return
+    for scheme, pool in list(pools.items()):  # the dict the pool managers share, in place
+        connection = getattr(pool, "ConnectionCls", None)
+        if connection is None or issubclass(connection, _Interruptible):
+            continue
+        connection = type(connection.__name__, (_Interruptible, connection), {})
+        pools[scheme] = type(pool.__name__, (pool,), {"ConnectionCls": connection})
 
 
 _CLIENTS = _Clients()

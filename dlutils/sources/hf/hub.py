@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 
 import requests
 
@@ -16,7 +16,7 @@ from ...errors import (
 )
 from ...freshness import ObjectAttrs, attrs_from_headers
 from ...limits import parse_timeout
-from ...names import redact
+from ...names import forwardable, redact
 from ...retry import RetryPolicy
 from ...transfer import call_with_retries
 from ..http import DEFAULT_TIMEOUT, HttpRemote, default_session
@@ -43,16 +43,6 @@ _PORTABLE = frozenset(
 )
 #: A stored link that answers one of these has expired: ask the hub for a fresh one.
 _STALE_LINK = frozenset({401, 403, 404, 410})
-
-
-def _origin(url: str) -> tuple[str, str, int | None]:
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    try:
-        port = parts.port or {"http": 80, "https": 443}.get(scheme)
-    except ValueError:
-        port = None
-    return scheme, (parts.hostname or "").lower(), port
 
 
 def _no_auth(request: Any) -> Any:
@@ -90,7 +80,6 @@ class _Hub:
         sleep: Callable[[float], Any] | None = None,
     ):
         self.endpoint = _check_endpoint(endpoint, "endpoint") if endpoint else hf_endpoint()
-        self.origin = _origin(self.endpoint)
         self.token, self.token_from = _token(token)
         self.headers = dict(headers or {})
         self._session = session
@@ -104,7 +93,7 @@ class _Hub:
         return self._session if self._session is not None else default_session()
 
     def on_hub(self, url: str) -> bool:
-        return _origin(url) == self.origin
+        return forwardable(self.endpoint, url)  # the one origin rule of every transport
 
     def headers_for(self, url: str, wanted: Mapping[str, str]) -> dict[str, str | None]:
         if self.on_hub(url):
