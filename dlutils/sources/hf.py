@@ -64,8 +64,9 @@ from ..progress import Callback, TqdmCallback
 from ..redaction import redacting
 from ..retry import RetryPolicy
 from ..transfer import SEGMENT_THRESHOLD, Fetched, call_with_retries, download
+from ..transports import choose
 from ._common import hit, is_current, names_a_folder, record, verify_cached, with_verified
-from .http import DEFAULT_TIMEOUT, HttpRemote, default_session
+from .http import DEFAULT_TIMEOUT, HttpRemote, default_session, open_remote
 
 __all__ = [
     "HfRef",
@@ -869,6 +870,7 @@ def fetch_hf(
     fsync: bool = False,
     sleep: Callable[[float], Any] | None = None,
     endpoint: str | None = None,
+    transport: str = "requests",
 ) -> Fetched:
     """Download one file of a Hub repository and say whether it was downloaded or current.
 
@@ -899,6 +901,11 @@ def fetch_hf(
         Expected ``"algorithm:hex"``; replaces the sha256 the Hub gives.
     endpoint : str, optional
         The hub's address; ``HF_ENDPOINT`` (else https://huggingface.co) by default.
+    transport : {"requests", "curl", "auto"}
+        What fetches the file's bytes (the resolve link and its redirect), as for
+        :func:`~dlutils.sources.http.http_download`; a job's default is ``"auto"``.
+        Over libcurl, each request starts at the hub (the token goes there only) and
+        follows its redirect to the storage host with the transfer's headers alone.
     timeout, session, verbose, expected_size, retries, backoff, progress, limiter
         As for :func:`~dlutils.sources.http.http_download`.
     abort, manifest, segments, segment_threshold, fsync, sleep
@@ -968,8 +975,7 @@ has a '..' segment; a name must be a relative path inside the destination, such 
             and verify_cached(target, user_checksum)
         ):
             return hit(target, verbose, target)
-        hops: Any = _Hops(hub, location)  # HttpRemote calls only its get()
-        remote = HttpRemote(url, session=hops, headers=headers, timeout=timeout)
+        remote = _file_remote(hub, url, location, headers, session, transport)
         try:
             result = download(
                 remote,
@@ -1001,6 +1007,29 @@ has a '..' segment; a name must be a relative path inside the destination, such 
             bar.close()
         if own and keeper is not None:
             keeper.close()
+
+
+def _file_remote(
+    hub: _Hub,
+    url: str,
+    location: str | None,
+    headers: Mapping[str, str] | None,
+    session: requests.Session | None,
+    transport: str,
+) -> Any:
+    """The :class:`~dlutils.transfer.Remote` of a file's resolve link.
+
+    Over requests, :class:`_Hops` follows the hub's redirects and keeps the storage link
+    for the next ranges. Over libcurl, every request goes to the hub with its headers
+    and the token, and the transport follows the redirect, sending another host only
+    the transfer's own headers (:func:`~dlutils.names.forwardable`).
+    """
+    if choose(transport, session=session) == "curl":
+        return open_remote(
+            url, transport="curl", headers=hub.headers_for(url, headers or {}), timeout=hub.timeout
+        )
+    hops: Any = _Hops(hub, location)  # HttpRemote calls only its get()
+    return HttpRemote(url, session=hops, headers=headers, timeout=hub.timeout)
 
 
 @redacting  # no credential in what it raises, whichever library raised it
