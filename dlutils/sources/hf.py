@@ -66,7 +66,7 @@ from ..retry import RetryPolicy
 from ..transfer import SEGMENT_THRESHOLD, Fetched, call_with_retries, download
 from ..transports import choose
 from ._common import hit, is_current, names_a_folder, record, verify_cached, with_verified
-from .http import DEFAULT_TIMEOUT, HttpRemote, default_session, open_remote
+from .http import DEFAULT_TIMEOUT, HttpRemote, default_session
 
 __all__ = [
     "HfRef",
@@ -566,6 +566,50 @@ class _Hops:
         return response
 
 
+class _CurlHops:
+    """A resolve link over libcurl (a :class:`~dlutils.transfer.Remote`), as :class:`_Hops`.
+
+    A request to the hub carries its headers and the token; libcurl follows the redirect,
+    sending the storage host only the transfer's own headers. The storage link it lands
+    on is kept for the next ranges of the file, and asked of the hub again once expired.
+    """
+
+    def __init__(self, hub: _Hub, url: str, location: str | None, headers: Any):
+        self.hub, self.url, self.location = hub, url, location
+        self.headers = dict(headers or {})
+        self.display = redact(url)
+
+    def open(self, start: int = 0, end: int | None = None, *, if_range: str | None = None) -> Any:
+        location = self.location
+        if location is not None:
+            try:
+                return self._remote(location).open(start, end, if_range=if_range)
+            except requests.HTTPError as exc:
+                if exc.response is None or exc.response.status_code not in _STALE_LINK:
+                    raise
+            self.location = None
+            log.debug("the storage link of %s expired; asking the hub again", self.display)
+        return self._remote(self.url).open(start, end, if_range=if_range)
+
+    def classify(self, exc: BaseException) -> tuple[bool, float | None]:
+        return self.hub.classify(exc)
+
+    def _remote(self, url: str) -> Any:
+        from ..transports.curl import CurlRemote
+
+        wanted = self.hub.headers_for(url, self.headers)
+        return CurlRemote(
+            url,
+            headers={k: v for k, v in wanted.items() if v is not None},
+            timeout=self.hub.timeout,
+            landed=self._landed,
+        )
+
+    def _landed(self, final: str) -> None:
+        if not self.hub.on_hub(final):
+            self.location = final
+
+
 def _stat(hub: _Hub, ref: HfRef, url: str) -> tuple[ObjectAttrs, str | None]:
     """A HEAD of the file: its attributes, and the storage link when the hub redirects."""
 
@@ -1017,17 +1061,10 @@ def _file_remote(
     session: requests.Session | None,
     transport: str,
 ) -> Any:
-    """The :class:`~dlutils.transfer.Remote` of a file's resolve link.
-
-    Over requests, :class:`_Hops` follows the hub's redirects and keeps the storage link
-    for the next ranges. Over libcurl, every request goes to the hub with its headers
-    and the token, and the transport follows the redirect, sending another host only
-    the transfer's own headers (:func:`~dlutils.names.forwardable`).
-    """
+    """The :class:`~dlutils.transfer.Remote` of a file's resolve link: over requests,
+    :class:`_Hops` follows the hub's redirects; over libcurl, :class:`_CurlHops`."""
     if choose(transport, session=session) == "curl":
-        return open_remote(
-            url, transport="curl", headers=hub.headers_for(url, headers or {}), timeout=hub.timeout
-        )
+        return _CurlHops(hub, url, location, headers)
     hops: Any = _Hops(hub, location)  # HttpRemote calls only its get()
     return HttpRemote(url, session=hops, headers=headers, timeout=hub.timeout)
 
