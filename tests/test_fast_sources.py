@@ -192,9 +192,16 @@ def test_s3_a_presigned_link_never_shows_in_messages_logs_or_status(faulty, tmp_
     assert not re.search(r"(Signature|Credential|AccessKeyId)=(?!REDACTED)", told)
 
 
-def test_s3_backend_job_over_curl_and_requests_gives_the_same_files(s3, tmp_path):
+def test_s3_backend_job_over_curl_and_requests_gives_the_same_files(s3, tmp_path, monkeypatch):
     contents = {f"set/{i:03d}.bin": make_random_bytes(4096 + i, seed=i) for i in range(30)}
     s3.put_many(contents)
+    through_botocore = []
+    real_open = aws.S3Remote.open
+    monkeypatch.setattr(
+        aws.S3Remote,
+        "open",
+        lambda self, *a, **k: through_botocore.append(1) or real_open(self, *a, **k),
+    )
     digests = {}
     for transport in ("curl", "requests"):
         dest = tmp_path / transport
@@ -203,6 +210,7 @@ def test_s3_backend_job_over_curl_and_requests_gives_the_same_files(s3, tmp_path
         digests[transport] = {name: sha(dest / name) for name in files(dest)}
     expected = {k[4:]: hashlib.sha256(v).hexdigest() for k, v in contents.items()}
     assert digests["curl"] == digests["requests"] == expected
+    assert through_botocore == []  # every object came through a signed link
 
 
 # --------------------------------------------------------------------------- GCS
