@@ -344,3 +344,14 @@ def test_a_job_passes_its_transport_to_every_scheme(hub, tmp_path, monkeypatch):
     state = Job.single("hf://datasets/acme/secret/w.bin", tmp_path).start().wait(60)
     assert (state.state, state.errors) == (State.FINISHED, 0), state
     assert seen == ["_CurlHops"]  # a job's default transport, "auto", reached the source
+
+
+def test_s3_a_complete_part_is_placed_without_fetching_it_again_over_curl(s3, tmp_path):
+    data = make_random_bytes(3 * CHUNK_SIZE, seed=14)
+    etag = s3.put("done.bin", data)["ETag"]
+    target = tmp_path / "done.bin"
+    (tmp_path / "done.bin.part").write_bytes(data)  # every byte is here, not yet placed
+    with Manifest(tmp_path) as manifest:
+        manifest.put_partial(os.path.abspath(target), {"validator": etag, "total": len(data)})
+    fetched = fetch_s3(s3.uri("done.bin"), target, transport="curl")
+    assert sha(target) == hashlib.sha256(data).hexdigest() and fetched.received == 0

@@ -111,7 +111,12 @@ class S3LinkRemote:
 
     def _get(self, signed: bool, start: int, end: int | None, headers: dict[str, str]) -> Body:
         remote = open_remote(self.link(signed), transport=self.transport, timeout=self.timeout)
-        return remote.open(start, end, headers=headers)
+        body = remote.open(start, end, headers=headers)
+        if body.status == 416 and body.total is None:
+            # S3 names the size in its XML error (ActualObjectSize), which the transport
+            # does not keep: botocore reads it, so that a complete .part is placed as it is.
+            return self.s3.open(start, end, if_range=headers.get("If-Match"))
+        return body
 
     def _answer(
         self, exc: requests.HTTPError, start: int, end: int | None, if_range: str | None
