@@ -108,7 +108,7 @@ def test_s3_the_pinned_version_is_in_the_signed_link(s3, tmp_path):
     remote = aws.S3Remote(s3.uri("v.bin"), version=version)
     from dlutils.sources.s3link import S3LinkRemote
 
-    link = S3LinkRemote(remote, "curl", None)
+    link = S3LinkRemote(remote, "curl")
     body = link.open()
     data = b"".join(iter(lambda: body.read(1 << 16), b""))
     body.close()

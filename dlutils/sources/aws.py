@@ -623,7 +623,7 @@ def fetch_s3(
     if transport is not None:
         from .s3link import S3LinkRemote
 
-        fetched = S3LinkRemote(s3, transport, timeout)
+        fetched = S3LinkRemote(s3, transport)
     own_manifest = manifest is None
     if manifest is None:
         manifest = Manifest(os.path.dirname(target) or ".")

@@ -44,15 +44,16 @@ class S3LinkRemote:
         set later, before the first ``open``.
     transport : {"auto", "curl", "requests"}
         What fetches the link (see :func:`dlutils.transports.choose`).
-    timeout : float or (connect, read)
-        As for :func:`~dlutils.sources.aws.aws_download`.
+
+    The timeouts are the ``S3Remote``'s, as :func:`~dlutils.sources.aws.aws_download`
+    checked them.
     """
 
-    def __init__(self, s3: S3Remote, transport: str, timeout: Any):
+    def __init__(self, s3: S3Remote, transport: str):
         self.s3 = s3
         self.display = s3.display
         self.transport = transport
-        self.timeout = s3.access.options[-1] if timeout is None else timeout
+        self.timeout = s3.access.options[-1]  # (connect, read), checked
         choose(transport)  # a bad value fails before any request
 
     def open(self, start: int = 0, end: int | None = None, *, if_range: str | None = None) -> Body:
