@@ -12,6 +12,8 @@ import logging
 import os
 import re
 import socket
+import threading
+import time
 from urllib.parse import parse_qs
 
 import pytest
@@ -25,7 +27,7 @@ import dlutils
 from dlutils import Job, State
 from dlutils import transfer as transfer_module
 from dlutils.freshness import Manifest
-from dlutils.localserver import reset_after, status
+from dlutils.localserver import reset_after, stall, status
 from dlutils.sandbox.aistore import AisStandIn
 from dlutils.sandbox.hf_hub import HubStandIn
 from dlutils.sources import aws, gcs
@@ -33,7 +35,7 @@ from dlutils.sources.ais import fetch_ais
 from dlutils.sources.aws import aws_download, fetch_s3
 from dlutils.sources.gcs import fetch_gcs
 from dlutils.sources.hf import fetch_hf
-from dlutils.transfer import CHUNK_SIZE
+from dlutils.transfer import CHUNK_SIZE, AbortEvent
 
 pytest.importorskip("pycurl")
 boto3 = pytest.importorskip("boto3")
@@ -160,6 +162,30 @@ def test_s3_a_broken_body_resumes_with_if_match_over_curl(faulty, tmp_path):
     second = server.requests_for("/bkt/b.bin")[1]
     assert second.range.startswith("bytes=") and second.range != "bytes=0-"
     assert second.headers["If-Match"] == f'"{hashlib.md5(data).hexdigest()}"'
+
+
+def test_s3_abort_interrupts_a_blocked_read_over_curl(faulty, tmp_path):
+    server, fetch = faulty
+    data = make_random_bytes(3 * MiB, seed=15)
+    server.put("bkt/s.bin", data)
+    # Silent for ten minutes after 2 MiB: only abort can end this download (a broken
+    # interrupt shows as a pytest-timeout failure, never as a timing assertion).
+    server.add_fault("bkt/s.bin", stall(600, after_bytes=2 * MiB))
+    abort, part = AbortEvent(), tmp_path / "s.bin.part"
+
+    def abort_when_blocked():
+        while not (part.exists() and part.stat().st_size >= 2 * MiB):
+            time.sleep(0.01)
+        abort.set()
+
+    watcher = threading.Thread(target=abort_when_blocked)
+    watcher.start()
+    with pytest.raises(dlutils.DownloadAborted):
+        fetch("s.bin", tmp_path, abort=abort, timeout=600, aws_profile="dlutils-test", segments=1)
+    watcher.join()
+    assert part.stat().st_size == 2 * MiB
+    fetch("s.bin", tmp_path, aws_profile="dlutils-test")
+    assert sha(tmp_path / "s.bin") == hashlib.sha256(data).hexdigest()
 
 
 def test_s3_a_presigned_link_never_shows_in_messages_logs_or_status(faulty, tmp_path, caplog):
