@@ -381,3 +381,16 @@ def test_s3_a_complete_part_is_placed_without_fetching_it_again_over_curl(s3, tm
         manifest.put_partial(os.path.abspath(target), {"validator": etag, "total": len(data)})
     fetched = fetch_s3(s3.uri("done.bin"), target, transport="curl")
     assert sha(target) == hashlib.sha256(data).hexdigest() and fetched.received == 0
+
+
+@pytest.mark.parametrize("transport", ["requests", "curl"])
+def test_s3_a_wrong_checksum_places_nothing_on_both_transports(s3, tmp_path, transport):
+    data = make_random_bytes(100_000, seed=16)
+    s3.put("k.bin", data)
+    wrong = "sha256:" + hashlib.sha256(data + b"x").hexdigest()
+    with pytest.raises(dlutils.ChecksumMismatchError, match="k.bin"):
+        fetch_s3(s3.uri("k.bin"), tmp_path, transport=transport, checksum=wrong, retries=0)
+    assert files(tmp_path) == []
+    right = "sha256:" + hashlib.sha256(data).hexdigest()
+    fetch_s3(s3.uri("k.bin"), tmp_path, transport=transport, checksum=right)
+    assert sha(tmp_path / "k.bin") == hashlib.sha256(data).hexdigest()
