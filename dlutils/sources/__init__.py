@@ -37,10 +37,9 @@ _SOURCES: dict[str, tuple[str, str, str | None]] = {
 }
 
 #: Options only one scheme understands; the others never see them, so one job can mix
-#: ``https://`` and ``s3://`` links and still pass ``aws_profile=``.
+#: ``https://`` and ``s3://`` links and still pass ``aws_profile=``. ``transport`` is
+#: every source's: S3, GCS, AIS and Hub objects are all fetched over http.
 SOURCE_OPTIONS: dict[str, frozenset[str]] = {
-    "http": frozenset({"transport"}),
-    "https": frozenset({"transport"}),
     "s3": frozenset({"aws_profile", "endpoint_url", "region"}),
     "gs": frozenset({"token"}),
     "hf": frozenset({"token"}),

@@ -257,6 +257,7 @@ def fetch_ais(
     fsync: bool = False,
     sleep: Callable[[float], Any] | None = None,
     endpoint: str | None = None,
+    transport: str = "requests",
 ) -> Fetched:
     """Download an AIStore object and say whether it was downloaded or already current.
 
@@ -286,6 +287,10 @@ def fetch_ais(
         Expected ``"algorithm:hex"``; replaces the cluster's checksum.
     endpoint : str, optional
         See :func:`parse_ais`.
+    transport : {"requests", "curl", "auto"}
+        What fetches the object's bytes, redirect to the target included (see
+        :func:`~dlutils.sources.http.http_download`); a job's default is ``"auto"``.
+        The HEAD, when one is needed, goes through requests.
     timeout, session, verbose, headers, expected_size, retries, backoff, progress
         As for :func:`~dlutils.sources.http.http_download`.
     limiter, abort, manifest, segments, segment_threshold, fsync, sleep
@@ -340,7 +345,7 @@ def fetch_ais(
             target,
             False,  # freshness was decided above, with the ais-* attributes
             timeout,
-            remote.session,
+            session,
             headers=headers,
             checksum=checksum or spec or _spec(known),
             expected_size=known.size if expected_size is None else expected_size,
@@ -355,6 +360,7 @@ def fetch_ais(
             fsync=fsync,
             sleep=sleep,
             source=source,
+            transport=transport,
         )
         return fetched
     finally:

@@ -461,6 +461,7 @@ def aws_download(
     segment_threshold: int = SEGMENT_THRESHOLD,
     fsync: bool = False,
     sleep: Callable[[float], Any] | None = None,
+    transport: str | None = None,
 ) -> str:
     """Download an S3 object to a local file and return the file's path.
 
@@ -518,6 +519,13 @@ def aws_download(
     manifest : Manifest, bool or None
         The record of downloads used for caching and resume; ``None`` keeps one in
         the file's folder, ``False`` none.
+    transport : {None, "auto", "curl", "requests"}
+        ``None`` (the default here) reads the object with botocore's ``get_object``.
+        Otherwise botocore signs a ``GET`` link locally (no request; a plain link for
+        anonymous access) and that transport fetches it (see :ref:`transports`):
+        faster on many small objects, and a job's default (``"auto"``). The same
+        checks hold (ETag-pinned ranges, version, size, checksum), and S3's refusals
+        are raised as the same ``ClientError``.
 
     Returns
     -------
@@ -568,6 +576,7 @@ bucket_name= and key=; got bucket_name='my-bucket' and no key
         segment_threshold=segment_threshold,
         fsync=fsync,
         sleep=sleep,
+        transport=transport,
     ).path
 
 
@@ -612,6 +621,7 @@ def fetch_s3(
     segment_threshold: int = SEGMENT_THRESHOLD,
     fsync: bool = False,
     sleep: Callable[[float], Any] | None = None,
+    transport: str | None = None,
 ) -> Fetched:
     """Like :func:`aws_download` for an ``s3://`` link, but say whether it was downloaded.
 
@@ -635,6 +645,11 @@ def fetch_s3(
         region=region,
         timeout=timeout,
     )
+    fetched: Any = s3
+    if transport is not None:
+        from .s3link import S3LinkRemote
+
+        fetched = S3LinkRemote(s3, transport)
     own_manifest = manifest is None
     if manifest is None:
         manifest = Manifest(os.path.dirname(target) or ".")
@@ -657,7 +672,7 @@ def fetch_s3(
                 return hit(target, verbose, target)
         s3.version = remote.version if remote is not None else None
         result = download(
-            s3,
+            fetched,
             target,
             checksum=checksum,
             expected_size=expected_size,

@@ -49,7 +49,7 @@ from ._common import (
     verify_cached,
     with_verified,
 )
-from .http import HttpRemote
+from .http import open_remote
 
 __all__ = ["gcs_download", "fetch_gcs", "list_gcs", "GcsRemote", "gcs_endpoint"]
 
@@ -214,8 +214,10 @@ class _Client:
         retry: RetryPolicy | None = None,
         abort: threading.Event | None = None,
         sleep: Callable[[float], Any] | None = None,
+        transport: str = "requests",
     ):
         self.bucket, self.endpoint = bucket, gcs_endpoint()
+        self.transport = transport
         self.headers = dict(headers or {})
         self.session, self.timeout = session, timeout
         self.retry, self.abort, self.sleep = retry or RetryPolicy(), abort, sleep
@@ -233,11 +235,18 @@ class _Client:
             return {"Authorization": f"Bearer {_ADC.token()}"}
         return {}
 
-    def remote(self, url: str, headers: Mapping[str, str] | None = None) -> HttpRemote:
+    def remote(self, url: str, headers: Mapping[str, str] | None = None) -> Any:
+        """The :class:`~dlutils.transfer.Remote` of ``url`` over the client's transport."""
         merged = {**(headers or {}), **self.headers}
-        return HttpRemote(url, session=self.session, headers=merged, timeout=self.timeout)
+        return open_remote(
+            url,
+            transport=self.transport,
+            session=self.session,
+            headers=merged,
+            timeout=self.timeout,
+        )
 
-    def call(self, func: Callable[[], Any], remote: HttpRemote, what: str) -> Any:
+    def call(self, func: Callable[[], Any], remote: Any, what: str) -> Any:
         """``func()`` with retries; after a 401/403 to an anonymous request, once more with ADC."""
 
         def classify(exc: BaseException) -> tuple[bool, float | None]:
@@ -355,6 +364,7 @@ def gcs_download(
     segment_threshold: int = SEGMENT_THRESHOLD,
     fsync: bool = False,
     sleep: Callable[[float], Any] | None = None,
+    transport: str = "requests",
 ) -> str:
     """Download a Google Cloud Storage object to a local file and return the file's path.
 
@@ -390,8 +400,10 @@ def gcs_download(
         application default credentials through google-auth, if installed.
     checksum, expected_size, retries, backoff, progress, limiter, abort, manifest
         As for :func:`dlutils.http_download`; ``checksum`` replaces the object's own.
-    segments, segment_threshold, fsync, sleep
-        As for :func:`dlutils.http_download`.
+    segments, segment_threshold, fsync, sleep, transport
+        As for :func:`dlutils.http_download`: ``transport="auto"`` or ``"curl"`` reads
+        the object's media link (and its metadata) over libcurl, the bearer token sent
+        to the storage host only.
 
     Returns
     -------
@@ -455,6 +467,7 @@ bucket_name= and key=; got uri=None, bucket_name='my-bucket', key=None
         segment_threshold=segment_threshold,
         fsync=fsync,
         sleep=sleep,
+        transport=transport,
     ).path
 
 
@@ -481,6 +494,7 @@ def fetch_gcs(
     segment_threshold: int = SEGMENT_THRESHOLD,
     fsync: bool = False,
     sleep: Callable[[float], Any] | None = None,
+    transport: str = "requests",
 ) -> Fetched:
     """Like :func:`gcs_download`, but say whether the file was downloaded or was current.
 
@@ -518,6 +532,7 @@ object; write it as 'gs://bucket/path/to/object.bin' (list a folder with list_gc
         retry=policy,
         abort=abort,
         sleep=sleep,
+        transport=transport,
     )
     own_manifest = manifest is None
     if manifest is None:

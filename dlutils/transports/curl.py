@@ -24,7 +24,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urljoin
 
@@ -262,6 +262,9 @@ class CurlRemote:
         :data:`dlutils.sources.http.DEFAULT_TIMEOUT`.
     auth : (str, str), optional
         User and password, sent (HTTP basic) to the link's own origin only.
+    landed : callable, optional
+        Called with the link each answer (not an error) finally came from, redirects
+        followed: a source that keeps a redirect's target for its next requests.
     """
 
     def __init__(
@@ -271,6 +274,7 @@ class CurlRemote:
         headers: Mapping[str, str] | None = None,
         timeout: Any = None,
         auth: tuple[str, str] | None = None,
+        landed: Callable[[str], Any] | None = None,
     ):
         from ..sources.http import DEFAULT_TIMEOUT
 
@@ -290,6 +294,7 @@ class CurlRemote:
             DEFAULT_TIMEOUT if timeout is None else timeout
         )
         self.auth = auth
+        self.landed = landed
 
     def open(
         self,
@@ -363,10 +368,10 @@ class CurlRemote:
                 }
                 auth = None
             exchange = self._send(url, headers, auth)
-            if exchange.status not in _REDIRECTS:
-                return exchange
             location = exchange.headers().get("Location")
-            if not location:
+            if exchange.status not in _REDIRECTS or not location:
+                if self.landed is not None and exchange.status < 400:
+                    self.landed(url)
                 return exchange
             exchange.close()
             following = urljoin(url, location)

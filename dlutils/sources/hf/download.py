@@ -26,6 +26,7 @@ from ...progress import Callback, TqdmCallback
 from ...redaction import redacting
 from ...retry import RetryPolicy
 from ...transfer import SEGMENT_THRESHOLD, Fetched, download
+from ...transports import choose
 from .._common import (
     cache_mode,
     hit,
@@ -37,7 +38,7 @@ from .._common import (
     with_verified,
 )
 from ..http import HttpRemote
-from .hub import _Hops, _Hub, _stat
+from .hub import _CurlHops, _Hops, _Hub, _stat
 from .links import _EXAMPLE, _FORM, HfRef, parse_hf, resolve_url
 from .listing import list_hf
 
@@ -75,6 +76,7 @@ def fetch_hf(
     fsync: bool = False,
     sleep: Callable[[float], Any] | None = None,
     endpoint: str | None = None,
+    transport: str = "requests",
 ) -> Fetched:
     """Download one file of a Hub repository and say whether it was downloaded or current.
 
@@ -107,6 +109,11 @@ def fetch_hf(
         Expected ``"algorithm:hex"``; replaces the sha256 the Hub gives.
     endpoint : str, optional
         The hub's address; ``HF_ENDPOINT`` (else https://huggingface.co) by default.
+    transport : {"requests", "curl", "auto"}
+        What fetches the file's bytes (the resolve link and its redirect), as for
+        :func:`~dlutils.sources.http.http_download`; a job's default is ``"auto"``.
+        Over libcurl, each request starts at the hub (the token goes there only) and
+        follows its redirect to the storage host with the transfer's headers alone.
     timeout, session, verbose, expected_size, retries, backoff, progress, limiter
         As for :func:`~dlutils.sources.http.http_download`.
     abort, manifest, segments, segment_threshold, fsync, sleep
@@ -179,8 +186,7 @@ has a '..' segment; a name must be a relative path inside the destination, such 
             and verify_cached(target, user_checksum)
         ):
             return hit(target, verbose, target)
-        hops: Any = _Hops(hub, location)  # HttpRemote calls only its get()
-        remote = HttpRemote(url, session=hops, headers=headers, timeout=timeout)
+        remote = _file_remote(hub, url, location, headers, session, transport)
         try:
             result = download(
                 remote,
@@ -212,6 +218,22 @@ has a '..' segment; a name must be a relative path inside the destination, such 
             bar.close()
         if own and keeper is not None:
             keeper.close()
+
+
+def _file_remote(
+    hub: _Hub,
+    url: str,
+    location: str | None,
+    headers: Mapping[str, str] | None,
+    session: requests.Session | None,
+    transport: str,
+) -> Any:
+    """The :class:`~dlutils.transfer.Remote` of a file's resolve link: over requests,
+    :class:`_Hops` follows the hub's redirects; over libcurl, :class:`_CurlHops`."""
+    if choose(transport, session=session) == "curl":
+        return _CurlHops(hub, url, location, headers)
+    hops: Any = _Hops(hub, location)  # HttpRemote calls only its get()
+    return HttpRemote(url, session=hops, headers=headers, timeout=hub.timeout)
 
 
 @redacting  # no credential in what it raises, whichever library raised it

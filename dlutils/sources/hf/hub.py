@@ -229,6 +229,50 @@ class _Hops:
         return response
 
 
+class _CurlHops:
+    """A resolve link over libcurl (a :class:`~dlutils.transfer.Remote`), as :class:`_Hops`.
+
+    A request to the hub carries its headers and the token; libcurl follows the redirect,
+    sending the storage host only the transfer's own headers. The storage link it lands
+    on is kept for the next ranges of the file, and asked of the hub again once expired.
+    """
+
+    def __init__(self, hub: _Hub, url: str, location: str | None, headers: Any):
+        self.hub, self.url, self.location = hub, url, location
+        self.headers = dict(headers or {})
+        self.display = redact(url)
+
+    def open(self, start: int = 0, end: int | None = None, *, if_range: str | None = None) -> Any:
+        location = self.location
+        if location is not None:
+            try:
+                return self._remote(location).open(start, end, if_range=if_range)
+            except requests.HTTPError as exc:
+                if exc.response is None or exc.response.status_code not in _STALE_LINK:
+                    raise
+            self.location = None
+            log.debug("the storage link of %s expired; asking the hub again", self.display)
+        return self._remote(self.url).open(start, end, if_range=if_range)
+
+    def classify(self, exc: BaseException) -> tuple[bool, float | None]:
+        return self.hub.classify(exc)
+
+    def _remote(self, url: str) -> Any:
+        from ...transports.curl import CurlRemote
+
+        wanted = self.hub.headers_for(url, self.headers)
+        return CurlRemote(
+            url,
+            headers={k: v for k, v in wanted.items() if v is not None},
+            timeout=self.hub.timeout,
+            landed=self._landed,
+        )
+
+    def _landed(self, final: str) -> None:
+        if not self.hub.on_hub(final):
+            self.location = final
+
+
 def _stat(hub: _Hub, ref: HfRef, url: str) -> tuple[ObjectAttrs, str | None]:
     """A HEAD of the file: its attributes, and the storage link when the hub redirects."""
 
