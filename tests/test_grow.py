@@ -76,7 +76,7 @@ def test_a_growing_download_equals_the_source_and_covers_every_byte_once(tmp_pat
         assert_covers_once(plan, len(data))
     final = manifest.plans[-1]
     assert all(done == end + 1 - start for start, end, done in final)
-    assert len(final) > 4, "the download never grew past its first four ranges"
+    assert len(final) > len(manifest.plans[0]), "the download never grew"
     # At the server: no gap, and no range asked for twice.
     starts = [start for start, _ in spans]
     assert len(starts) == len(set(starts))
@@ -98,10 +98,9 @@ def test_a_straggler_is_split_and_the_download_finishes(tmp_path):
         )
         spans = served_from(server, "big.bin")
     assert sha(open(path, "rb").read()) == sha(data)
-    first = manifest.plans[0]
-    assert len(first) == 4 and sorted(first)[0][:2] == [0, 8 * MiB - 1]
+    stalled_end = sorted(manifest.plans[0])[0][1]
     # Another connection took over bytes of the stalled range.
-    assert [s for s, _ in spans if MiB < s < 8 * MiB], spans
+    assert [s for s, _ in spans if MiB < s <= stalled_end], spans
     for plan in manifest.plans:
         assert_covers_once(plan, len(data))
 
@@ -162,11 +161,14 @@ def test_a_killed_download_resumes_from_its_split_plan(tmp_path):
         )
         try:
             deadline = time.monotonic() + 60
+            first = None
             while True:  # until the journal holds a split plan
                 assert victim.poll() is None, "the victim ended before it split a range"
                 assert time.monotonic() < deadline, "the plan never grew"
                 info = Manifest(dest).get_partial(target)
-                if info and len(info["segments"]) > 4:
+                if info and first is None:
+                    first = len(info["segments"])
+                if info and len(info["segments"]) > first:
                     break
                 time.sleep(0.05)
         finally:
