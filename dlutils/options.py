@@ -60,7 +60,7 @@ session : requests.Session, optional
     The session http(s) links are fetched with (default: a pooled one per thread).
 segments : int, optional
     Connections one big object may use (ranges fetched in parallel); default 32.
-    It starts with 4 and adds more while the throughput rises.
+    It starts with 8 and adds more while the throughput rises.
 segment_threshold : int or str, optional
     Objects at least this big (bytes, or ``"64MiB"``) are fetched in segments.
 transport : str

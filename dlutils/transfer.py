@@ -75,13 +75,13 @@ SEGMENT_THRESHOLD = 64 << 20
 #: No segment of the first plan is smaller than this.
 MIN_SEGMENT_SIZE = 16 << 20
 #: Ranges a segmented download starts with; it adds more while its throughput rises.
-INITIAL_SEGMENTS = 4
+INITIAL_SEGMENTS = 8
 #: Default most ranges one object is fetched over at once.
 MAX_SEGMENTS = 32
 #: A range is split in two (to grow, or to help a straggler) only with this much left.
 SPLIT_MIN = 4 << 20
 #: How often a segmented download measures its throughput to decide whether to grow.
-GROW_INTERVAL = 0.25
+GROW_INTERVAL = 0.1
 #: Throughput must have risen by this factor since the last growth to grow again.
 GROW_GAIN = 1.10
 #: How often a segmented download records its progress for resume.

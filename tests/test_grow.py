@@ -63,12 +63,12 @@ def served_from(server: LocalServer, path: str) -> list[tuple[int, int]]:
 
 
 def test_a_growing_download_equals_the_source_and_covers_every_byte_once(tmp_path):
-    data = make_random_bytes(32 * MiB, seed=7)
+    data = make_random_bytes(32 * MiB, seed=7)  # two ranges of 16 MiB to begin with
     with LocalServer({"big.bin": data}) as server:
         server.rate_limit = 4 * MiB  # per response: long enough for the plan to grow
         manifest = RecordingManifest(tmp_path)
         path = dlutils.http_download(
-            server.url_for("big.bin"), tmp_path, segment_threshold=MiB, manifest=manifest
+            server.url_for("big.bin"), tmp_path, segment_threshold=32 * MiB, manifest=manifest
         )
         spans = served_from(server, "big.bin")
     assert sha(open(path, "rb").read()) == sha(data)
@@ -90,11 +90,12 @@ def test_a_growing_download_equals_the_source_and_covers_every_byte_once(tmp_pat
 def test_a_straggler_is_split_and_the_download_finishes(tmp_path):
     data = make_random_bytes(32 * MiB, seed=8)
     with LocalServer({"big.bin": data}) as server:
-        # The first answer (the whole object, lending its first 8 MiB range) goes silent.
+        # Two ranges of 16 MiB to begin with; the first answer (the whole object, lending
+        # the first range) goes silent.
         server.add_fault("big.bin", stall(2, after_bytes=MiB))
         manifest = RecordingManifest(tmp_path)
         path = dlutils.http_download(
-            server.url_for("big.bin"), tmp_path, segment_threshold=MiB, manifest=manifest
+            server.url_for("big.bin"), tmp_path, segment_threshold=32 * MiB, manifest=manifest
         )
         spans = served_from(server, "big.bin")
     assert sha(open(path, "rb").read()) == sha(data)
@@ -146,7 +147,7 @@ def test_a_killed_download_resumes_from_its_split_plan(tmp_path):
     script = (
         "import sys, dlutils, dlutils.transfer as t\n"
         "t.JOURNAL_INTERVAL = 0.1\n"
-        "dlutils.http_download(sys.argv[1], sys.argv[2], segment_threshold=1 << 20)"
+        "dlutils.http_download(sys.argv[1], sys.argv[2], segment_threshold=32 << 20)"
     )
     env = {k: v for k, v in os.environ.items() if k != "XDG_STATE_HOME"}
     env["DLUTILS_HOME"] = str(tmp_path / "home")
@@ -179,7 +180,7 @@ def test_a_killed_download_resumes_from_its_split_plan(tmp_path):
         kept = sum(done for _, _, done in plan)
         server.rate_limit = None
         server.clear_log()
-        dlutils.http_download(server.url_for("big.bin"), target, segment_threshold=MiB)
+        dlutils.http_download(server.url_for("big.bin"), target, segment_threshold=32 * MiB)
         refetched = sum(r.bytes_sent for r in server.requests)
     assert sha(open(target, "rb").read()) == sha(data)
     assert kept > 0 and refetched <= len(data) - kept + 8 * MiB
