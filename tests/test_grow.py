@@ -62,13 +62,17 @@ def served_from(server: LocalServer, path: str) -> list[tuple[int, int]]:
     return spans
 
 
-def test_a_growing_download_equals_the_source_and_covers_every_byte_once(tmp_path):
+def test_a_growing_download_equals_the_source_and_covers_every_byte_once(tmp_path, transport):
     data = make_random_bytes(32 * MiB, seed=7)  # two ranges of 16 MiB to begin with
     with LocalServer({"big.bin": data}) as server:
         server.rate_limit = 4 * MiB  # per response: long enough for the plan to grow
         manifest = RecordingManifest(tmp_path)
         path = dlutils.http_download(
-            server.url_for("big.bin"), tmp_path, segment_threshold=32 * MiB, manifest=manifest
+            server.url_for("big.bin"),
+            tmp_path,
+            segment_threshold=32 * MiB,
+            manifest=manifest,
+            transport=transport,
         )
         spans = served_from(server, "big.bin")
     assert sha(open(path, "rb").read()) == sha(data)
@@ -87,7 +91,7 @@ def test_a_growing_download_equals_the_source_and_covers_every_byte_once(tmp_pat
     assert covered == len(data)
 
 
-def test_a_straggler_is_split_and_the_download_finishes(tmp_path):
+def test_a_straggler_is_split_and_the_download_finishes(tmp_path, transport):
     data = make_random_bytes(32 * MiB, seed=8)
     with LocalServer({"big.bin": data}) as server:
         # Two ranges of 16 MiB to begin with; the first answer (the whole object, lending
@@ -95,7 +99,11 @@ def test_a_straggler_is_split_and_the_download_finishes(tmp_path):
         server.add_fault("big.bin", stall(2, after_bytes=MiB))
         manifest = RecordingManifest(tmp_path)
         path = dlutils.http_download(
-            server.url_for("big.bin"), tmp_path, segment_threshold=32 * MiB, manifest=manifest
+            server.url_for("big.bin"),
+            tmp_path,
+            segment_threshold=32 * MiB,
+            manifest=manifest,
+            transport=transport,
         )
         spans = served_from(server, "big.bin")
     assert sha(open(path, "rb").read()) == sha(data)
