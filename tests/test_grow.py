@@ -130,6 +130,22 @@ def test_a_job_never_exceeds_its_connections_at_the_server(tmp_path):
     assert most <= 4
 
 
+def test_a_big_file_grows_into_the_slots_small_files_free_and_no_further(tmp_path):
+    big = make_random_bytes(32 * MiB, seed=11)
+    files = {"g/0.bin": big, **{f"g/{i}.bin": b"small %d" % i for i in range(1, 8)}}
+    with LocalServer(files) as server:
+        server.rate_limit = 8 * MiB  # per response: the big file takes a second or more
+        template = server.url + "/g/{0..7}.bin"
+        job = Job.range(template, tmp_path, connections=4, segment_threshold=32 * MiB)
+        result = job.start().wait(120)
+        most = server.max_concurrent
+        ranged = [r.range for r in server.requests if r.range]
+    assert (result.finished, result.errors) == (8, 0)
+    assert sha((tmp_path / "0.bin").read_bytes()) == sha(big)
+    assert len(ranged) >= 2, f"the big file never grew past its first two ranges: {ranged}"
+    assert most <= 4
+
+
 def test_a_connection_budget_is_a_hard_cap():
     budget = ConnectionBudget(2)
     held = budget.hold()
