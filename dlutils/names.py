@@ -61,7 +61,14 @@ def redact(link: str) -> str:
     'https://bob:REDACTED@example.org/a.bin?X-Amz-Signature=REDACTED&part=1'
     >>> redact("s3://bucket/key.tgz")
     's3://bucket/key.tgz'
+
+    A link written without its scheme is read as one, as the AIStore downloader does:
+
+    >>> redact("bob:hunter2@example.org/a.bin")
+    'bob:REDACTED@example.org/a.bin'
     """
+    if "://" not in link and "@" in link.split("/", 1)[0]:
+        return redact("//" + link)[2:]  # host part first: 'user:password@host/...'
     try:
         parts = urlsplit(link)
     except ValueError:

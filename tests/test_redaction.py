@@ -257,3 +257,12 @@ def test_botocores_debug_lines_hold_no_session_token(tmp_path, monkeypatch, capl
     dlutils.aws_download(s3.uri("k/a.bin"), local_filepath=tmp_path / "a.bin", cache=False)
     assert any(r.name.startswith("botocore") for r in caplog.records)
     assert_clean("\n".join(r.getMessage() for r in caplog.records), "botocore's log records")
+
+
+@pytest.mark.parametrize("entry", ["download", "range"])
+def test_a_template_without_a_scheme_never_shows_its_password(tmp_path, entry):
+    template = "bob:hunter2@host.example/x-{0..3}.bin"
+    start = dlutils.download if entry == "download" else dlutils.Job.range
+    with pytest.raises(dlutils.DownloadError) as caught:
+        start(template, tmp_path)
+    assert "hunter2" not in str(caught.value) and "bob:REDACTED@" in str(caught.value)
