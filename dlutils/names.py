@@ -390,6 +390,9 @@ def _secret_header(name: str) -> bool:
 _AUTH_SCHEME = re.compile(r"^(basic|bearer|token|digest|aws4-hmac-sha256|negotiate)\s+", re.I)
 _BEARER = re.compile(r"\b(Bearer|token)\s+(?=[A-Za-z0-9._~+/=-]*\d)[A-Za-z0-9._~+/=-]{12,}")
 _KNOWN_TOKENS = re.compile(r"\bhf_[A-Za-z0-9]{16,}|\bgh[pousr]_[A-Za-z0-9]{20,}|\bya29\.[\w.-]+")
+# botocore.auth logs "Signature:" and the hex signature on the next line: a request's
+# SigV4 signature can be replayed for that request until it expires.
+_SIGNATURE_LINE = re.compile(r"\b(Signature)[ \t]*:\s*[0-9a-fA-F]{32,}")
 
 
 def _redact_headers(text: str) -> str:
@@ -460,6 +463,7 @@ def redact_text(text: str) -> str:
     text = _QUOTED_PAIR.sub(_quoted_pair, text)
     text = _PAIR.sub(_pair, text)
     text = _BEARER.sub(lambda m: f"{m.group(1)} REDACTED", text)
+    text = _SIGNATURE_LINE.sub(lambda m: f"{m.group(1)}: REDACTED", text)
     return _KNOWN_TOKENS.sub("REDACTED", text)
 
 

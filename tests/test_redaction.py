@@ -266,3 +266,11 @@ def test_a_template_without_a_scheme_never_shows_its_password(tmp_path, entry):
     with pytest.raises(dlutils.DownloadError) as caught:
         start(template, tmp_path)
     assert "hunter2" not in str(caught.value) and "bob:REDACTED@" in str(caught.value)
+
+
+def test_botocores_signature_line_is_redacted(caplog):
+    signature = "3f9a1c2e0b5d6e7f8a9b0c1d2e3f4a5b6c7d8e9f0a1b2c3d4e5f6a7b8c9d0e1f"
+    with caplog.at_level(logging.DEBUG, logger="botocore.auth"):
+        logging.getLogger("botocore.auth").debug("Signature:\n%s", signature)
+    assert caplog.records and signature not in caplog.text
+    assert "Signature: REDACTED" in caplog.text
