@@ -37,7 +37,8 @@ WORKER_ENVIRONMENT = (
 
 #: What to say instead of an option that cannot be sent.
 _INSTEAD = {
-    "session": "leave session= unset (each worker uses a pooled session of its own)",
+    "session": "leave session= unset (each worker makes its own; for S3 credentials "
+    "give aws_profile= instead)",
     "headers": "give headers as a dict of strings",
 }
 
