@@ -61,7 +61,14 @@ def redact(link: str) -> str:
     'https://bob:REDACTED@example.org/a.bin?X-Amz-Signature=REDACTED&part=1'
     >>> redact("s3://bucket/key.tgz")
     's3://bucket/key.tgz'
+
+    A link written without its scheme is read as one, as the AIStore downloader does:
+
+    >>> redact("bob:hunter2@example.org/a.bin")
+    'bob:REDACTED@example.org/a.bin'
     """
+    if "://" not in link and "@" in link.split("/", 1)[0]:
+        return redact("//" + link)[2:]  # host part first: 'user:password@host/...'
     try:
         parts = urlsplit(link)
     except ValueError:
@@ -383,6 +390,9 @@ def _secret_header(name: str) -> bool:
 _AUTH_SCHEME = re.compile(r"^(basic|bearer|token|digest|aws4-hmac-sha256|negotiate)\s+", re.I)
 _BEARER = re.compile(r"\b(Bearer|token)\s+(?=[A-Za-z0-9._~+/=-]*\d)[A-Za-z0-9._~+/=-]{12,}")
 _KNOWN_TOKENS = re.compile(r"\bhf_[A-Za-z0-9]{16,}|\bgh[pousr]_[A-Za-z0-9]{20,}|\bya29\.[\w.-]+")
+# botocore.auth logs "Signature:" and the hex signature on the next line: a request's
+# SigV4 signature can be replayed for that request until it expires.
+_SIGNATURE_LINE = re.compile(r"\b(Signature)[ \t]*:\s*[0-9a-fA-F]{32,}")
 
 
 def _redact_headers(text: str) -> str:
@@ -453,6 +463,7 @@ def redact_text(text: str) -> str:
     text = _QUOTED_PAIR.sub(_quoted_pair, text)
     text = _PAIR.sub(_pair, text)
     text = _BEARER.sub(lambda m: f"{m.group(1)} REDACTED", text)
+    text = _SIGNATURE_LINE.sub(lambda m: f"{m.group(1)}: REDACTED", text)
     return _KNOWN_TOKENS.sub("REDACTED", text)
 
 

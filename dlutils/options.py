@@ -13,7 +13,7 @@ import dataclasses
 import datetime
 import difflib
 from collections.abc import Mapping
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,6 +56,9 @@ progress : bool
     same, under pyvo's name.
 executor : concurrent.futures.Executor, optional
     Run the transfers there (a Dask client's executor, say) instead of a thread pool.
+    One that is not a ``ThreadPoolExecutor`` runs them in other processes: there
+    ``bytes_per_hour`` is refused, progress counts completed files and ``abort()``
+    cancels only what has not started (see :doc:`/jobs`, "Executors and destinations").
 session : requests.Session, optional
     The session http(s) links are fetched with (default: a pooled one per thread).
 segments : int, optional
@@ -230,7 +233,22 @@ def _checked(options: Options) -> dict[str, Any]:
             f"executor={options.executor!r} is not valid: use a concurrent.futures.Executor, "
             "such as ThreadPoolExecutor(8) or a Dask client's get_executor()"
         )
+    if out["bytes_per_hour"] and not runs_here(options.executor):
+        # the limiter is a lock in this process: another process's workers never see it
+        raise InvalidInputError(
+            f"bytes_per_hour={options.bytes_per_hour!r} cannot be honoured on executor="
+            f"{type(options.executor).__name__}: its workers do not share this process's "
+            "limiter; use the default thread pool (or a ThreadPoolExecutor) or drop the limit"
+        )
     return out
+
+
+def runs_here(executor: Executor | None) -> bool:
+    """Whether a job's tasks run in this process's threads (the default, or a thread pool).
+
+    Only there do the job's byte limit, live progress and abort reach each transfer.
+    """
+    return executor is None or isinstance(executor, ThreadPoolExecutor)
 
 
 def _is_int(value: Any) -> bool:

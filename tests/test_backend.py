@@ -161,3 +161,16 @@ def test_from_request_backend(cluster, tmp_path):
 def test_bad_bucket_links(tmp_path, uri, error):
     with pytest.raises(InvalidInputError, match=error):
         Job.backend(uri, tmp_path)
+
+
+def test_sync_never_deletes_through_a_folder_replaced_by_a_link(cluster, tmp_path):
+    dest, outside = tmp_path / "dest", tmp_path / "outside"
+    Job.backend(cluster.link("data"), dest).start().wait(60)
+    outside.mkdir()
+    (dest / "val").rename(outside / "val")  # same files, same sizes and times, now outside
+    (dest / "val").symlink_to(outside / "val", target_is_directory=True)
+    before = (outside / "val" / "00.tgz").read_bytes()
+    cluster.delete("data", "val/00.tgz")
+    status = Job.backend(cluster.link("data"), dest, prefix="val/", sync=True).start().wait(60)
+    assert status.deleted == 0
+    assert (outside / "val" / "00.tgz").read_bytes() == before  # nothing deleted outside

@@ -257,3 +257,20 @@ def test_botocores_debug_lines_hold_no_session_token(tmp_path, monkeypatch, capl
     dlutils.aws_download(s3.uri("k/a.bin"), local_filepath=tmp_path / "a.bin", cache=False)
     assert any(r.name.startswith("botocore") for r in caplog.records)
     assert_clean("\n".join(r.getMessage() for r in caplog.records), "botocore's log records")
+
+
+@pytest.mark.parametrize("entry", ["download", "range"])
+def test_a_template_without_a_scheme_never_shows_its_password(tmp_path, entry):
+    template = "bob:hunter2@host.example/x-{0..3}.bin"
+    start = dlutils.download if entry == "download" else dlutils.Job.range
+    with pytest.raises(dlutils.DownloadError) as caught:
+        start(template, tmp_path)
+    assert "hunter2" not in str(caught.value) and "bob:REDACTED@" in str(caught.value)
+
+
+def test_botocores_signature_line_is_redacted(caplog):
+    signature = "3f9a1c2e0b5d6e7f8a9b0c1d2e3f4a5b6c7d8e9f0a1b2c3d4e5f6a7b8c9d0e1f"
+    with caplog.at_level(logging.DEBUG, logger="botocore.auth"):
+        logging.getLogger("botocore.auth").debug("Signature:\n%s", signature)
+    assert caplog.records and signature not in caplog.text
+    assert "Signature: REDACTED" in caplog.text

@@ -8,6 +8,7 @@ and reports. All transfer logic lives below it.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import os
 import secrets
@@ -19,15 +20,17 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ..budget import ConnectionBudget
+from ..destinations import check_local
 from ..errors import DownloadAborted, InvalidInputError, JobStateError, UnsafePathError
 from ..freshness import Manifest
 from ..limits import TokenBucket
 from ..names import redact, redact_text
-from ..options import Options, make_options
+from ..options import Options, make_options, runs_here
 from ..progress import Callback, TqdmCallback
 from ..sources import fetch
 from ..transfer import MAX_SEGMENTS, AbortEvent, Fetched
 from . import tasks as plans
+from .elsewhere import check_sendable, client_environment, environment
 from .registry import given_id, register
 from .status import JobStatus, State, TaskInfo
 from .tasks import Plan, _Task
@@ -70,11 +73,15 @@ class Job:
     """
 
     def __init__(self, plan: Plan, dest: str | os.PathLike, options: Options):
+        check_local(dest)
         self._opts = options
         self._tasks = plan.tasks
         self._sync = plan.sync
         self._blob_threshold = plan.blob_threshold
         self.dest = os.fspath(dest)
+        #: The client's folder when the job was made: a relative ``dest`` is resolved
+        #: against it for tasks sent to other processes, whose folders differ.
+        self._cwd = os.getcwd()
         self.id = given_id() or "dnl-" + secrets.token_hex(5)
         self.description = redact_text(
             self._opts.description or f"{redact(plan.source)} -> {self.dest or '.'}"
@@ -92,6 +99,8 @@ class Job:
         self._inflight = 0
         self._all_dispatched = False
         self._current: dict[str, list[Any]] = {}
+        #: Tasks sent to an executor of other processes, not done yet (abort cancels them).
+        self._elsewhere: dict[Future, str] = {}
         self._recent: collections.deque[TaskInfo] = collections.deque(maxlen=RECENT_TASKS)
         self._download_errors: list[tuple[str, str]] = []
         self._thread: threading.Thread | None = None
@@ -117,6 +126,7 @@ class Job:
         ``options`` and ``**opts``: the job's options, :class:`dlutils.Options` (its
         fields as keywords, such as ``connections=4, timeout="30s"``).
         """
+        check_local(dest)
         return cls(plans.single(link, dest, object_name), dest, _options(options, opts))
 
     @classmethod
@@ -134,6 +144,7 @@ class Job:
         every clash (the AIStore downloader silently keeps the last one). ``options``
         and ``**opts``: the job's options (:class:`dlutils.Options`).
         """
+        check_local(dest)
         return cls(plans.multi(objects, dest), dest, _options(options, opts))
 
     @classmethod
@@ -152,6 +163,7 @@ class Job:
         name of its own; ``subdir`` is joined in front of the names. ``options`` and
         ``**opts``: the job's options (:class:`dlutils.Options`).
         """
+        check_local(dest)
         return cls(plans.range_(template, dest, subdir), dest, _options(options, opts))
 
     @classmethod
@@ -176,6 +188,7 @@ class Job:
         are gone are deleted; files from elsewhere, or changed by hand, are kept.
         ``options`` and ``**opts``: the job's options (:class:`dlutils.Options`).
         """
+        check_local(dest)
         options = _options(options, opts)
         plan = plans.backend(bucket_uri, dest, prefix, suffix, sync, options)
         return cls(plan, dest, options)
@@ -208,6 +221,7 @@ class Job:
         one at a time over several connections, the others together in the pool.
         ``options`` and ``**opts``: the job's options (:class:`dlutils.Options`).
         """
+        check_local(dest)
         if token is not None:
             opts = {**opts, "token": token}
         options = _options(options, opts)
@@ -267,6 +281,8 @@ class Job:
         with self._lock:
             if self._state is not State.PENDING:
                 raise JobStateError(f"job {self.id} was already started ({self._state.value})")
+            if not runs_here(self._opts.executor):  # what cannot travel, named before it starts
+                check_sendable(self._opts.transfer(), self._opts.executor)
             self._state = State.RUNNING
             self._started = time.time()
         log.info("job %s started: %s", self.id, self.description)
@@ -280,9 +296,12 @@ class Job:
         own = opts.executor is None
         workers = opts.connections or DEFAULT_WORKERS
         executor = opts.executor or ThreadPoolExecutor(workers, thread_name_prefix=self.id)
-        live = isinstance(executor, ThreadPoolExecutor)
+        live = runs_here(opts.executor)
         window = threading.BoundedSemaphore(opts.connections or workers * 2)
-        manifest = Manifest(self.dest or ".")
+        # another process has its own folder: it gets the path resolved here
+        folder = (self.dest or ".") if live else os.path.join(self._cwd, self.dest or ".")
+        manifest = Manifest(folder)
+        settings = {} if live else client_environment()
         limiter = TokenBucket.per_hour(opts.bytes_per_hour) if opts.bytes_per_hour else None
         # One budget for the files and the ranges of big files: connections= is a hard cap.
         self._budget = ConnectionBudget(opts.connections) if opts.connections else None
@@ -323,7 +342,7 @@ class Job:
                     if live:
                         future = executor.submit(self._execute, task, common, limiter)
                     else:
-                        future = executor.submit(_execute_elsewhere, task, common, opts.timeout)
+                        future = self._submit_elsewhere(executor, task, common, settings)
                 except BaseException:
                     window.release()  # e.g. the caller shut its executor down
                     raise
@@ -433,6 +452,8 @@ class Job:
         if window is not None:
             window.release()
         with self._lock:
+            if self._elsewhere.pop(future, None) is not None:
+                self._current.pop(task.name, None)
             self._inflight -= 1
             exc = None if future.cancelled() else future.exception()
             if future.cancelled() or (isinstance(exc, DownloadAborted) and self._abort.is_set()):
@@ -454,6 +475,28 @@ class Job:
             files = f"{done}/{total if total is not None else '?'} files"
             with self._bar_lock:
                 self._bar.set_postfix_str(f"{files}, {errors} errors", refresh=False)
+
+    def _submit_elsewhere(
+        self, executor: Any, task: _Task, common: dict[str, Any], settings: dict[str, str]
+    ) -> Future:
+        """Send ``task`` to another process: its path absolute, the client's settings with it.
+
+        It shows in ``current_tasks`` (0 bytes: its progress is known when it completes)
+        until it is done.
+        """
+        path = os.path.join(self._cwd, task.path)
+        sent = dataclasses.replace(task, path=path) if path != task.path else task
+        with self._lock:  # before submit: a quick task may be done before it returns
+            self._current[task.name] = [task.name, 0, task.size]
+        try:
+            future = executor.submit(_execute_elsewhere, sent, common, self._opts.timeout, settings)
+        except BaseException:
+            with self._lock:
+                self._current.pop(task.name, None)
+            raise
+        with self._lock:  # _task_done (its callback, added next) removes both entries
+            self._elsewhere[future] = task.name
+        return future
 
     def _record_deletion(self, name: str) -> None:
         with self._lock:
@@ -510,6 +553,21 @@ class Job:
                 self._done.set()
                 return
         self._abort.set()
+        with self._lock:
+            sent = list(self._elsewhere)
+        if sent:  # another process's transfers: only those not started can be stopped
+            for future in sent:
+                future.cancel()  # its done callback drops it from the counts
+            with self._lock:
+                running = sum(not future.done() for future in self._elsewhere)
+            if running:
+                log.warning(
+                    "job %s aborted: %d transfers already running on executor %s cannot be "
+                    "stopped; they finish, are counted, and the job ends after them",
+                    self.id,
+                    running,
+                    type(self._opts.executor).__name__,
+                )
 
     def wait(self, timeout: float | None = None) -> JobStatus:
         """Wait until the job is finished or aborted and return its status.
@@ -613,12 +671,22 @@ class _TaskProgress(Callback):
             self.bar.close()
 
 
-def _execute_elsewhere(task: _Task, common: dict[str, Any], time_limit: float | None) -> Fetched:
-    """The task run by an executor of other processes: no shared progress, abort or limiter."""
+def _execute_elsewhere(
+    task: _Task,
+    common: dict[str, Any],
+    time_limit: float | None,
+    settings: Mapping[str, str] | None = None,
+) -> Fetched:
+    """The task run by an executor of other processes: no shared progress, abort or limiter.
+
+    ``settings``: the client's environment settings the sources read (endpoints),
+    applied while the task runs.
+    """
     _raise_if_unusable(task)
     abort = AbortEvent(time_limit=time_limit) if time_limit else None
     try:
-        return fetch(task.link, task.path, **common, **_task_extras(task), abort=abort)
+        with environment(settings or {}):
+            return fetch(task.link, task.path, **common, **_task_extras(task), abort=abort)
     finally:
         if abort is not None:
             abort.close()

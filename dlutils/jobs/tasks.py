@@ -207,7 +207,11 @@ def backend(
                 continue
             if record.source != root + folder + name:
                 continue  # not from this bucket: a web link, or another folder
-            path = os.path.join(manifest.root, *name.split("/"))
+            try:  # never through a link leading out of the destination
+                path = join_inside(manifest.root, name, what="file to delete")
+            except (UnsafePathError, OSError) as exc:
+                log.warning("%s: keeping %s, gone from %s: %s", job.id, name, root, exc)
+                continue
             if manifest.get(path) is None:
                 continue  # changed by hand since it was downloaded: keep it
             os.unlink(path)

@@ -15,6 +15,7 @@ from dataclasses import replace
 from typing import Any
 
 from ..checksums import Checksum, file_digest, parse_checksum
+from ..destinations import check_local
 from ..errors import CacheMismatchWarning, InvalidInputError
 from ..freshness import Manifest, ObjectAttrs, only_size_compares, same_object
 from ..transfer import Fetched, TransferResult
@@ -128,7 +129,12 @@ def trusted(
 
 
 def names_a_folder(local_filepath: str | os.PathLike) -> bool:
-    """An existing folder, or a path written with a trailing separator, means "name it inside"."""
+    """An existing folder, or a path written with a trailing separator, means "name it inside".
+
+    Every source asks this of a ``local_filepath`` first, so a URL given as one
+    (``s3://bucket/x``) is refused here (:func:`dlutils.destinations.check_local`).
+    """
+    check_local(local_filepath, "local_filepath")
     text = os.fspath(local_filepath)
     return os.path.isdir(text) or text.endswith(("/", os.sep))
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import http.client
 import logging
 import os
-import re
 import socket
 import threading
 import warnings
@@ -41,7 +40,7 @@ from ..names import (
 )
 from ..progress import Callback, TqdmCallback
 from ..redaction import raise_clean, redacted, redacting
-from ..retry import FATAL_STATUS, RETRYABLE_STATUS, RetryPolicy, parse_retry_after
+from ..retry import RetryPolicy
 from ..transfer import (
     SEGMENT_THRESHOLD,
     Body,
@@ -52,6 +51,17 @@ from ..transfer import (
     resume_point,
 )
 from ..transports import choose
+from ..transports._http import (
+    DEFAULT_TIMEOUT,
+    MAX_REDIRECTS,
+    PORTABLE_HEADERS,
+    classify,
+    get_headers,
+)
+from ..transports._http import REDIRECT_STATUSES as _REDIRECTS
+from ..transports._http import asked as _asked
+from ..transports._http import parse_range as _parse_range
+from ..transports._http import validator as _validator
 from ._common import (
     VERIFIED,
     cache_mode,
@@ -77,21 +87,7 @@ __all__ = [
 
 log = logging.getLogger("dlutils")
 
-#: Redirects followed for one request before giving up (as requests does).
-MAX_REDIRECTS = 30
-#: Headers sent to a redirect's target on another origin: what the transfer needs, nothing
-#: that could identify or authorise the user.
-PORTABLE_HEADERS = frozenset(
-    {"range", "if-range", "if-none-match", "if-modified-since", "if-match", "accept",
-     "accept-encoding", "user-agent", "connection"}
-)  # fmt: skip
-_REDIRECTS = frozenset({301, 302, 303, 307, 308})
-
-#: (connect, read) seconds used when ``timeout=None``: a silent server is never waited for forever.
-DEFAULT_TIMEOUT = (30.0, 120.0)
-
 _local = threading.local()
-_CONTENT_RANGE = re.compile(r"bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)", re.IGNORECASE)
 
 
 _PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
@@ -217,40 +213,6 @@ def check_http_url(url: Any) -> str:
     return url
 
 
-def _parse_range(headers: Mapping[str, str], status: int) -> tuple[int, int | None, int | None]:
-    """(start, end, total) of a response from its Content-Range / Content-Length."""
-    content_range = headers.get("Content-Range")
-    if content_range:
-        match = _CONTENT_RANGE.match(content_range.strip())
-        if match:
-            start = int(match.group(1)) if match.group(1) else 0
-            end = int(match.group(2)) if match.group(2) else None
-            total = int(match.group(3)) if match.group(3) != "*" else None
-            return start, end, total
-    length = headers.get("Content-Length")
-    total = int(length) if status == 200 and length and length.isdigit() else None
-    return 0, None, total
-
-
-def _asked(request_headers: Mapping[str, str], encoding: str | None) -> bool:
-    """Whether the request's Accept-Encoding asked for every coding in ``encoding``."""
-    accept = next((v for k, v in request_headers.items() if k.lower() == "accept-encoding"), "")
-    accepted = set()
-    for item in accept.lower().split(","):
-        coding, _, params = item.partition(";")
-        if params.replace(" ", "") not in ("q=0", "q=0.0", "q=0.00", "q=0.000"):
-            accepted.add(coding.strip())
-    codings = [c.strip() for c in (encoding or "").split(",") if c.strip() not in ("", "identity")]
-    return bool(codings) and all(c in accepted or "*" in accepted for c in codings)
-
-
-def _validator(headers: Mapping[str, str]) -> str | None:
-    etag = headers.get("ETag")
-    if etag and not etag.startswith("W/"):
-        return etag
-    return headers.get("Last-Modified") or None
-
-
 class HttpRemote:
     """Opens one http(s) link for the transfer engine (see :class:`dlutils.transfer.Remote`)."""
 
@@ -282,13 +244,7 @@ class HttpRemote:
         if_range: str | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> Body:
-        request_headers = dict(self.headers)
-        if start or end is not None:
-            request_headers["Range"] = f"bytes={start}-{'' if end is None else end}"
-            if if_range:
-                request_headers["If-Range"] = if_range
-        if headers:
-            request_headers.update(headers)
+        request_headers = get_headers(self.headers, start, end, if_range, headers)
         try:
             response = self.request("GET", headers=request_headers)
         except (requests.ConnectionError, requests.Timeout) as exc:
@@ -452,33 +408,8 @@ class HttpRemote:
         return read
 
     def classify(self, exc: BaseException) -> tuple[bool, float | None]:
-        """Whether ``exc`` is worth another attempt, and the pause the server asked for.
-
-        Refused connections and unknown hosts are retryable, but the engine gives them
-        at most one quick retry (:func:`dlutils.retry.unreachable`).
-        """
-        if isinstance(exc, requests.HTTPError) and exc.response is not None:
-            status = exc.response.status_code
-            retry_after = parse_retry_after(exc.response.headers.get("Retry-After"))
-            if status in FATAL_STATUS:
-                return False, None
-            if status in RETRYABLE_STATUS or status >= 500:
-                return True, retry_after if status in (429, 503) else None
-            return False, None
-        if isinstance(
-            exc,
-            (
-                requests.ConnectionError,
-                requests.Timeout,
-                requests.exceptions.ChunkedEncodingError,
-                urllib3.exceptions.HTTPError,
-                http.client.HTTPException,
-                ConnectionError,
-                TimeoutError,
-            ),
-        ):
-            return True, None
-        return False, None
+        """Whether ``exc`` is worth another attempt (:func:`dlutils.transports._http.classify`)."""
+        return classify(exc)
 
 
 def open_remote(

@@ -37,6 +37,19 @@ from ..control import register_socket
 from ..errors import IncompleteDownloadError, InvalidInputError
 from ..names import forwardable, redact, redact_text
 from ..transfer import Body
+from ._http import (
+    DEFAULT_TIMEOUT,
+    MAX_REDIRECTS,
+    PORTABLE_HEADERS,
+    REDIRECT_STATUSES,
+    asked,
+    classify,
+    get_headers,
+    parse_range,
+)
+from ._http import (
+    validator as _validator,
+)
 
 __all__ = ["CurlRemote"]
 
@@ -276,8 +289,6 @@ class CurlRemote:
         auth: tuple[str, str] | None = None,
         landed: Callable[[str], Any] | None = None,
     ):
-        from ..sources.http import DEFAULT_TIMEOUT
-
         if auth is not None and not (
             isinstance(auth, tuple) and len(auth) == 2 and all(isinstance(a, str) for a in auth)
         ):
@@ -304,22 +315,14 @@ class CurlRemote:
         if_range: str | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> Body:
-        from ..sources.http import _asked, _parse_range, _validator
-
-        request_headers = dict(self.headers)
-        if start or end is not None:
-            request_headers["Range"] = f"bytes={start}-{'' if end is None else end}"
-            if if_range:
-                request_headers["If-Range"] = if_range
-        if headers:
-            request_headers.update(headers)
+        request_headers = get_headers(self.headers, start, end, if_range, headers)
         exchange = self._request(request_headers)
         status = exchange.status
         response_headers = exchange.headers()
 
         if status in (416, 304):
             exchange.close()
-            total = _parse_range(response_headers, status)[2] if status == 416 else None
+            total = parse_range(response_headers, status)[2] if status == 416 else None
             validator = _validator(response_headers) if status == 304 else None
             return Body(
                 status, 0 if status == 304 else start, total, validator, status == 416,
@@ -327,7 +330,7 @@ class CurlRemote:
             )  # fmt: skip
         if status >= 400 or status not in (200, 206):
             self._raise(exchange, response_headers)
-        first, last, total = _parse_range(response_headers, status)
+        first, last, total = parse_range(response_headers, status)
         length = response_headers.get("Content-Length", "").strip()
         encoding = response_headers.get("Content-Encoding", "").strip().lower() or None
         return Body(
@@ -344,20 +347,16 @@ class CurlRemote:
             interrupt=lambda: setattr(exchange, "interrupted", True),
             length=int(length) if length.isdigit() else None,
             encoding=None if encoding in (None, "identity") else encoding,
-            encoding_asked=_asked(request_headers, encoding),
+            encoding_asked=asked(request_headers, encoding),
         )
 
     def classify(self, exc: BaseException) -> tuple[bool, float | None]:
-        from ..sources.http import HttpRemote
-
-        # The same errors as requests raises, so the same rule: HttpRemote's.
-        return HttpRemote.classify(self, exc)  # type: ignore[arg-type]
+        # The same errors as requests raises, so the same rule as HttpRemote's.
+        return classify(exc)
 
     # -- requests, one hop at a time ---------------------------------------------------
 
     def _request(self, request_headers: Mapping[str, str]) -> _Exchange:
-        from ..sources.http import _REDIRECTS, MAX_REDIRECTS, PORTABLE_HEADERS
-
         url = self.url
         for _ in range(MAX_REDIRECTS + 1):
             if url == self.url or forwardable(self.url, url):
@@ -369,7 +368,7 @@ class CurlRemote:
                 auth = None
             exchange = self._send(url, headers, auth)
             location = exchange.headers().get("Location")
-            if exchange.status not in _REDIRECTS or not location:
+            if exchange.status not in REDIRECT_STATUSES or not location:
                 if self.landed is not None and exchange.status < 400:
                     self.landed(url)
                 return exchange

@@ -14,6 +14,7 @@ from typing import Any
 import requests
 
 from ...checksums import parse_checksum
+from ...destinations import check_local
 from ...errors import (
     DownloadAborted,
     InvalidInputError,
@@ -359,6 +360,7 @@ def hf_download(
         raise InvalidInputError(
             f"{', '.join(sorted(single))} describe one file: give filename= with them"
         )
+    check_local(local_dir, "local_dir")
     folder = os.fspath(local_dir) if local_dir is not None else ""
     given = options.pop("manifest", None)
     keeper = Manifest(folder or ".") if given is None else given

@@ -19,7 +19,8 @@ from ...limits import parse_timeout
 from ...names import forwardable, redact
 from ...retry import RetryPolicy
 from ...transfer import call_with_retries
-from ..http import DEFAULT_TIMEOUT, HttpRemote, default_session
+from ...transports._http import REDIRECT_STATUSES as _REDIRECTS
+from ..http import DEFAULT_TIMEOUT, HttpRemote, _discard, _no_auth, default_session
 from .links import (
     _BLOB_ID,
     _PREFIXES,
@@ -34,7 +35,6 @@ from .links import (
 
 log = logging.getLogger("dlutils")
 
-_REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _MAX_HOPS = 10
 #: Headers that may follow a redirect off the hub: what the transfer needs, nothing that
 #: could identify the user (``headers=`` and session-level headers stay on the hub).
@@ -43,20 +43,6 @@ _PORTABLE = frozenset(
 )
 #: A stored link that answers one of these has expired: ask the hub for a fresh one.
 _STALE_LINK = frozenset({401, 403, 404, 410})
-
-
-def _no_auth(request: Any) -> Any:
-    """An auth that adds nothing: stops ``session.auth`` and ``.netrc`` off the hub."""
-    return request
-
-
-def _discard(response: requests.Response) -> None:
-    """Read a small body to its end (the connection goes back to the pool), then close."""
-    try:
-        response.raw.read(1 << 16, decode_content=False)
-    except Exception:  # noqa: BLE001 - only the connection's reuse is at stake
-        pass
-    response.close()
 
 
 class _Hub:

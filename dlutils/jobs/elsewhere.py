@@ -1,0 +1,110 @@
+"""What a job needs to run its tasks on an executor of other processes (Dask, a process pool).
+
+Such an executor sends each task to a worker: the task and its options are pickled, and
+the worker reads its own environment and its own current folder. Three things make that
+safe, all decided on the client before anything starts:
+
+* :func:`check_sendable` pickles the options once and names the one that cannot travel;
+* :func:`client_environment` captures the settings the sources read from the environment
+  (endpoints, not credentials), and :func:`environment` applies them in the worker for the
+  time of one task;
+* the job resolves a relative destination against the client's folder (see
+  :class:`dlutils.Job`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import threading
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from ..errors import InvalidInputError
+
+__all__ = ["WORKER_ENVIRONMENT", "check_sendable", "client_environment", "environment"]
+
+#: Settings the sources read from the environment when they fetch: where to, not who.
+#: Credentials (AWS keys, HF_TOKEN...) are not sent: workers use their own, or ``token=``.
+WORKER_ENVIRONMENT = (
+    "HF_ENDPOINT",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "STORAGE_EMULATOR_HOST",
+    "AIS_ENDPOINT",
+)
+
+#: What to say instead of an option that cannot be sent.
+_INSTEAD = {
+    "session": "leave session= unset (each worker makes its own; for S3 credentials "
+    "give aws_profile= instead)",
+    "headers": "give headers as a dict of strings",
+}
+
+_lock = threading.Lock()
+#: name -> [value applied, tasks using it, the worker's own value (None: unset)]
+_applied: dict[str, list[Any]] = {}
+
+
+def check_sendable(options: Mapping[str, Any], executor: Any) -> None:
+    """Raise :class:`~dlutils.InvalidInputError` naming an option that does not pickle."""
+    for name, value in options.items():
+        try:
+            pickle.dumps(value)
+        except Exception as exc:  # noqa: BLE001 - any failure means it cannot travel
+            instead = _INSTEAD.get(name, "give a value that pickles, or use a thread pool")
+            raise InvalidInputError(
+                f"{name}={_shown(value)} cannot be sent to the workers of executor="
+                f"{type(executor).__name__} ({type(exc).__name__}: it does not pickle): "
+                f"{instead}"
+            ) from None
+
+
+def _shown(value: Any) -> str:
+    kind = type(value)
+    return f"<{kind.__module__}.{kind.__qualname__}>"
+
+
+def client_environment() -> dict[str, str]:
+    """The :data:`WORKER_ENVIRONMENT` settings set here, to apply in each worker's task."""
+    return {name: os.environ[name] for name in WORKER_ENVIRONMENT if os.environ.get(name)}
+
+
+@contextlib.contextmanager
+def environment(settings: Mapping[str, str]) -> Iterator[None]:
+    """Apply the client's ``settings`` in this worker while a task runs, then restore.
+
+    A worker may run several tasks at once in threads: a setting stays while any task
+    needs it, and the worker's own value comes back after the last. Two jobs needing
+    different values of one setting at once in one worker cannot both be right: the
+    second task raises :class:`~dlutils.InvalidInputError` instead of using the wrong one.
+    """
+    taken: list[str] = []
+    try:
+        with _lock:
+            for name, value in settings.items():
+                held = _applied.get(name)
+                if held is None:
+                    _applied[name] = [value, 1, os.environ.get(name)]
+                    os.environ[name] = value
+                elif held[0] == value:
+                    held[1] += 1
+                else:
+                    raise InvalidInputError(
+                        f"{name} is {held[0]!r} for another job running in this worker, "
+                        f"and {value!r} for this one: run the two jobs on separate workers"
+                    )
+                taken.append(name)
+        yield
+    finally:
+        with _lock:
+            for name in taken:
+                held = _applied[name]
+                held[1] -= 1
+                if held[1] == 0:
+                    del _applied[name]
+                    if held[2] is None:
+                        os.environ.pop(name, None)
+                    else:
+                        os.environ[name] = held[2]
