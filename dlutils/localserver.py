@@ -10,6 +10,7 @@ import http.server
 import itertools
 import os
 import re
+import select
 import socket
 import socketserver
 import stat
@@ -489,8 +490,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             sent += len(chunk)
             self.record.bytes_sent = sent  # counted first: the log is never behind the client
             self.wfile.write(chunk)
-            delay = began + sent / rate - time.monotonic() if rate else 0
-            if delay > 0 and owner._stopping.wait(delay):
+            # No pause after the last piece: the answer is complete, and a request still
+            # counted in progress then would inflate max_concurrent.
+            delay = began + sent / rate - time.monotonic() if rate and sent < limit else 0
+            if delay > 0 and self._pace(owner, delay):
                 break
         if sent < length:
             self.close_connection = True
@@ -503,6 +506,27 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
             self.rfile.close()  # drop the makefile reference so that close() really closes
             self.connection.close()
+
+    def _pace(self, owner: LocalServer, delay: float) -> bool:
+        """Wait ``delay`` s between pieces; True when the server stops or the client hung up.
+
+        A client that closed its connection ends the answer at once, so the request
+        stops counting as in progress (``max_concurrent``) when the client left it.
+        """
+        deadline = time.monotonic() + delay
+        while (left := deadline - time.monotonic()) > 0:
+            if owner._stopping.is_set():
+                return True
+            readable, _, _ = select.select([self.connection], [], [], min(left, 0.05))
+            if readable:
+                try:
+                    gone = not self.connection.recv(1, socket.MSG_PEEK)
+                except OSError:
+                    gone = True
+                if gone:
+                    return True
+                return owner._stopping.wait(max(0.0, deadline - time.monotonic()))
+        return owner._stopping.is_set()
 
 
 class _HTTPServer(http.server.ThreadingHTTPServer):

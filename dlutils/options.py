@@ -30,7 +30,8 @@ description : str, optional
     What :func:`dlutils.list_jobs` and the status show (default: ``"<source> -> <dest>"``).
 connections : int, optional
     Transfers at once (default 8); ``0`` or ``None`` means the default. When given,
-    each object uses one connection.
+    it is a hard cap on the job's connections: files and the extra ranges of big
+    files share them.
 bytes_per_hour : int or str, optional
     A cap on the job's bandwidth: bytes, or a size such as ``"10GiB"`` or ``"500MB"``;
     ``0`` or ``None`` means no cap.
@@ -61,7 +62,8 @@ executor : concurrent.futures.Executor, optional
 session : requests.Session, optional
     The session http(s) links are fetched with (default: a pooled one per thread).
 segments : int, optional
-    Connections one big object may use (ranges fetched in parallel); default 8.
+    Connections one big object may use (ranges fetched in parallel); default 32.
+    It starts with 8 and adds more while the throughput rises.
 segment_threshold : int or str, optional
     Objects at least this big (bytes, or ``"64MiB"``) are fetched in segments.
 transport : str

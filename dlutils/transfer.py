@@ -18,10 +18,11 @@ import re
 import threading
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from .budget import current_budget
 from .checksums import Checksum, file_digest, new_hasher, parse_checksum
 from .codings import CodingError, EndedEarly, decoder, known_codings, split_codings
 from .control import AbortEvent, opening, register_socket, timed_out
@@ -71,8 +72,18 @@ PART_SUFFIX = ".part"
 CHUNK_SIZE = 1 << 20
 #: Objects at least this big are fetched in parallel ranges when the server allows it.
 SEGMENT_THRESHOLD = 64 << 20
-#: No segment is smaller than this.
+#: No segment of the first plan is smaller than this.
 MIN_SEGMENT_SIZE = 16 << 20
+#: Ranges a segmented download starts with; it adds more while its throughput rises.
+INITIAL_SEGMENTS = 8
+#: Default most ranges one object is fetched over at once.
+MAX_SEGMENTS = 32
+#: A range is split in two (to grow, or to help a straggler) only with this much left.
+SPLIT_MIN = 4 << 20
+#: How often a segmented download measures its throughput to decide whether to grow.
+GROW_INTERVAL = 0.1
+#: Throughput must have risen by this factor since the last growth to grow again.
+GROW_GAIN = 1.10
 #: How often a segmented download records its progress for resume.
 JOURNAL_INTERVAL = 1.0
 #: Restarts from zero one object may take because an answer did not hold together (a range
@@ -374,7 +385,7 @@ def download(
     abort: threading.Event | None = None,
     journal: Journal | None = None,
     retry: RetryPolicy | None = None,
-    segments: int = 8,
+    segments: int = MAX_SEGMENTS,
     segment_threshold: int = SEGMENT_THRESHOLD,
     fsync: bool = False,
     sleep: Callable[[float], Any] = time.sleep,
@@ -418,7 +429,10 @@ def download(
         attempts per object, whatever each received (see :class:`RetryPolicy`).
     segments, segment_threshold : int
         Objects of at least ``segment_threshold`` bytes, from servers that accept
-        ranges, are fetched over up to ``segments`` connections at once.
+        ranges, are fetched over up to ``segments`` connections at once: a few at
+        first, more while the throughput rises, and the largest range left is split
+        again for a connection that finished early. Inside a job, the job's
+        :class:`~dlutils.budget.ConnectionBudget` caps them all.
     fsync : bool
         Flush the file to stable storage before placing it, and before each resume
         record of a segmented download. Without it, a record never claims bytes the
@@ -476,6 +490,7 @@ def download(
         clock=clock,
         rng=rng,
         fsync=fsync,
+        budget=current_budget(),
     )
     try:
         fd = _lock_part(settings)
@@ -1132,7 +1147,7 @@ class _Transfer:
 
     def _plan(self, total: int) -> list[list[int]]:
         smallest = max(1, min(MIN_SEGMENT_SIZE, self.s.segment_threshold // 2))
-        count = max(1, min(self.s.segments, total // smallest))
+        count = max(1, min(INITIAL_SEGMENTS, self.s.segments, total // smallest))
         size = math.ceil(total / count)
         return [[start, min(start + size, total) - 1, 0] for start in range(0, total, size)]
 
@@ -1165,16 +1180,24 @@ class _Transfer:
     def _run_segments(
         self, plan: list[list[int]], validator: str, total: int, first: Body | None
     ) -> int:
-        """Fetch the ranges of ``plan`` in threads; this thread records progress for resume.
+        """Fetch the ranges of ``plan`` in threads; this thread schedules them and records
+        progress for resume.
 
         ``plan`` holds ``[start, end, done]`` per range; ``done`` only counts bytes
         ``os.pwrite`` has returned for, so the journal, written from here every
         :data:`JOURNAL_INTERVAL` and whenever the download stops, never claims bytes the
         file lacks after a crash of the process (SIGKILL, ^C). It may after a power
         loss, unless ``fsync=True``: then the ``.part`` is flushed before each record.
+
+        The download starts with the ranges of the plan and grows: every
+        :data:`GROW_INTERVAL`, while the throughput rose by :data:`GROW_GAIN` since the
+        last growth, each running range with the most bytes left is split in two (its
+        fetch keeps the lower half, a new one takes the upper half), up to ``segments``
+        ranges and as long as the job's connection budget has free slots. A connection
+        whose range is done takes the upper half of the range with the most bytes left
+        (a straggler). A split range is two entries of the plan, so of the journal.
         """
         s = self.s
-        self.segments_used = len(plan)
         lock = threading.Lock()
         # Set when the download must stop (a failed range, ^C): interrupts every range.
         stop = AbortEvent()
@@ -1209,7 +1232,8 @@ class _Transfer:
             seg = plan[index]
             budget = AttemptBudget(s.retry, s.rng)
             while True:
-                start, end, done = seg
+                with lock:  # a split may lower ``end`` at any time
+                    start, end, done = seg
                 if start + done > end:
                     if body is not None:
                         _quietly(body.close)
@@ -1229,7 +1253,7 @@ class _Transfer:
                                 RemoteChangedError, f"{problem} while it was downloaded in pieces"
                             )
                     handle = stop.add_callback(_interrupter(body))
-                    self._stream_segment(body, seg, lock, stop)
+                    self._stream_segment(body, seg, end, lock, stop)
                     body = None
                 except BaseException as exc:
                     if body is not None:
@@ -1256,20 +1280,96 @@ class _Transfer:
                     if handle is not None:
                         stop.remove_callback(handle)
 
-        workers = max(1, min(s.segments, len(plan)))
-        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dlutils-seg")
+        cap = max(1, s.segments)
+        shared = s.budget
+        pool = ThreadPoolExecutor(max_workers=cap, thread_name_prefix="dlutils-seg")
         futures: list[Any] = []
+        active: dict[Any, int] = {}
+        # Ranges not started yet (a resumed plan may hold more than can run at once).
+        queue = [i for i, (start, end, done) in enumerate(plan) if start + done <= end]
+        # Connections this object may use now: its own, and those taken from the budget.
+        slots = [1]
+
+        def start(index: int, body: Body | None = None) -> None:
+            future = pool.submit(fetch, index, body)
+            active[future] = index
+            futures.append(future)
+            self.segments_used = max(self.segments_used, len(active))
+
+        def one_more() -> bool:
+            """Whether one more range may run now, taking a slot of the budget if needed."""
+            if len(active) >= cap:
+                return False
+            if len(active) < slots[0]:
+                return True
+            if shared is not None and not shared.try_acquire():
+                return False
+            slots[0] += 1
+            return True
+
+        def split_largest() -> int | None:
+            """Split the running range with the most bytes left; the new range's index."""
+            with lock:
+                best, most = None, 0
+                for index in active.values():
+                    seg = plan[index]
+                    left = seg[1] + 1 - (seg[0] + seg[2])
+                    if left > most:
+                        best, most = seg, left
+                # Both halves hold more than a chunk: the chunk the running fetch is
+                # reading now ends below the new range.
+                if best is None or most < max(SPLIT_MIN, 2 * CHUNK_SIZE + 4):
+                    return None
+                middle = best[0] + best[2] + most // 2
+                plan.append([middle, best[1], 0])
+                best[1] = middle - 1
+                return len(plan) - 1
+
+        def add(count: int) -> None:
+            for _ in range(count):
+                if queue:
+                    if not one_more():
+                        return
+                    start(queue.pop(0))
+                    continue
+                if not one_more():
+                    return
+                index = split_largest()
+                if index is None:
+                    return
+                start(index)
+
+        def give_back() -> None:
+            while slots[0] > max(1, len(active)):
+                slots[0] -= 1
+                if shared is not None:
+                    shared.release()
+
+        self.segments_used = 0
+        measured_at, measured = s.clock(), self.received
+        grown_at_rate = 0.0
         try:
-            futures = [
-                pool.submit(fetch, i, first if (i == 0 and first is not None) else None)
-                for i in range(len(plan))
-            ]
+            if first is not None and queue and queue[0] == 0:
+                start(queue.pop(0), first)
             first = None
-            pending: set[Any] = set(futures)
-            while pending:
-                done, pending = wait(pending, timeout=JOURNAL_INTERVAL, return_when=FIRST_EXCEPTION)
-                if any(f.exception() is not None for f in done):
+            add(len(queue))
+            while active:
+                finished, _ = wait(list(active), timeout=GROW_INTERVAL, return_when=FIRST_COMPLETED)
+                if any(f.exception() is not None for f in finished):
                     break
+                for future in finished:
+                    del active[future]
+                # A connection whose range is done takes a waiting range, or half of the
+                # straggler's.
+                add(max(0, slots[0] - len(active)))
+                now = s.clock()
+                if now - measured_at >= GROW_INTERVAL:
+                    rate = (self.received - measured) / (now - measured_at)
+                    measured_at, measured = now, self.received
+                    if rate > grown_at_rate * GROW_GAIN and active:
+                        grown_at_rate = rate
+                        add(len(active))
+                give_back()
                 record()
             # A range failed (or the download was stopped): the others end at once.
             stop.set()
@@ -1288,8 +1388,11 @@ class _Transfer:
             raise
         finally:
             pool.shutdown(wait=False)
+            active.clear()
+            give_back()
             if link is not None:
                 s.abort.remove_callback(link)
+        self.segments_used = max(1, self.segments_used)
         error: BaseException | None = causes[0] if causes else None
         for future in futures:
             exc = future.exception()
@@ -1306,23 +1409,35 @@ class _Transfer:
         return total
 
     def _stream_segment(
-        self, body: Body, seg: list[int], lock: threading.Lock, stop: threading.Event
+        self,
+        body: Body,
+        seg: list[int],
+        asked: int,
+        lock: threading.Lock,
+        stop: threading.Event,
     ) -> None:
+        """Write ``body`` into the range ``seg`` until the range is done.
+
+        ``asked`` is the last byte the request asked for; a split may lower ``seg[1]``
+        below it meanwhile, and the body is then closed where the range now ends.
+        """
         s = self.s
-        start, end, _ = seg
-        ranged = body.status == 206 and body.end == end  # this body must end with the segment
+        start = seg[0]
+        ranged = body.status == 206 and body.end == asked  # this body must end with the range
         handle = self._watch(body)
         try:
             while True:
                 self._check_abort()
                 if stop.is_set():
                     raise DownloadAborted("stopped because another segment failed")
-                position = start + seg[2]
+                with lock:
+                    end, position = seg[1], start + seg[2]
+                exact = ranged and end == asked  # not split: the body ends here too
                 remaining = end + 1 - position
                 if remaining <= 0:
                     # A range answer must end with its range; the first answer (status
                     # 200, the whole object) only lends its first segment's bytes.
-                    if ranged and body.length is None and body.read(1):
+                    if exact and body.length is None and body.read(1):
                         raise self._failure(
                             OverlongBodyError,
                             f"sent more than the bytes {start}-{end} of its range",
@@ -1331,7 +1446,7 @@ class _Transfer:
                         )
                     return
                 # One byte more than the range holds is asked, so a longer body shows.
-                data = body.read(min(CHUNK_SIZE, remaining + 1 if ranged else remaining))
+                data = body.read(min(CHUNK_SIZE, remaining + 1 if exact else remaining))
                 if not data:
                     raise IncompleteDownloadError(
                         f"{s.remote.display} ended a range at byte {position} of {end + 1}",
@@ -1339,7 +1454,7 @@ class _Transfer:
                         expected=end + 1,
                     )
                 if len(data) > remaining:
-                    if ranged:
+                    if exact:
                         raise self._failure(
                             OverlongBodyError,
                             f"sent more than the bytes {start}-{end} of its range",

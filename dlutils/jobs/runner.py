@@ -19,6 +19,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any
 
+from ..budget import ConnectionBudget
 from ..destinations import check_local
 from ..errors import DownloadAborted, InvalidInputError, JobStateError, UnsafePathError
 from ..freshness import Manifest
@@ -27,7 +28,7 @@ from ..names import redact, redact_text
 from ..options import Options, make_options, runs_here
 from ..progress import Callback, TqdmCallback
 from ..sources import fetch
-from ..transfer import AbortEvent, Fetched
+from ..transfer import MAX_SEGMENTS, AbortEvent, Fetched
 from . import tasks as plans
 from .elsewhere import check_sendable, client_environment, environment
 from .registry import given_id, register
@@ -302,14 +303,17 @@ class Job:
         manifest = Manifest(folder)
         settings = {} if live else client_environment()
         limiter = TokenBucket.per_hour(opts.bytes_per_hour) if opts.bytes_per_hour else None
+        # One budget for the files and the ranges of big files: connections= is a hard cap.
+        self._budget = ConnectionBudget(opts.connections) if opts.connections else None
         common = {
-            **({"segments": 1} if opts.connections else {}),
+            # Elsewhere (other processes) no budget reaches: one connection per object.
+            **({"segments": 1} if opts.connections and not live else {}),
             **opts.transfer(),
             "timeout": _transport_timeout(opts.timeout),
             "manifest": manifest,
         }
         big_lane: ThreadPoolExecutor | None = None
-        big_common = {**common, "segments": max(2, opts.connections or 8)}
+        big_common = {**common, "segments": max(2, opts.segments or MAX_SEGMENTS)}
         if self._blob_threshold is not None:
             big_common["segment_threshold"] = max(1, self._blob_threshold)
         if opts.progress:
@@ -417,7 +421,10 @@ class Job:
         progress = _TaskProgress(self, entry)
         # The object's own event: the job's abort reaches it, and it times each attempt.
         abort = AbortEvent(self._abort, time_limit=self._opts.timeout)
+        held = None
         try:
+            budget = getattr(self, "_budget", None)
+            held = budget.hold(abort) if budget is not None else None  # this worker's slot
             return fetch(
                 task.link,
                 task.path,
@@ -428,6 +435,8 @@ class Job:
                 limiter=limiter,
             )
         finally:
+            if held is not None:
+                held.close()
             abort.close()
             progress.close()
             with self._lock:

@@ -72,7 +72,7 @@ def fetch_hf(
     limiter: Any = None,
     abort: threading.Event | None = None,
     manifest: Manifest | bool | None = None,
-    segments: int = 8,
+    segments: int = 32,
     segment_threshold: int = SEGMENT_THRESHOLD,
     fsync: bool = False,
     sleep: Callable[[float], Any] | None = None,
