@@ -169,7 +169,7 @@ def scenarios(quick: bool) -> dict[str, Scenario]:
         ),
         "T": Scenario(
             "T", f"One {mib('T')} file from nginx at 25 MB/s per connection", "aria2c -x16 -s16",
-            [t.dlutils_http("dlutils segmented", segments=16), t.aria2_split(), t.curl_one()],
+            [t.dlutils_http("dlutils segmented"), t.aria2_split(), t.curl_one()],
             prepare_big("T", limited=True),
         ),
         "L": Scenario(

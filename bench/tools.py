@@ -157,7 +157,8 @@ DLUTILS_HTTP = """
 import json, os, sys
 from dlutils import http_download
 url, dest, segments = json.loads(sys.argv[1])
-http_download(url, os.path.join(dest, os.path.basename(url)), segments=segments)
+options = {} if segments is None else {"segments": segments}  # None: the library's default
+http_download(url, os.path.join(dest, os.path.basename(url)), **options)
 """
 
 DLUTILS_S3 = """
@@ -173,7 +174,7 @@ def dlutils_job(name: str, connections: int = 16, s3: bool = False) -> Tool:
     return Tool(name, python(DLUTILS_JOB, source, lambda c: c.dest, lambda c: connections))
 
 
-def dlutils_http(name: str, segments: int = 8) -> Tool:
+def dlutils_http(name: str, segments: int | None = None) -> Tool:
     return Tool(name, python(DLUTILS_HTTP, lambda c: c.url, lambda c: c.dest, lambda c: segments))
 
 
