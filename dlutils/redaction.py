@@ -41,6 +41,14 @@ def redacted(exc: BaseException, _depth: int = 0) -> BaseException:
     The copy keeps the type (``except requests.ConnectionError`` still catches it), the
     attributes (``response``, ``request``...), the traceback, and redacted copies of its
     cause and context; its ``args`` become the one redacted message.
+
+    Examples
+    --------
+    >>> import requests
+    >>> from dlutils.redaction import redacted
+    >>> clean = redacted(requests.ConnectionError("https://h/a.bin?X-Amz-Signature=abc refused"))
+    >>> type(clean).__name__, str(clean)
+    ('ConnectionError', 'https://h/a.bin?X-Amz-Signature=REDACTED refused')
     """
     if _clean(exc, _depth):
         return exc

@@ -110,7 +110,14 @@ _moto: Any = None  # one server per process: moto keeps its state per process an
 def demo_files() -> dict[str, bytes]:
     """The files :func:`web_server` serves: ``data/table.csv`` (753 bytes),
     ``shards/shard-0000.tar`` .. ``shard-0019.tar`` (4 KiB each), ``models/model.bin``
-    (4 MiB); the same bytes on every run."""
+    (4 MiB); the same bytes on every run.
+
+    Examples
+    --------
+    >>> from dlutils.sandbox import demo_files
+    >>> len(demo_files()), len(demo_files()["data/table.csv"])
+    (22, 753)
+    """
     return dict(WEB_FILES)
 
 
@@ -158,7 +165,20 @@ def _need(module: str) -> Any:
 
 def web_server(files: dict[str, bytes] | None = None) -> LocalServer:
     """Start a :class:`~dlutils.localserver.LocalServer` on 127.0.0.1 holding ``files``
-    (:func:`demo_files` by default) and return it; ``server.url`` is its address."""
+    (:func:`demo_files` by default) and return it; ``server.url`` is its address.
+    :func:`stop_all` stops it (and everything else the sandbox started).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from dlutils import http_download, sandbox
+    >>> server = sandbox.web_server({"hello.txt": b"hi"})
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = http_download(server.url + "/hello.txt", folder + "/")
+    ...     print(open(path).read())
+    hi
+    >>> sandbox.stop_all()
+    """
     server = LocalServer(demo_files() if files is None else files).start()
     _on_stop(server.stop)
     return server
@@ -187,7 +207,16 @@ def hub() -> Any:
 def cluster() -> Any:
     """Start a stand-in of an AIStore cluster (a gateway and a target) whose bucket
     ``imagenet`` holds ``train-0000.tgz`` .. ``train-0009.tgz`` (1 KiB each, md5 kept);
-    ``cluster.link(bucket, name)`` writes an ``ais://`` link to it."""
+    ``cluster.link(bucket, name)`` writes an ``ais://`` link to it.
+
+    Examples
+    --------
+    >>> from dlutils import sandbox
+    >>> cluster = sandbox.cluster()
+    >>> cluster.link("imagenet", "train-0000.tgz").startswith("ais://127.0.0.1:")
+    True
+    >>> sandbox.stop_all()
+    """
     from .aistore import AisStandIn
 
     stand_in = AisStandIn().__enter__()

@@ -108,6 +108,15 @@ def classify_source(source: Any) -> Source:
     hub repository; a bucket link (``s3://bucket``, or any bucket link ending in ``/``)
     is a bucket; any other string one link. A dict (name -> link) or any other iterable
     of links is a list. Local paths (``pathlib.Path``) are refused with a clear error.
+
+    Examples
+    --------
+    >>> from dlutils.sources.classify import classify_source
+    >>> [classify_source(s).kind for s in ("https://h/a.bin", "https://h/a-{0..9}.bin",
+    ...                                     "s3://bucket/train/", "hf://datasets/org/set")]
+    ['single', 'range', 'backend', 'hf']
+    >>> classify_source({"a.bin": "https://h/x"}).kind
+    'multi'
     """
     if isinstance(source, str):
         check_template(source)
