@@ -136,3 +136,10 @@ def resume_point(path: str | os.PathLike, journal: Journal | None) -> tuple[int,
     if not size or not isinstance(info, dict) or not info.get("validator") or info.get("segments"):
         return None
     return size, info["validator"]
+
+
+class _Settings:
+    """Options shared by every piece of one download."""
+
+    def __init__(self, **kw: Any):
+        self.__dict__.update(kw)
