@@ -19,14 +19,13 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-from .budget import current_budget
-from .checksums import Checksum, file_digest, new_hasher, parse_checksum
-from .codings import CodingError, EndedEarly, decoder, known_codings, split_codings
-from .control import AbortEvent, opening, register_socket, timed_out
-from .errors import (
+from ..budget import current_budget
+from ..checksums import Checksum, new_hasher, parse_checksum
+from ..codings import CodingError, EndedEarly, decoder, known_codings
+from ..control import AbortEvent, opening, register_socket, timed_out
+from ..errors import (
     ChecksumMismatchError,
     ContentEncodingError,
     DownloadAborted,
@@ -38,14 +37,30 @@ from .errors import (
     RemoteChangedError,
     SizeMismatchError,
 )
-from .progress import Callback, Throttled, as_callback
-from .retry import AttemptBudget, RetryPolicy
-from .workfiles import open_working_file
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
+from ..progress import Callback, Throttled, as_callback
+from ..retry import AttemptBudget, RetryPolicy
+from .checks import (
+    _Final,
+    _FinalIncomplete,
+    _FinalOverlong,
+    _FinalRemoteChanged,
+    _same_version,
+    _unasked_codings,
+    object_headers,
+)
+from .parts import _check_placed_by_other, _check_still_ours, _lock_part, _remove_if_empty
+from .protocols import (
+    PART_SUFFIX,
+    Body,
+    Fetched,
+    Journal,
+    Remote,
+    TransferResult,
+    _Settings,
+    part_path,
+    resume_point,
+)
+from .retries import _give_up, _interrupter, _quietly, call_with_retries
 
 __all__ = [
     "Body",
@@ -67,7 +82,6 @@ __all__ = [
 
 log = logging.getLogger("dlutils")
 
-PART_SUFFIX = ".part"
 #: Bytes asked for per read: large reads keep Python's per-chunk cost negligible.
 CHUNK_SIZE = 1 << 20
 #: Objects at least this big are fetched in parallel ranges when the server allows it.
@@ -92,285 +106,6 @@ JOURNAL_INTERVAL = 1.0
 MAX_RESTARTS = 1
 #: Seconds an interrupted segmented download waits for its threads before it returns.
 _STOP_GRACE = 2.0
-
-
-@dataclass
-class Body:
-    """An opened response body: where it starts in the object and how to read it.
-
-    ``status`` is 200 (the object from its first byte) or 206 (a range starting at
-    ``start``); ``end`` is the last byte's offset when the body is a range.
-    ``total`` is the whole object's size when known; ``validator`` a strong ETag or
-    a Last-Modified date usable to pin later range requests to this version.
-    ``interrupt`` must make a read blocked in another thread return or raise at once,
-    without blocking itself; the engine calls it when the download is aborted (by
-    default it closes the body from a thread of its own).
-
-    A remote reports these facts as the server sent them and decides nothing: the
-    engine checks every range answer against what was asked and what the ``.part``
-    is pinned to, never lets a body run past its announced or expected size, and
-    decodes a ``Content-Encoding`` that was not asked for (refusing one it cannot
-    decode) instead of storing it as the object.
-    """
-
-    status: int
-    start: int
-    total: int | None
-    validator: str | None
-    accepts_ranges: bool
-    headers: Mapping[str, str]
-    read: Callable[[int], bytes]
-    close: Callable[[], None]
-    end: int | None = None
-    interrupt: Callable[[], None] | None = None
-    #: ``Content-Length``: the bytes of this body as sent (encoded ones when encoded).
-    length: int | None = None
-    #: ``Content-Encoding`` as sent, lowercase; ``None`` for none (or ``identity``).
-    encoding: str | None = None
-    #: Whether the request asked for that encoding; its bytes are then stored as sent.
-    encoding_asked: bool = False
-
-
-class Remote(Protocol):
-    """How a source opens its object; everything else is the engine's job."""
-
-    #: The link with credentials removed, for messages and logs.
-    display: str
-
-    def open(self, start: int = 0, end: int | None = None, *, if_range: str | None = None) -> Body:
-        """Open the object from byte ``start`` to ``end`` (inclusive; ``None``: to the end).
-
-        With ``if_range``, a changed object must either come back whole (status 200)
-        or raise :class:`~dlutils.RemoteChangedError`. A range the object cannot
-        satisfy comes back as a body with status 416 (and ``total`` when known).
-        HTTP-level failures raise the source library's own errors.
-        """
-        ...
-
-    def classify(self, exc: BaseException) -> tuple[bool, float | None]:
-        """Whether ``exc`` is worth a retry, and the delay the server asked for, if any."""
-        ...
-
-
-class Journal(Protocol):
-    """Where partial downloads are recorded for resume (a :class:`dlutils.freshness.Manifest`)."""
-
-    def get_partial(self, path: str) -> dict[str, Any] | None: ...
-
-    def put_partial(self, path: str, info: dict[str, Any]) -> None: ...
-
-    def drop_partial(self, path: str) -> None: ...
-
-
-@dataclass
-class TransferResult:
-    """What :func:`download` did."""
-
-    path: str
-    size: int
-    #: ``"downloaded"``, or ``"placed-by-other"`` when another process finished the same file.
-    outcome: str = "downloaded"
-    received: int = 0
-    resumed_from: int = 0
-    segments: int = 1
-    validator: str | None = None
-    headers: Mapping[str, str] = field(default_factory=dict)
-    checksum: Checksum | None = None
-
-
-@dataclass(frozen=True)
-class Fetched:
-    """What a source's fetch did for one object: the path, and whether it was skipped."""
-
-    path: str
-    #: True when the local copy was current and nothing was downloaded.
-    skipped: bool
-    #: Size of the local file.
-    size: int | None = None
-    #: Bytes received over the network for it.
-    received: int = 0
-
-
-def part_path(path: str | os.PathLike) -> str:
-    """The ``.part`` file beside ``path`` where its bytes are gathered."""
-    return os.fspath(path) + PART_SUFFIX
-
-
-def resume_point(path: str | os.PathLike, journal: Journal | None) -> tuple[int, str] | None:
-    """``(offset, validator)`` where a sequential partial download of ``path`` can resume.
-
-    For sources that make the first request themselves: they add ``Range`` and
-    ``If-Range`` to it and pass the answer to :func:`download` as ``first``.
-    ``None`` when there is nothing to resume (or it was a segmented download,
-    which :func:`download` resumes on its own).
-    """
-    if journal is None:
-        return None
-    try:
-        size = os.path.getsize(part_path(path))
-        info = journal.get_partial(os.path.abspath(path))
-    except Exception:  # noqa: BLE001 - nothing to resume is always a safe answer
-        return None
-    if not size or not isinstance(info, dict) or not info.get("validator") or info.get("segments"):
-        return None
-    return size, info["validator"]
-
-
-class _Final:
-    """Marks an integrity failure seen again after a restart from zero: not retried."""
-
-
-class _FinalRemoteChanged(RemoteChangedError, _Final):
-    pass
-
-
-class _FinalOverlong(OverlongBodyError, _Final):
-    pass
-
-
-class _FinalIncomplete(IncompleteDownloadError, _Final):
-    pass
-
-
-# What messages and job statuses show (``type(exc).__name__``) is the public error; the
-# qualified name, which pickle uses, stays this module's own.
-for _kind in (_FinalRemoteChanged, _FinalOverlong, _FinalIncomplete):
-    _kind.__name__ = _kind.__mro__[1].__name__
-del _kind
-
-
-def _unasked_codings(body: Body) -> list[str]:
-    """The codings a body was compressed with although the request did not ask for them."""
-    return [] if body.encoding_asked else split_codings(body.encoding)
-
-
-#: Headers that describe a compressed body's bytes, not the object they decode to.
-_OBJECT_HEADERS = frozenset(
-    {"etag", "last-modified", "content-type", "content-disposition", "date"}
-    | {"x-amz-version-id", "x-goog-generation", "ais-version"}
-)
-
-
-def object_headers(body: Body) -> Mapping[str, str]:
-    """What ``body``'s headers say of the object itself, for freshness records.
-
-    A body compressed although it was not asked to be (see :class:`Body`) is stored
-    decoded: its ``Content-Length``, ``Content-MD5`` or digests describe the compressed
-    bytes, so only the headers naming the version are kept.
-    """
-    if not _unasked_codings(body):
-        return body.headers
-    return {k: v for k, v in body.headers.items() if k.lower() in _OBJECT_HEADERS}
-
-
-def _is_etag(validator: str) -> bool:
-    return validator.startswith(('"', "W/"))
-
-
-def _same_version(body: Body, validator: str) -> bool:
-    """Whether ``body`` may belong to the version ``validator`` names (False: it does not).
-
-    Like is compared with like: an ETag with the answer's ETag, a date with its
-    Last-Modified; an answer that carries neither cannot be told apart by validator.
-    """
-    if body.validator is None or body.validator == validator:
-        return True
-    if _is_etag(body.validator) == _is_etag(validator):
-        return False
-    # One is an ETag, the other a date (an answer without a strong ETag, say).
-    headers = {k.lower(): v for k, v in body.headers.items()}
-    theirs = headers.get("etag") if _is_etag(validator) else headers.get("last-modified")
-    return theirs is None or theirs == validator
-
-
-def _quietly(func: Callable[[], Any]) -> None:
-    try:
-        func()
-    except Exception:  # noqa: BLE001 - closing a broken body may fail in many ways
-        pass
-
-
-def _give_up(exc: BaseException, attempts: int) -> None:
-    """Raise what ends an object after ``attempts``: ``exc``, saying how many were made."""
-    if type(exc) is IncompleteDownloadError:
-        raise IncompleteDownloadError(
-            f"{exc} (gave up after {attempts} attempts)",
-            received=exc.received,
-            expected=exc.expected,
-        ) from exc
-    if hasattr(exc, "add_note"):
-        exc.add_note(f"dlutils gave up after {attempts} attempts")
-    raise exc
-
-
-def _interrupter(body: Body) -> Callable[[], None]:
-    """What wakes a read of ``body`` blocked in another thread, without blocking."""
-    return body.interrupt or (lambda: threading.Thread(target=body.close, daemon=True).start())
-
-
-def call_with_retries(
-    func: Callable[[], Any],
-    *,
-    classify: Callable[[BaseException], tuple[bool, float | None]],
-    retry: RetryPolicy | None = None,
-    abort: threading.Event | None = None,
-    sleep: Callable[[float], Any] | None = None,
-    rng: random.Random | None = None,
-    what: str = "the request",
-) -> Any:
-    """Call ``func`` until it succeeds, retrying what ``classify`` calls retryable.
-
-    For the requests a source makes before the engine takes over (a listing, a
-    conditional GET); pauses follow ``retry`` and honour a server's ``Retry-After``.
-    A refused connection or an unknown host is retried at most once, at once.
-    With an :class:`AbortEvent`, setting it interrupts a request still connecting or
-    waiting for its headers, and its ``time_limit`` starts for each call (a body the
-    call returns goes on with the same clock, as the first part of the download).
-    """
-    budget = AttemptBudget(retry or RetryPolicy(), rng)
-    timed = isinstance(abort, AbortEvent)
-    while True:
-        if abort is not None and abort.is_set():
-            raise DownloadAborted("aborted before the request was made")
-        if timed:
-            abort.begin_attempt()
-        try:
-            with opening(abort):
-                return func()
-        except Exception as exc:
-            if timed:
-                abort.end_attempt()
-            if abort is not None and abort.is_set():
-                raise DownloadAborted(f"{what} was aborted") from exc
-            timed_out(abort, what, exc)
-            retryable, retry_after = classify(exc)
-            delay = budget.delay(exc, retry_after) if retryable else None
-            if delay is None:
-                raise
-            log.debug(
-                "retry %d/%d in %.2fs after %s: %s",
-                budget.attempts - 1,
-                budget.policy.retries,
-                delay,
-                type(exc).__name__,
-                exc,
-            )
-            if abort is not None:
-                if abort.wait(delay):
-                    raise DownloadAborted("aborted while waiting to retry") from exc
-            else:
-                (sleep or time.sleep)(delay)
-        except BaseException:
-            if timed:
-                abort.end_attempt()
-            raise
-
-
-class _Settings:
-    """Options shared by every piece of one download."""
-
-    def __init__(self, **kw: Any):
-        self.__dict__.update(kw)
 
 
 def download(
@@ -524,81 +259,10 @@ def download(
             transfer.close()
 
 
-def _check_placed_by_other(s: _Settings) -> None:
-    """The file another process placed must have the size and checksum this caller expects."""
-    if s.expected_size is not None:
-        size = os.path.getsize(s.path)
-        if size != s.expected_size:
-            raise SizeMismatchError(
-                f"{s.path!r} was placed by another process downloading {s.remote.display}, but "
-                f"it is {size} bytes, not the expected {s.expected_size}"
-            )
-    if s.checksum is None:
-        return
-    actual = file_digest(s.path, s.checksum.algorithm)
-    if actual != s.checksum.hexdigest:
-        raise ChecksumMismatchError(
-            f"{s.path!r} was placed by another process downloading {s.remote.display}, but "
-            f"its {s.checksum.algorithm} is {actual}, not the expected {s.checksum.hexdigest}",
-            algorithm=s.checksum.algorithm,
-            expected=s.checksum.hexdigest,
-            actual=actual,
-        )
-
-
 def _origin_of(remote: Remote) -> str:
     """What a partial download records of where its bytes come from: the link without its
     query and fragment (a signed link signed anew is the same object)."""
     return re.split(r"[?#]", str(getattr(remote, "display", "")), maxsplit=1)[0]
-
-
-def _remove_if_empty(part: str, fd: int) -> None:
-    """Leave no empty ``.part`` behind a failure: only one with bytes is worth resuming."""
-    try:
-        st = os.fstat(fd)
-        if st.st_size == 0 and os.stat(part).st_ino == st.st_ino:
-            os.unlink(part)
-    except OSError:
-        pass
-
-
-def _lock_part(s: _Settings) -> int | None:
-    """Open and exclusively lock the ``.part`` file; ``None`` if another process placed it."""
-    while True:
-        try:  # never through a link: a .part planted as a symlink would write elsewhere
-            fd = open_working_file(s.part, os.O_RDWR | os.O_CREAT, what="partial file")
-        except OSError as exc:
-            raise DownloadError(f"cannot write {s.part!r}: {exc.strerror or exc}") from exc
-        if fcntl is None:
-            return fd
-        waited = False
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if not waited:
-                    log.debug("waiting for another process downloading %s", s.path)
-                    waited = True
-                if s.abort is not None and s.abort.wait(0.1):
-                    os.close(fd)
-                    raise DownloadAborted(f"aborted while waiting for {s.path!r}") from None
-                if s.abort is None:
-                    time.sleep(0.1)
-        ino = os.fstat(fd).st_ino
-        try:
-            if os.lstat(s.part).st_ino == ino:
-                return fd
-        except FileNotFoundError:
-            pass
-        # The file we locked was renamed away by the process that held the lock.
-        try:
-            finished_elsewhere = os.stat(s.path).st_ino == ino
-        except FileNotFoundError:
-            finished_elsewhere = False
-        os.close(fd)
-        if finished_elsewhere:
-            return None
 
 
 class _Transfer:
@@ -1513,24 +1177,4 @@ class _Transfer:
             validator=self.validator,
             headers=self.headers or {},
             checksum=s.checksum,
-        )
-
-
-def _check_still_ours(part: str, fd: int, path: str) -> None:
-    """Refuse to place anything but the file this transfer opened and locked.
-
-    Another file at ``part`` (a link, or another object's file moved there) is never
-    moved to ``path``. The check and the rename are two steps: a file swapped in between
-    them by another process is not caught (a narrow race).
-    """
-    ours = os.fstat(fd)
-    try:
-        found = os.lstat(part)
-    except FileNotFoundError:
-        found = None
-    if found is None or (found.st_dev, found.st_ino) != (ours.st_dev, ours.st_ino):
-        raise DownloadError(
-            f"{part!r} is no longer the file dlutils wrote (it was "
-            f"{'removed' if found is None else 'replaced'} during the download); nothing was "
-            f"moved to {path!r}. Check what else writes in that folder, then download again."
         )

@@ -1,0 +1,110 @@
+"""The ``.part`` file: locked by one process at a time, checked before it is placed."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+from ..checksums import file_digest
+from ..errors import ChecksumMismatchError, DownloadAborted, DownloadError, SizeMismatchError
+from ..workfiles import open_working_file
+from .protocols import _Settings
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+log = logging.getLogger("dlutils")
+
+
+def _check_placed_by_other(s: _Settings) -> None:
+    """The file another process placed must have the size and checksum this caller expects."""
+    if s.expected_size is not None:
+        size = os.path.getsize(s.path)
+        if size != s.expected_size:
+            raise SizeMismatchError(
+                f"{s.path!r} was placed by another process downloading {s.remote.display}, but "
+                f"it is {size} bytes, not the expected {s.expected_size}"
+            )
+    if s.checksum is None:
+        return
+    actual = file_digest(s.path, s.checksum.algorithm)
+    if actual != s.checksum.hexdigest:
+        raise ChecksumMismatchError(
+            f"{s.path!r} was placed by another process downloading {s.remote.display}, but "
+            f"its {s.checksum.algorithm} is {actual}, not the expected {s.checksum.hexdigest}",
+            algorithm=s.checksum.algorithm,
+            expected=s.checksum.hexdigest,
+            actual=actual,
+        )
+
+
+def _remove_if_empty(part: str, fd: int) -> None:
+    """Leave no empty ``.part`` behind a failure: only one with bytes is worth resuming."""
+    try:
+        st = os.fstat(fd)
+        if st.st_size == 0 and os.stat(part).st_ino == st.st_ino:
+            os.unlink(part)
+    except OSError:
+        pass
+
+
+def _lock_part(s: _Settings) -> int | None:
+    """Open and exclusively lock the ``.part`` file; ``None`` if another process placed it."""
+    while True:
+        try:  # never through a link: a .part planted as a symlink would write elsewhere
+            fd = open_working_file(s.part, os.O_RDWR | os.O_CREAT, what="partial file")
+        except OSError as exc:
+            raise DownloadError(f"cannot write {s.part!r}: {exc.strerror or exc}") from exc
+        if fcntl is None:
+            return fd
+        waited = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if not waited:
+                    log.debug("waiting for another process downloading %s", s.path)
+                    waited = True
+                if s.abort is not None and s.abort.wait(0.1):
+                    os.close(fd)
+                    raise DownloadAborted(f"aborted while waiting for {s.path!r}") from None
+                if s.abort is None:
+                    time.sleep(0.1)
+        ino = os.fstat(fd).st_ino
+        try:
+            if os.lstat(s.part).st_ino == ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        # The file we locked was renamed away by the process that held the lock.
+        try:
+            finished_elsewhere = os.stat(s.path).st_ino == ino
+        except FileNotFoundError:
+            finished_elsewhere = False
+        os.close(fd)
+        if finished_elsewhere:
+            return None
+
+
+def _check_still_ours(part: str, fd: int, path: str) -> None:
+    """Refuse to place anything but the file this transfer opened and locked.
+
+    Another file at ``part`` (a link, or another object's file moved there) is never
+    moved to ``path``. The check and the rename are two steps: a file swapped in between
+    them by another process is not caught (a narrow race).
+    """
+    ours = os.fstat(fd)
+    try:
+        found = os.lstat(part)
+    except FileNotFoundError:
+        found = None
+    if found is None or (found.st_dev, found.st_ino) != (ours.st_dev, ours.st_ino):
+        raise DownloadError(
+            f"{part!r} is no longer the file dlutils wrote (it was "
+            f"{'removed' if found is None else 'replaced'} during the download); nothing was "
+            f"moved to {path!r}. Check what else writes in that folder, then download again."
+        )
