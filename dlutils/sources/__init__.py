@@ -11,6 +11,7 @@ import importlib
 from collections.abc import Iterator
 from typing import Any
 
+from ..destinations import is_store
 from ..errors import InvalidInputError, UnsupportedSchemeError
 from ..freshness import ObjectAttrs
 from ..names import redact
@@ -108,8 +109,16 @@ def require(scheme: str) -> None:
 
 
 def fetch(link: str, path: str, **options: Any) -> Fetched:
-    """Download ``link`` to the file ``path`` with the source of its scheme."""
+    """Download ``link`` to the file ``path`` with the source of its scheme.
+
+    A ``path`` in an object store (``s3://``, ``memory://``) is streamed there
+    (:mod:`dlutils.stores`).
+    """
     scheme = scheme_of(check_link(link))
+    if is_store(path):
+        from ..stores import fetch_to_store
+
+        return fetch_to_store(link, path, **options)
     return _function(scheme, 1)(link, path, **_for_scheme(scheme, options))
 
 

@@ -21,6 +21,7 @@ from urllib3.util.connection import allowed_gai_family
 from .._version import __version__
 from ..checksums import parse_checksum
 from ..control import register_socket
+from ..destinations import is_store, resolve
 from ..errors import (
     IncompleteDownloadError,
     InvalidInputError,
@@ -649,6 +650,15 @@ def fetch_http(
     as ``ais://``, names its own link there.
     """
     check_http_url(url)
+    local_filepath = resolve(local_filepath, "local_filepath")  # file:// is its path
+    if is_store(local_filepath):  # streamed into an object store instead
+        from ..stores import fetch_to_store
+
+        return fetch_to_store(
+            url, local_filepath, cache, timeout, session, auth, verbose, headers=headers,
+            checksum=checksum, expected_size=expected_size, retries=retries, backoff=backoff,
+            progress=progress, limiter=limiter, abort=abort, sleep=sleep, transport=transport,
+        )  # fmt: skip
     cache_mode(cache)  # bad input fails before any request
     checksum = parse_checksum(checksum)
     timeout = parse_timeout(timeout)  # "30s" as a job reads it, on either transport

@@ -1,0 +1,23 @@
+"""Object-store destinations: objects streamed into an fsspec store, visible once verified.
+
+:func:`dlutils.destinations.resolve` decides what a destination is; here an http(s)
+object is streamed into the store (:func:`fetch_to_store`), with its record kept as
+the object's metadata (S3) or beside it, since the SQLite manifest of a local folder
+cannot live in an object store. fsspec and s3fs are imported on first use.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["fetch_to_store"]
+
+
+def fetch_to_store(link: str, url: str, **options: Any) -> Any:
+    """Stream ``link`` into the store object (or folder, ending in ``/``) ``url``.
+
+    See :func:`dlutils.stores.fetch.fetch_to_store`.
+    """
+    from .fetch import fetch_to_store as fetch
+
+    return fetch(link, url, **options)

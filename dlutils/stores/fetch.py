@@ -1,0 +1,390 @@
+"""Stream one http(s) object straight into an object store: verified, then made visible.
+
+The bytes go from the response to the store as they arrive (no local copy): into a
+multipart upload on S3, a hidden key elsewhere (:mod:`dlutils.stores.objects`). Every
+claim of the server is checked as the engine does for local files (a body never runs
+past its size, a range answer must belong to the version the upload is pinned to,
+a given size and checksum must hold) before the object appears under its final key;
+on any failure the upload is discarded, nothing is left under the final key and no
+multipart upload stays open. Only an abort keeps the parts sent, for a later run.
+
+Objects are streamed in order over one connection (no segments): a large object's
+ranges are not spread over connections into parts yet.
+"""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from typing import Any
+
+from ..checksums import new_hasher, parse_checksum
+from ..errors import (
+    ChecksumMismatchError,
+    ContentEncodingError,
+    DownloadAborted,
+    IncompleteDownloadError,
+    InvalidInputError,
+    OverlongBodyError,
+    RemoteChangedError,
+    SizeMismatchError,
+    UnsafePathError,
+)
+from ..freshness import ObjectAttrs, attrs_from_headers, same_object
+from ..names import check_name, name_from_url, redact
+from ..progress import Callback, as_callback
+from ..retry import RetryPolicy
+from ..transfer import Body, Fetched
+from ..transfer.checks import _same_version, _unasked_codings, object_headers
+from ..transfer.retries import call_with_retries
+from .objects import WORK, StoreObject, Upload, open_object
+
+__all__ = ["fetch_to_store"]
+
+log = logging.getLogger("dlutils")
+
+#: Bytes read from a response at a time.
+CHUNK = 1 << 20
+#: Restarts from zero one object may take when the server's answers do not hold together.
+MAX_RESTARTS = 1
+#: Digests a record can hold as verified, strongest first.
+_RECORDED = ("sha256", "md5", "crc32c")
+
+
+def fetch_to_store(
+    link: str,
+    url: str,
+    cache: bool | str = True,
+    timeout: Any = None,
+    session: Any = None,
+    auth: Any = None,
+    verbose: bool = False,
+    *,
+    headers: Mapping[str, str] | None = None,
+    checksum: Any = None,
+    expected_size: int | None = None,
+    retries: int = 5,
+    backoff: float = 0.5,
+    progress: Callback | Callable[[int], Any] | None = None,
+    limiter: Any = None,
+    abort: threading.Event | None = None,
+    sleep: Callable[[float], Any] | None = None,
+    transport: str = "requests",
+    remote_attrs: ObjectAttrs | None = None,
+    **engine_options: Any,
+) -> Fetched:
+    """Fetch the http(s) object ``link`` into the store object ``url`` (a folder if it ends in /).
+
+    The options are :func:`dlutils.http_download`'s; ``engine_options`` are the local
+    engine's (``segments``, ``manifest``, ``fsync``...), which have no meaning here and
+    are ignored. Returns the object's URL in :class:`~dlutils.transfer.Fetched`.
+    """
+    from ..limits import parse_timeout
+    from ..sources import scheme_of
+    from ..sources._common import VERIFIED, cache_mode
+    from ..sources.http import open_remote
+
+    if scheme_of(link) not in ("http", "https"):
+        raise InvalidInputError(
+            f"link {redact(link)!r} cannot be streamed into {url!r}: object-store destinations "
+            "take http(s) links for now; download it to a local folder, then upload"
+        )
+    mode = cache_mode(cache)
+    url = _object_url(link, url)
+    source = redact(link)
+    expected = parse_checksum(checksum)
+    remote = open_remote(
+        link,
+        transport=transport,
+        session=session,
+        headers=headers,
+        timeout=parse_timeout(timeout),
+        auth=auth,
+    )
+    obj = open_object(url)
+    policy = RetryPolicy(retries=retries, backoff=backoff)
+    bar = as_callback(progress)
+
+    def opened(start: int, validator: str | None, conditional: Mapping[str, str]) -> Body:
+        return call_with_retries(
+            lambda: remote.open(start, if_range=validator, headers=conditional or None),
+            classify=remote.classify,
+            retry=policy,
+            abort=abort,
+            sleep=sleep,
+        )
+
+    found = obj.record() if mode else None
+    record = found[1] if found is not None else None
+    if found is not None and record is not None and record.size in (None, found[0]):
+        if _known_good(record, expected, remote_attrs, mode == VERIFIED):
+            return _hit(url, found[0], verbose)
+    conditional: dict[str, str] = {}
+    if found is not None and record is not None and record.source == source:
+        if expected is None or getattr(record, expected.algorithm, None) == expected.hexdigest:
+            conditional = record.conditional_headers()
+    pending = obj.pending()
+    offset, validator = 0, None
+    if pending is not None and pending.offset and pending.pinned is not None:
+        validator = pending.pinned.etag or pending.pinned.last_modified
+        offset = pending.offset if validator else 0
+    first = opened(offset, validator, {} if offset else conditional)
+    if first.status == 304 and found is not None:
+        first.close()
+        return _hit(url, found[0], verbose)
+    if first.status in (304, 416):
+        first.close()
+        offset, validator = 0, None
+        first = opened(0, None, {})
+    upload: Upload
+    if (
+        pending is not None
+        and offset
+        and first.status == 206
+        and first.start == offset
+        and validator is not None
+        and _same_version(first, validator)
+        and (pending.pinned is None or first.total in (None, pending.pinned.size))
+    ):
+        upload = pending
+        log.info("%s: resuming the upload at byte %d", url, offset)
+    else:
+        if pending is not None:
+            pending.discard()  # another version, or nothing to keep: start over
+        offset = 0
+        upload = obj.upload(ObjectAttrs())
+    stream = _Stream(obj, remote, upload, first, source, expected, expected_size, bar, limiter)
+    stream.abort, stream.opened, stream.retries = abort, opened, retries
+    started = time.monotonic()
+    try:
+        size = stream.run(offset, validator)
+    except BaseException as exc:
+        if isinstance(exc, (DownloadAborted, KeyboardInterrupt)):
+            stream.upload.keep()  # the parts sent stay for a later run
+        else:
+            stream.upload.discard()
+        raise
+    finally:
+        if progress is None:
+            bar.close()
+    log.info("placed %s (%d bytes in %.2f s)", url, size, time.monotonic() - started)
+    return Fetched(url, False, size, stream.received)
+
+
+def _object_url(link: str, url: str) -> str:
+    """The object's URL: ``url``, or ``url`` + the link's name when ``url`` ends in ``/``."""
+    if url.endswith("/"):
+        name = name_from_url(link)
+        if not name:
+            raise InvalidInputError(
+                f"cannot derive an object name from {redact(link)!r}: give the object's URL "
+                f"itself, such as {url + 'data.bin'!r}"
+            )
+        url = url + check_name(name, what="name derived from the url")
+    head, _, path = url.partition("://")
+    if WORK in path.split("/"):
+        raise UnsafePathError(f"{url!r} is inside {WORK!r}, where dlutils keeps its records")
+    if not posixpath.basename(path):
+        raise InvalidInputError(f"{url!r} names no object")
+    return url
+
+
+def _known_good(
+    record: ObjectAttrs, expected: Any, listed: ObjectAttrs | None, verified_mode: bool
+) -> bool:
+    """Whether the stored object is current with no request to the source."""
+    if expected is not None:
+        # a given checksum: the record must hold it, as checked when the object was stored
+        if record.verified != expected.algorithm:
+            return False
+        return getattr(record, expected.algorithm, None) == expected.hexdigest
+    if listed is not None:
+        return same_object(record, listed)
+    return verified_mode and record.verified is not None
+
+
+def _hit(url: str, size: int, verbose: bool) -> Fetched:
+    if verbose:
+        print(f"Found cached file {url}.")
+    log.info("%s is current, skipped", url)
+    return Fetched(url, True, size, 0)
+
+
+class _Stream:
+    """One object's bytes from the server to an upload, every answer checked."""
+
+    abort: threading.Event | None
+    opened: Callable[[int, str | None, Mapping[str, str]], Body]
+
+    def __init__(
+        self,
+        obj: StoreObject,
+        remote: Any,
+        upload: Upload,
+        first: Body,
+        source: str,
+        expected: Any,
+        expected_size: int | None,
+        progress: Callback,
+        limiter: Any,
+    ):
+        self.obj, self.remote, self.upload, self.body = obj, remote, upload, first
+        self.source, self.expected, self.expected_size = source, expected, expected_size
+        self.progress, self.limiter = progress, limiter
+        self.received = 0
+        self.restarts = 0
+        self.retries = 5
+
+    def _begin(self, body: Body) -> tuple[ObjectAttrs, str | None]:
+        """The record a new upload is pinned to, from the first answer."""
+        if _unasked_codings(body):
+            body.close()
+            raise ContentEncodingError(
+                f"{self.source} came compressed ({body.encoding}) although it was not asked "
+                "to be; compressed bytes are never stored as the object"
+            )
+        attrs = attrs_from_headers(self.source, object_headers(body))
+        if self.expected is not None and self.expected.algorithm in _RECORDED:
+            attrs = replace(
+                attrs,
+                **{self.expected.algorithm: self.expected.hexdigest},
+                verified=self.expected.algorithm,
+            )
+        else:
+            attrs = replace(attrs, verified=None)
+        if body.total is not None:
+            attrs = replace(attrs, size=body.total)
+        self.upload.start(attrs)
+        return attrs, body.validator
+
+    def _restart(self, why: str) -> tuple[Body, ObjectAttrs, str | None]:
+        if self.restarts >= MAX_RESTARTS:
+            raise RemoteChangedError(f"{self.source}: {why}, again after a restart from zero")
+        self.restarts += 1
+        log.warning("%s: %s; restarting from zero", self.source, why)
+        self.upload.discard()
+        self.upload = self.obj.upload(ObjectAttrs())
+        body = self.opened(0, None, {})
+        attrs, validator = self._begin(body)
+        return body, attrs, validator
+
+    def _check_abort(self) -> None:
+        if self.abort is not None and self.abort.is_set():
+            raise DownloadAborted(f"{self.source}: aborted")
+
+    def run(self, offset: int, validator: str | None) -> int:
+        body = self.body
+        if offset:
+            attrs = self.upload.pinned or ObjectAttrs()
+            if _unasked_codings(body):
+                body.close()
+                raise ContentEncodingError(f"{self.source}: a range came compressed")
+        else:
+            attrs, validator = self._begin(body)
+        hasher = new_hasher(self.expected.algorithm) if self.expected is not None else None
+        if hasher is not None and offset:
+            self._hash_prefix(hasher, offset, validator)
+        position = offset
+        total = body.total if body.total is not None else attrs.size
+        self.progress.set_size(total)
+        retries_left = self.retries
+        while True:
+            limit = total if total is not None else self.expected_size
+            if body.status == 206 and body.end is not None:
+                limit = body.end + 1
+            try:
+                while True:
+                    self._check_abort()
+                    chunk = body.read(CHUNK)
+                    if not chunk:
+                        break
+                    if limit is not None and position + len(chunk) > limit:
+                        raise OverlongBodyError(
+                            f"{self.source} sent more than its {limit} bytes; nothing was kept",
+                            received=position + len(chunk),
+                            expected=limit,
+                        )
+                    if self.limiter is not None:
+                        self.limiter.acquire(len(chunk), abort=self.abort)
+                    self.upload.write(chunk)
+                    if hasher is not None:
+                        hasher.update(chunk)
+                    position += len(chunk)
+                    self.received += len(chunk)
+                    self.progress.update(len(chunk))
+            except (OverlongBodyError, DownloadAborted):
+                raise
+            except Exception as exc:  # noqa: BLE001 - a read that failed: resume it below
+                retryable, _ = self.remote.classify(exc)
+                if not retryable:
+                    raise
+                log.info("%s: the body ended early at byte %d (%s)", self.source, position, exc)
+            finally:
+                body.close()
+            if total is None or position >= total:
+                break
+            # short: ask for the rest of the same version, or start over once
+            retries_left -= 1
+            if retries_left < 0 or validator is None:
+                raise IncompleteDownloadError(
+                    f"{self.source}: {position} of {total} bytes arrived; nothing was stored",
+                    received=position,
+                    expected=total,
+                )
+            self._check_abort()
+            body = self.opened(position, validator, {})
+            if body.status == 206 and body.start == position and _same_version(body, validator):
+                if body.total not in (None, total):
+                    body.close()
+                    raise RemoteChangedError(
+                        f"{self.source} changed size while it was read ({total} -> {body.total})"
+                    )
+                continue
+            body.close()
+            body, attrs, validator = self._restart("the object changed while it was read")
+            total = body.total
+            position = 0
+            hasher = new_hasher(self.expected.algorithm) if self.expected is not None else None
+        if self.expected_size is not None and position != self.expected_size:
+            raise SizeMismatchError(
+                f"{self.source} has {position} bytes, not the expected {self.expected_size}; "
+                "nothing was stored"
+            )
+        if hasher is not None:
+            actual = hasher.hexdigest()
+            if actual != self.expected.hexdigest:
+                raise ChecksumMismatchError(
+                    f"{self.source}: {self.expected.algorithm} is {actual}, not the expected "
+                    f"{self.expected.hexdigest}; nothing was stored",
+                    algorithm=self.expected.algorithm,
+                    expected=self.expected.hexdigest,
+                    actual=actual,
+                )
+        self.upload.commit(replace(attrs, size=position))
+        return position
+
+    def _hash_prefix(self, hasher: Any, offset: int, validator: str | None) -> None:
+        """Hash the first ``offset`` bytes again from the source: stored parts cannot be read
+        back before the upload completes, and the checksum covers the whole object."""
+        body = self.opened(0, validator, {})
+        try:
+            if body.status not in (200, 206) or body.start != 0:
+                raise RemoteChangedError(f"{self.source}: cannot read its first bytes again")
+            left = offset
+            while left:
+                self._check_abort()
+                chunk = body.read(min(CHUNK, left))
+                if not chunk:
+                    raise IncompleteDownloadError(
+                        f"{self.source}: its first {offset} bytes could not be read again",
+                        received=offset - left,
+                        expected=offset,
+                    )
+                hasher.update(chunk)
+                left -= len(chunk)
+        finally:
+            body.close()
