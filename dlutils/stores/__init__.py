@@ -8,16 +8,6 @@ cannot live in an object store. fsspec and s3fs are imported on first use.
 
 from __future__ import annotations
 
-from typing import Any
+from .fetch import fetch_to_store
 
 __all__ = ["fetch_to_store"]
-
-
-def fetch_to_store(link: str, url: str, **options: Any) -> Any:
-    """Stream ``link`` into the store object (or folder, ending in ``/``) ``url``.
-
-    See :func:`dlutils.stores.fetch.fetch_to_store`.
-    """
-    from .fetch import fetch_to_store as fetch
-
-    return fetch(link, url, **options)

@@ -319,8 +319,8 @@ class _Stream:
             except (OverlongBodyError, DownloadAborted):
                 raise
             except Exception as exc:  # noqa: BLE001 - a read that failed: resume it below
-                retryable, _ = self.remote.classify(exc)
-                if not retryable:
+                short = isinstance(exc, IncompleteDownloadError)  # the body ended early
+                if not short and not self.remote.classify(exc)[0]:
                     raise
                 log.info("%s: the body ended early at byte %d (%s)", self.source, position, exc)
             finally:

@@ -1,0 +1,226 @@
+"""Issue 14 item 2: objects streamed into an fsspec store (memory://, s3:// on moto), file://.
+
+An object appears under its final key only verified and complete; a lying server leaves
+nothing under it and no open multipart upload; a killed upload resumes from the parts
+already stored; a re-run with everything current fetches no body.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+from servers_s3 import moto_server_fixture, s3_fixture  # noqa: F401 - fixtures
+
+import dlutils
+from dlutils import InvalidInputError, Job
+from dlutils.errors import ChecksumMismatchError, IncompleteDownloadError, SizeMismatchError
+from dlutils.localserver import truncate
+from dlutils.sources.aws import aws_download
+from dlutils.sources.hf.download import hf_download
+from dlutils.sources.http import http_download
+from dlutils.stores import objects
+
+MiB = 1 << 20
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def blob(n: int, seed: int = 0) -> bytes:
+    return hashlib.sha256(str(seed).encode()).digest() * (n // 32) + b"z" * (n % 32)
+
+
+@pytest.fixture
+def memory_fs():
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    fs.store.clear()
+    fs.pseudo_dirs[:] = [""]
+    yield fs
+    fs.store.clear()
+
+
+def s3_bytes(s3, key: str) -> bytes:
+    return s3.client.get_object(Bucket=s3.name, Key=key)["Body"].read()
+
+
+def s3_keys(s3) -> list[str]:
+    listing = s3.client.list_objects_v2(Bucket=s3.name)
+    return sorted(item["Key"] for item in listing.get("Contents", []))
+
+
+def open_uploads(s3) -> list:
+    return s3.client.list_multipart_uploads(Bucket=s3.name).get("Uploads", [])
+
+
+def body_gets(server) -> list:
+    return [r for r in server.requests if r.method == "GET" and r.status in (200, 206)]
+
+
+def test_http_download_into_memory_s3_and_file_urls(http_server, s3, memory_fs, tmp_path):
+    data = blob(300_000)
+    http_server.put("d/table.bin", data)
+    link = http_server.url_for("d/table.bin")
+    assert http_download(link, "memory://bk/p/") == "memory://bk/p/table.bin"
+    assert sha(memory_fs.cat_file("/bk/p/table.bin")) == sha(data)
+    assert http_download(link, s3.uri("p/")) == s3.uri("p/table.bin")
+    assert sha(s3_bytes(s3, "p/table.bin")) == sha(data)
+    assert s3_keys(s3) == ["p/table.bin"]  # the record is the object's metadata
+    got = http_download(link, (tmp_path / "out").as_uri() + "/")
+    assert got == str(tmp_path / "out" / "table.bin")
+    assert sha((tmp_path / "out" / "table.bin").read_bytes()) == sha(data)
+    status = dlutils.download(link, (tmp_path / "job").as_uri()).wait(60)
+    assert (status.finished, status.errors) == (1, 0)
+    assert sha((tmp_path / "job" / "table.bin").read_bytes()) == sha(data)
+
+
+def test_a_range_job_into_an_s3_prefix_and_a_rerun_fetches_no_body(http_server, s3):
+    count = 200
+    files = {f"d/f{i:03d}.bin": blob(1000 + i, seed=i) for i in range(count)}
+    for name, data in files.items():
+        http_server.put(name, data)
+    template = http_server.url + f"/d/f{{000..{count - 1:03d}}}.bin"
+    status = dlutils.download(template, s3.uri("shards/"), connections=8).wait(120)
+    assert (status.finished, status.errors, status.skipped) == (count, 0, 0)
+    assert status.bytes == sum(map(len, files.values()))
+    assert s3_keys(s3) == sorted(f"shards/{name[2:]}" for name in files)
+    for name in ("d/f000.bin", "d/f123.bin", f"d/f{count - 1}.bin"):
+        assert sha(s3_bytes(s3, "shards/" + name[2:])) == sha(files[name])
+    http_server.clear_log()
+    again = dlutils.range_download(template, s3.uri("shards/"), connections=8)
+    assert again == [s3.uri("shards/" + name[2:]) for name in files]
+    assert body_gets(http_server) == []  # asked, answered 304: no body
+    assert {r.status for r in http_server.requests} == {304}
+
+
+def test_a_job_into_memory_and_a_given_checksum_trusted_from_the_record(http_server, memory_fs):
+    data = blob(5000)
+    http_server.put("x.bin", data)
+    link = http_server.url_for("x.bin")
+    job = Job.multi({"a/x.bin": link}, "memory://bk/").start()
+    assert job.wait(60).finished == 1
+    assert sha(memory_fs.cat_file("/bk/a/x.bin")) == sha(data)
+    given = "sha256:" + sha(data)
+    assert http_download(link, "memory://bk/y.bin", checksum=given) == "memory://bk/y.bin"
+    http_server.clear_log()
+    # the record holds the checksum verified when it was stored: no request at all
+    assert http_download(link, "memory://bk/y.bin", checksum=given) == "memory://bk/y.bin"
+    assert http_server.requests == []
+
+
+def test_a_lying_server_leaves_no_object_and_no_open_upload(http_server, s3, monkeypatch):
+    monkeypatch.setattr(objects, "PART_SIZE", 5 * MiB)
+    data = blob(12 * MiB)
+    http_server.put("big.bin", data)
+    link = http_server.url_for("big.bin")
+    http_server.add_fault("big.bin", truncate(11 * MiB))  # cut after two parts went up,
+    for _ in range(2):  # then every range asked for the rest (retries=2) ends at once
+        http_server.add_fault("big.bin", truncate(0))
+    with pytest.raises(IncompleteDownloadError):
+        http_download(link, s3.uri("big.bin"), retries=2, backoff=0)
+    assert http_server.pending_faults("big.bin") == []
+    assert s3_keys(s3) == [] and open_uploads(s3) == []
+    with pytest.raises(SizeMismatchError):
+        http_download(link, s3.uri("big.bin"), expected_size=len(data) - 1)
+    assert s3_keys(s3) == [] and open_uploads(s3) == []
+    with pytest.raises(ChecksumMismatchError):
+        http_download(link, s3.uri("big.bin"), checksum="sha256:" + sha(b"other"))
+    assert s3_keys(s3) == [] and open_uploads(s3) == []
+    # changed between ranges: cut short, then another version: restarted, never mixed
+    from dlutils.stores import fetch as store_fetch
+
+    new = blob(12 * MiB, seed=7)
+    http_server.add_fault("big.bin", truncate(7 * MiB))
+    original = store_fetch._Stream._check_abort
+
+    def check(stream):
+        if stream.received >= 7 * MiB and not stream.restarts:
+            http_server.put("big.bin", new)  # the object changes once the first answer ended
+        return original(stream)
+
+    monkeypatch.setattr(store_fetch._Stream, "_check_abort", check)
+    assert http_download(link, s3.uri("big.bin"), retries=2, backoff=0) == s3.uri("big.bin")
+    assert sha(s3_bytes(s3, "big.bin")) == sha(new)
+    assert open_uploads(s3) == [] and s3_keys(s3) == ["big.bin"]
+    assert [r.status for r in http_server.requests][-3:] == [200, 200, 200]
+
+
+VICTIM = textwrap.dedent(
+    """
+    import sys
+    from dlutils.stores import objects
+    objects.PART_SIZE = 5 << 20
+    from dlutils import http_download
+    http_download(sys.argv[1], sys.argv[2], retries=0)
+    """
+)
+
+
+def test_a_killed_upload_resumes_from_the_parts_stored(http_server, s3, monkeypatch):
+    monkeypatch.setattr(objects, "PART_SIZE", 5 * MiB)
+    data = blob(16 * MiB, seed=3)
+    http_server.put("big.bin", data)
+    link = http_server.url_for("big.bin")
+    http_server.rate_limit = 4 * MiB  # the victim is still receiving when it is killed
+    root = os.path.dirname(os.path.dirname(os.path.abspath(dlutils.__file__)))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+    victim = subprocess.Popen([sys.executable, "-c", VICTIM, link, s3.uri("big.bin")], env=env)
+    try:
+        deadline = time.monotonic() + 90  # a bound on a broken run, never the outcome
+        parts: list = []
+        while len(parts) < 2 and time.monotonic() < deadline and victim.poll() is None:
+            for upload in open_uploads(s3):
+                parts = s3.client.list_parts(
+                    Bucket=s3.name, Key=upload["Key"], UploadId=upload["UploadId"]
+                ).get("Parts", [])
+            time.sleep(0.05)
+        assert len(parts) >= 2, "the victim never stored two parts"
+        victim.send_signal(signal.SIGKILL)
+    finally:
+        victim.kill()
+        victim.wait()
+    assert s3_keys(s3) == [".dlutils/big.bin.upload.json"]  # nothing under the final key
+    http_server.rate_limit = None
+    http_server.clear_log()
+    assert http_download(link, s3.uri("big.bin")) == s3.uri("big.bin")
+    assert sha(s3_bytes(s3, "big.bin")) == sha(data)
+    sent = sum(r.bytes_sent for r in http_server.requests)
+    assert sent <= len(data) - 10 * MiB  # the two stored parts were not fetched again
+    assert http_server.requests[0].range == f"bytes={10 * MiB}-"
+    assert open_uploads(s3) == [] and s3_keys(s3) == ["big.bin"]
+
+
+def test_unsupported_destinations_and_requests_are_refused_naming_them(
+    http_server, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    http_server.put("a.bin", b"a")
+    link = http_server.url_for("a.bin")
+    for dest in ("ftp://host/pub/", "hdfs://nn/data", "gs://bucket/p/", "weird+x://y"):
+        with pytest.raises(
+            InvalidInputError, match=f"dest {re.escape(repr(dest))} is not a destination .*s3://"
+        ):
+            dlutils.download(link, dest)
+        with pytest.raises(
+            InvalidInputError, match=f"local_filepath {re.escape(repr(dest))} is not a dest"
+        ):
+            http_download(link, dest)
+    with pytest.raises(InvalidInputError, match="bucket listings .* cannot be downloaded into"):
+        Job.backend("s3://src/", "memory://bk/")
+    with pytest.raises(InvalidInputError, match="HuggingFace repositories cannot be downloaded"):
+        Job.hf("memory://bk/", model="org/tiny")
+    with pytest.raises(InvalidInputError, match="'memory://bk/' is not a local folder"):
+        aws_download("s3://src/k.bin", local_filepath="memory://bk/")
+    with pytest.raises(InvalidInputError, match="'memory://bk/' is not a local folder"):
+        hf_download("org/tiny", "a.txt", "memory://bk/", retries=0)
+    assert http_server.requests == [] and os.listdir(tmp_path) == []
