@@ -34,8 +34,8 @@ STORE_SCHEMES: dict[str, tuple[str, str | None]] = {
 _SUPPORTED = "a local path, a file:// URL, or " + ", ".join(f"{s}://" for s in STORE_SCHEMES)
 #: Why a known scheme is not a destination yet (said in the error).
 _NOT_YET = {
-    "gs": "gcsfs cannot be installed beside this environment's fsspec and tested against the "
-    "GCS emulator yet; download to a local folder, then upload",
+    "gs": "gcsfs is not among the stores dlutils is tested with yet; download to a local "
+    "folder, then upload",
 }
 
 

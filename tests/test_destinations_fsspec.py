@@ -224,3 +224,24 @@ def test_unsupported_destinations_and_requests_are_refused_naming_them(
     with pytest.raises(InvalidInputError, match="'memory://bk/' is not a local folder"):
         hf_download("org/tiny", "a.txt", "memory://bk/", retries=0)
     assert http_server.requests == [] and os.listdir(tmp_path) == []
+
+
+def test_a_job_into_a_bucket_that_does_not_exist_is_refused_before_it_starts(http_server, s3):
+    http_server.put("a.bin", b"a")
+    dest = f"s3://{s3.name}-absent/p/"
+    with pytest.raises(InvalidInputError, match=f"dest '{dest}' cannot be written: bucket"):
+        dlutils.download(http_server.url_for("a.bin"), dest)
+    assert http_server.requests == []
+
+
+def test_without_s3fs_an_s3_destination_is_one_clear_error_naming_the_extra(
+    http_server, monkeypatch
+):
+    http_server.put("a.bin", b"a")
+    monkeypatch.setitem(sys.modules, "s3fs", None)  # as if it were not installed
+    extra = re.escape('pip install "dlutils-download[s3fs]"')
+    with pytest.raises(InvalidInputError, match=f"'s3://bk/p/' needs the s3fs package.*{extra}"):
+        dlutils.download(http_server.url_for("a.bin"), "s3://bk/p/")
+    with pytest.raises(InvalidInputError, match=f"local_filepath 's3://bk/a.bin' needs .*{extra}"):
+        http_download(http_server.url_for("a.bin"), "s3://bk/a.bin")
+    assert http_server.requests == []

@@ -279,7 +279,15 @@ class Job:
     # -- running -----------------------------------------------------------------
 
     def start(self) -> Job:
-        """Start the job in the background and return it at once."""
+        """Start the job in the background and return it at once.
+
+        An object-store ``dest`` that cannot be written (no such bucket, no answer) is
+        refused here, before anything starts.
+        """
+        if self._store and self._state is State.PENDING:
+            from ..stores.objects import check_reachable
+
+            check_reachable(self.dest)
         with self._lock:
             if self._state is not State.PENDING:
                 raise JobStateError(f"job {self.id} was already started ({self._state.value})")

@@ -307,6 +307,29 @@ def _attrs(text: str | None) -> ObjectAttrs | None:
         return None
 
 
+def check_reachable(url: str) -> None:
+    """Raise :class:`~dlutils.InvalidInputError` unless the store ``url`` names can be written.
+
+    S3: the bucket must exist and answer (``HeadBucket``); other stores are local to
+    this process (``memory://``) and always can.
+    """
+    from ..errors import InvalidInputError
+    from ..names import redact_text
+
+    obj = open_object(url.rstrip("/") + "/x")
+    if not obj.is_s3:
+        return
+    bucket = obj.path.partition("/")[0]
+    try:
+        obj.fs.call_s3("head_bucket", Bucket=bucket)
+    except Exception as exc:  # noqa: BLE001 - any failure means: not usable, say why
+        raise InvalidInputError(
+            f"dest {url!r} cannot be written: bucket {bucket!r} did not answer "
+            f"({type(exc).__name__}: {redact_text(str(exc))}); create it or check the "
+            "endpoint and credentials (AWS_ENDPOINT_URL, AWS_PROFILE)"
+        ) from exc
+
+
 def open_object(url: str) -> StoreObject:
     """The object a store URL names (``s3://bucket/key``, ``memory://folder/name``)."""
     fs, path = _fs_and_path(url)
