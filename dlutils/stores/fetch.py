@@ -41,6 +41,7 @@ from ..retry import RetryPolicy
 from ..transfer import Body, Fetched
 from ..transfer.checks import _same_version, _unasked_codings, object_headers
 from ..transfer.retries import call_with_retries
+from . import objects
 from .objects import WORK, StoreObject, Upload, open_object
 
 __all__ = ["fetch_to_store"]
@@ -127,35 +128,19 @@ def fetch_to_store(
     if found is not None and record is not None and record.source == source:
         if expected is None or getattr(record, expected.algorithm, None) == expected.hexdigest:
             conditional = record.conditional_headers()
-    pending = obj.pending()
-    offset, validator = 0, None
-    if pending is not None and pending.offset and pending.pinned is not None:
-        validator = pending.pinned.etag or pending.pinned.last_modified
-        offset = pending.offset if validator else 0
-    first = opened(offset, validator, {} if offset else conditional)
+    first = opened(0, None, conditional)
     if first.status == 304 and found is not None:
         first.close()
         return _hit(url, found[0], verbose)
     if first.status in (304, 416):
         first.close()
-        offset, validator = 0, None
         first = opened(0, None, {})
-    upload: Upload
-    if (
-        pending is not None
-        and offset
-        and first.status == 206
-        and first.start == offset
-        and validator is not None
-        and _same_version(first, validator)
-        and (pending.pinned is None or first.total in (None, pending.pinned.size))
-    ):
-        upload = pending
-        log.info("%s: resuming the upload at byte %d", url, offset)
-    else:
-        if pending is not None:
-            pending.discard()  # another version, or nothing to keep: start over
-        offset = 0
+    offset, validator, upload = 0, None, None
+    # An earlier run's upload exists only for an object bigger than one part: only then is
+    # it looked for (a request to the store), and continued if it holds this version.
+    if first.total is None or first.total > objects.PART_SIZE:
+        first, offset, validator, upload = _continue(obj, first, opened)
+    if upload is None:
         upload = obj.upload(ObjectAttrs())
     stream = _Stream(obj, remote, upload, first, source, expected, expected_size, bar, limiter)
     stream.abort, stream.opened, stream.retries = abort, opened, retries
@@ -173,6 +158,41 @@ def fetch_to_store(
             bar.close()
     log.info("placed %s (%d bytes in %.2f s)", url, size, time.monotonic() - started)
     return Fetched(url, False, size, stream.received)
+
+
+def _continue(
+    obj: StoreObject, first: Body, opened: Callable[..., Body]
+) -> tuple[Body, int, str | None, Upload | None]:
+    """``(body, offset, validator, upload)``: an earlier run's upload continued, if it can be.
+
+    It can when it is pinned to the version ``first`` shows (same validator, same size)
+    and the server answers for the rest of that version (``Range`` + ``If-Range``): then
+    ``first`` is closed (its body unread) and the range answer returned. Otherwise the old
+    upload is aborted and ``first`` returned as it is.
+    """
+    pending = obj.pending()
+    if pending is None:
+        return first, 0, None, None
+    pinned = pending.pinned
+    kept = (pinned.etag or pinned.last_modified) if pinned is not None else None
+    same = (
+        kept is not None
+        and first.validator is not None
+        and _same_version(first, kept)
+        and (pinned is None or None in (pinned.size, first.total) or pinned.size == first.total)
+    )
+    beyond = first.total is not None and pending.offset >= first.total
+    if not same or not pending.offset or beyond:
+        pending.discard()  # another version, or nothing to keep: start over
+        return first, 0, None, None
+    first.close()
+    body = opened(pending.offset, kept, {})
+    if body.status == 206 and body.start == pending.offset and _same_version(body, kept):
+        log.info("%s: resuming the upload at byte %d", obj.url, pending.offset)
+        return body, pending.offset, kept, pending
+    body.close()  # the object changed in between: start over
+    pending.discard()
+    return opened(0, None, {}), 0, None, None
 
 
 def _object_url(link: str, url: str) -> str:
