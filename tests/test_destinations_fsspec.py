@@ -15,13 +15,19 @@ import subprocess
 import sys
 import textwrap
 import time
+from concurrent.futures import ProcessPoolExecutor
 
 import pytest
 from servers_s3 import moto_server_fixture, s3_fixture  # noqa: F401 - fixtures
 
 import dlutils
-from dlutils import InvalidInputError, Job
-from dlutils.errors import ChecksumMismatchError, IncompleteDownloadError, SizeMismatchError
+from dlutils import CacheMismatchWarning, InvalidInputError, Job
+from dlutils.errors import (
+    ChecksumMismatchError,
+    IncompleteDownloadError,
+    SizeMismatchError,
+    UnsafePathError,
+)
 from dlutils.localserver import truncate
 from dlutils.sources.aws import aws_download
 from dlutils.sources.hf.download import hf_download
@@ -254,3 +260,53 @@ def test_without_s3fs_an_s3_destination_is_one_clear_error_naming_the_extra(
     with pytest.raises(InvalidInputError, match=f"local_filepath 's3://bk/a.bin' needs .*{extra}"):
         http_download(http_server.url_for("a.bin"), "s3://bk/a.bin")
     assert http_server.requests == []
+
+
+def test_an_object_from_elsewhere_is_compared_by_size_and_another_link_warns(
+    http_server, memory_fs
+):
+    http_server.put("a/x.bin", b"12345")
+    http_server.put("b/x.bin", b"abcdef")
+    memory_fs.pipe_file("/bk/x.bin", b"54321")  # put there by someone else: no record
+    assert http_download(http_server.url_for("a/x.bin"), "memory://bk/") == "memory://bk/x.bin"
+    assert memory_fs.cat_file("/bk/x.bin") == b"54321"  # same size: kept, as pyvo does
+    with pytest.warns(CacheMismatchWarning, match="has 5 bytes, .*b/x.bin has 6"):
+        http_download(http_server.url_for("b/x.bin"), "memory://bk/")
+    assert memory_fs.cat_file("/bk/x.bin") == b"abcdef"
+    with pytest.warns(CacheMismatchWarning, match="b/x.bin, not from .*a/x.bin"):
+        http_download(http_server.url_for("a/x.bin"), "memory://bk/")
+    assert memory_fs.cat_file("/bk/x.bin") == b"12345"
+    with pytest.raises(UnsafePathError, match="where dlutils keeps its records"):
+        http_download(http_server.url_for("a/x.bin"), "memory://bk/.dlutils/x.bin")
+    with ProcessPoolExecutor(1) as pool:
+        with pytest.raises(InvalidInputError, match="is this process's memory"):
+            dlutils.download(http_server.url_for("a/x.bin"), "memory://bk/", executor=pool)
+
+
+def test_an_aborted_job_keeps_its_parts_and_the_next_run_completes_from_them(
+    http_server, s3, monkeypatch
+):
+    monkeypatch.setattr(objects, "PART_SIZE", 5 * MiB)
+    data = blob(16 * MiB, seed=5)
+    http_server.put("big.bin", data)
+    http_server.rate_limit = 8 * MiB  # still receiving when it is aborted
+    job = dlutils.download(http_server.url_for("big.bin"), s3.uri("p/"))
+    deadline = time.monotonic() + 60  # a bound on a broken run, never the outcome
+    while not open_uploads(s3) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    upload = open_uploads(s3)[0]
+    while time.monotonic() < deadline and not s3.client.list_parts(
+        Bucket=s3.name, Key=upload["Key"], UploadId=upload["UploadId"]
+    ).get("Parts"):
+        time.sleep(0.02)
+    job.abort()
+    assert job.wait(30).state.value == "aborted"
+    assert "p/big.bin" not in s3_keys(s3) and len(open_uploads(s3)) == 1
+    http_server.rate_limit = None
+    http_server.clear_log()
+    status = dlutils.download(http_server.url_for("big.bin"), s3.uri("p/")).wait(60)
+    assert (status.finished, status.errors) == (1, 0)
+    assert sha(s3_bytes(s3, "p/big.bin")) == sha(data)
+    assert [r.status for r in http_server.requests] == [200, 206]
+    assert status.bytes <= len(data) - 5 * MiB
+    assert open_uploads(s3) == []

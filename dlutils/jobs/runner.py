@@ -288,6 +288,11 @@ class Job:
             from ..stores.objects import check_reachable
 
             check_reachable(self.dest)
+            if self.dest.startswith("memory:") and not runs_here(self._opts.executor):
+                raise InvalidInputError(
+                    f"dest {self.dest!r} is this process's memory: an executor of other "
+                    "processes would write into its own; use an s3:// destination or threads"
+                )
         with self._lock:
             if self._state is not State.PENDING:
                 raise JobStateError(f"job {self.id} was already started ({self._state.value})")

@@ -18,12 +18,14 @@ import logging
 import posixpath
 import threading
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
 from ..checksums import new_hasher, parse_checksum
 from ..errors import (
+    CacheMismatchWarning,
     ChecksumMismatchError,
     ContentEncodingError,
     DownloadAborted,
@@ -128,10 +130,27 @@ def fetch_to_store(
     if found is not None and record is not None and record.source == source:
         if expected is None or getattr(record, expected.algorithm, None) == expected.hexdigest:
             conditional = record.conditional_headers()
+    elif found is not None and record is not None and record.source:
+        warnings.warn(
+            f"{url} was downloaded from {record.source}, not from {source}. Overwriting ...",
+            CacheMismatchWarning,
+            stacklevel=3,
+        )
     first = opened(0, None, conditional)
     if first.status == 304 and found is not None:
         first.close()
         return _hit(url, found[0], verbose)
+    if found is not None and record is None and first.status == 200 and expected is None:
+        # an object dlutils did not store: compared by size alone, as pyvo does
+        if first.total == found[0]:
+            first.close()
+            return _hit(url, found[0], verbose)
+        warnings.warn(
+            f"Found cached file but it has the wrong size. Overwriting ... ({url} has "
+            f"{found[0]} bytes, {source} has {first.total})",
+            CacheMismatchWarning,
+            stacklevel=3,
+        )
     if first.status in (304, 416):
         first.close()
         first = opened(0, None, {})

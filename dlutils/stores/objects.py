@@ -19,6 +19,7 @@ import json
 import logging
 import posixpath
 import uuid
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +31,8 @@ log = logging.getLogger("dlutils")
 
 #: Bytes per multipart part (S3 needs at least 5 MiB for every part but the last).
 PART_SIZE = 8 << 20
+#: Parts of one upload sent at once while the next ones arrive (memory: this many parts).
+PARTS_IN_FLIGHT = 2
 #: The hidden folder beside the objects where dlutils keeps its records and uploads.
 WORK = ".dlutils"
 #: The S3 user-metadata key holding the object's record (JSON of an ObjectAttrs).
@@ -166,6 +169,8 @@ class _S3Upload(Upload):
         self.parts: list[dict[str, Any]] = []
         self.upload_id: str | None = None
         self.part_size = PART_SIZE
+        self._sending: list[Future] = []
+        self._pool: ThreadPoolExecutor | None = None
         if state is not None:
             self.upload_id = state["upload_id"]
             self.part_size = int(state["part_size"])
@@ -225,19 +230,47 @@ class _S3Upload(Upload):
         fs.pipe_file(self.obj._beside(".upload.json"), json.dumps(state).encode())
 
     def _send_part(self, data: bytes | bytearray) -> None:
+        """Send the next part beside the reading: at most :data:`PARTS_IN_FLIGHT` at once."""
         if self.upload_id is None:
             self._create()
-        number = len(self.parts) + 1
+        number = len(self.parts) + len(self._sending) + 1
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(PARTS_IN_FLIGHT, thread_name_prefix="dlutils-part")
+        self._sending.append(self._pool.submit(self._upload_part, number, bytes(data)))
+        while len(self._sending) >= PARTS_IN_FLIGHT:
+            wait(self._sending, return_when=FIRST_COMPLETED)
+            self._collect(block=False)
+        self._collect(block=False)
+
+    def _upload_part(self, number: int, data: bytes) -> dict[str, Any]:
         answer = self.obj.fs.call_s3(
             "upload_part",
             Bucket=self.bucket,
             Key=self.key,
             UploadId=self.upload_id,
             PartNumber=number,
-            Body=bytes(data),
+            Body=data,
         )
-        self.parts.append({"PartNumber": number, "ETag": answer["ETag"]})
-        self.offset += len(data)
+        return {"PartNumber": number, "ETag": answer["ETag"]}
+
+    def _collect(self, block: bool) -> None:
+        """Move the parts sent into :attr:`parts`; a part that failed raises its error."""
+        for future in list(self._sending):
+            if block or future.done():
+                self._sending.remove(future)
+                self.parts.append(future.result())
+
+    def _settle(self) -> None:
+        """Let the parts in flight end, whatever their outcome; stop the senders."""
+        if self._sending:
+            wait(self._sending)
+            for future in self._sending:
+                if future.exception() is None:
+                    self.parts.append(future.result())
+            self._sending = []
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
     def write(self, data: bytes) -> None:
         self.buffer += data
@@ -256,21 +289,26 @@ class _S3Upload(Upload):
             )  # fmt: skip
             self.buffer = bytearray()
             return
-        if self.buffer or not self.parts:
+        if self.buffer or not (self.parts or self._sending):
             self._send_part(self.buffer)
             self.buffer = bytearray()
+        try:
+            self._collect(block=True)
+        finally:
+            self._settle()
         fs.call_s3(
             "complete_multipart_upload",
             Bucket=self.bucket,
             Key=self.key,
             UploadId=self.upload_id,
-            MultipartUpload={"Parts": self.parts},
+            MultipartUpload={"Parts": sorted(self.parts, key=lambda p: p["PartNumber"])},
         )
         _quiet_rm(fs, self.obj._beside(".upload.json"))
         self.upload_id = None
 
     def discard(self) -> None:
         self.buffer = bytearray()
+        self._settle()  # a part still in flight would outlive the abort otherwise
         if self.upload_id is not None:
             try:
                 self.obj.fs.call_s3(
@@ -287,6 +325,7 @@ class _S3Upload(Upload):
     def keep(self) -> None:
         """The parts sent stay for a later run; the bytes buffered for the next are dropped."""
         self.buffer = bytearray()
+        self._settle()
 
 
 def _quiet_rm(fs: Any, path: str) -> None:
