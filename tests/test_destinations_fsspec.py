@@ -8,6 +8,7 @@ already stored; a re-run with everything current fetches no body.
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import os
 import re
 import signal
@@ -310,3 +311,15 @@ def test_an_aborted_job_keeps_its_parts_and_the_next_run_completes_from_them(
     assert [r.status for r in http_server.requests] == [200, 206]
     assert status.bytes <= len(data) - 5 * MiB
     assert open_uploads(s3) == []
+
+
+def test_a_job_on_an_executor_of_other_processes_writes_into_s3(http_server, s3):
+    files = {f"d/g{i}.bin": blob(2000 + i, seed=i) for i in range(5)}
+    for name, data in files.items():
+        http_server.put(name, data)
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        job = dlutils.download(http_server.url + "/d/g{0..4}.bin", s3.uri("x/"), executor=pool)
+        status = job.wait(120)
+    assert (status.finished, status.errors) == (5, 0)
+    for name, data in files.items():
+        assert sha(s3_bytes(s3, "x/" + name[2:])) == sha(data)
