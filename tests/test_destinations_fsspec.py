@@ -29,7 +29,7 @@ from dlutils.errors import (
     SizeMismatchError,
     UnsafePathError,
 )
-from dlutils.localserver import truncate
+from dlutils.localserver import ignore_if_range, truncate
 from dlutils.sources.aws import aws_download
 from dlutils.sources.hf.download import hf_download
 from dlutils.sources.http import http_download
@@ -323,3 +323,39 @@ def test_a_job_on_an_executor_of_other_processes_writes_into_s3(http_server, s3)
     assert (status.finished, status.errors) == (5, 0)
     for name, data in files.items():
         assert sha(s3_bytes(s3, "x/" + name[2:])) == sha(data)
+
+
+def test_a_large_object_goes_into_s3_as_parts_each_one_range(http_server, s3, monkeypatch):
+    monkeypatch.setattr(objects, "PART_SIZE", 5 * MiB)
+    data = blob(23 * MiB, seed=9)
+    http_server.put("big.bin", data)
+    link = http_server.url_for("big.bin")
+    got = http_download(link, s3.uri("big.bin"), segments=4, segment_threshold=10 * MiB)
+    assert got == s3.uri("big.bin")
+    assert sha(s3_bytes(s3, "big.bin")) == sha(data)
+    ranges = sorted(r.range for r in http_server.requests if r.status == 206)
+    bounds = [(n * 5 * MiB, min(len(data), (n + 1) * 5 * MiB) - 1) for n in range(1, 5)]
+    assert ranges == sorted(f"bytes={a}-{b}" for a, b in bounds)  # part 1 came with the 200
+    assert sum(r.bytes_sent for r in http_server.requests if r.status == 206) == 18 * MiB
+    assert open_uploads(s3) == []
+    # another version answers a range: started over in order, never mixed
+    http_server.clear_log()
+    new = blob(23 * MiB, seed=10)
+    changed = []
+
+    def change_then_open(self, start, end=None, **kw):
+        if start and not changed:  # the first range asked for: another version, and a
+            changed.append(start)  # server that answers 206 whatever If-Range says
+            http_server.put("big.bin", new)
+            http_server.add_fault("big.bin", ignore_if_range())
+        return original(self, start, end, **kw)
+
+    from dlutils.sources.http import HttpRemote
+
+    original = HttpRemote.open
+    monkeypatch.setattr(HttpRemote, "open", change_then_open)
+    got = http_download(link, s3.uri("big.bin"), cache=False, segments=2,
+                        segment_threshold=10 * MiB)  # fmt: skip
+    assert changed and sha(s3_bytes(s3, "big.bin")) == sha(new)
+    assert open_uploads(s3) == []
+    assert [r.status for r in http_server.requests][-1] == 200  # then one answer, in order

@@ -658,6 +658,7 @@ def fetch_http(
             url, local_filepath, cache, timeout, session, auth, verbose, headers=headers,
             checksum=checksum, expected_size=expected_size, retries=retries, backoff=backoff,
             progress=progress, limiter=limiter, abort=abort, sleep=sleep, transport=transport,
+            segments=segments, segment_threshold=segment_threshold,
         )  # fmt: skip
     cache_mode(cache)  # bad input fails before any request
     checksum = parse_checksum(checksum)

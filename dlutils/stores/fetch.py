@@ -8,8 +8,8 @@ a given size and checksum must hold) before the object appears under its final k
 on any failure the upload is discarded, nothing is left under the final key and no
 multipart upload stays open. Only an abort keeps the parts sent, for a later run.
 
-Objects are streamed in order over one connection (no segments): a large object's
-ranges are not spread over connections into parts yet.
+An S3 object of at least ``segment_threshold`` bytes, with no checksum to compute,
+goes as parts over several connections instead (:mod:`dlutils.stores.parts`).
 """
 
 from __future__ import annotations
@@ -40,11 +40,12 @@ from ..freshness import ObjectAttrs, attrs_from_headers, same_object
 from ..names import check_name, name_from_url, redact
 from ..progress import Callback, as_callback
 from ..retry import RetryPolicy
-from ..transfer import Body, Fetched
+from ..transfer import MAX_SEGMENTS, SEGMENT_THRESHOLD, Body, Fetched
 from ..transfer.checks import _same_version, _unasked_codings, object_headers
 from ..transfer.retries import call_with_retries
 from . import objects
 from .objects import WORK, StoreObject, Upload, open_object
+from .parts import VersionChanged, send_in_parts
 
 __all__ = ["fetch_to_store"]
 
@@ -78,13 +79,17 @@ def fetch_to_store(
     sleep: Callable[[float], Any] | None = None,
     transport: str = "requests",
     remote_attrs: ObjectAttrs | None = None,
+    segments: int = MAX_SEGMENTS,
+    segment_threshold: int = SEGMENT_THRESHOLD,
     **engine_options: Any,
 ) -> Fetched:
     """Fetch the http(s) object ``link`` into the store object ``url`` (a folder if it ends in /).
 
-    The options are :func:`dlutils.http_download`'s; ``engine_options`` are the local
-    engine's (``segments``, ``manifest``, ``fsync``...), which have no meaning here and
-    are ignored. Returns the object's URL in :class:`~dlutils.transfer.Fetched`.
+    The options are :func:`dlutils.http_download`'s; an object of at least
+    ``segment_threshold`` bytes goes into S3 as parts over up to ``segments`` connections
+    (at most :data:`dlutils.stores.parts.MAX_CONNECTIONS`) unless a checksum is given.
+    ``engine_options`` are the local engine's (``manifest``, ``fsync``...), which have no
+    meaning here and are ignored. Returns the object's URL in :class:`~dlutils.transfer.Fetched`.
     """
     from ..limits import parse_timeout
     from ..sources import scheme_of
@@ -111,6 +116,15 @@ def fetch_to_store(
     obj = open_object(url)
     policy = RetryPolicy(retries=retries, backoff=backoff)
     bar = as_callback(progress)
+
+    def opened_range(start: int, end: int | None, validator: str | None) -> Body:
+        return call_with_retries(
+            lambda: remote.open(start, end, if_range=validator),
+            classify=remote.classify,
+            retry=policy,
+            abort=abort,
+            sleep=sleep,
+        )
 
     def opened(start: int, validator: str | None, conditional: Mapping[str, str]) -> Body:
         return call_with_retries(
@@ -163,6 +177,8 @@ def fetch_to_store(
         upload = obj.upload(ObjectAttrs())
     stream = _Stream(obj, remote, upload, first, source, expected, expected_size, bar, limiter)
     stream.abort, stream.opened, stream.retries = abort, opened, retries
+    stream.opened_range = opened_range
+    stream.connections, stream.segment_threshold = segments, segment_threshold
     started = time.monotonic()
     try:
         size = stream.run(offset, validator)
@@ -258,6 +274,7 @@ class _Stream:
 
     abort: threading.Event | None
     opened: Callable[[int, str | None, Mapping[str, str]], Body]
+    opened_range: Callable[[int, int | None, str | None], Body]
 
     def __init__(
         self,
@@ -277,6 +294,8 @@ class _Stream:
         self.received = 0
         self.restarts = 0
         self.retries = 5
+        self.connections = 1
+        self.segment_threshold = SEGMENT_THRESHOLD
 
     def _begin(self, body: Body) -> tuple[ObjectAttrs, str | None]:
         """The record a new upload is pinned to, from the first answer."""
@@ -331,7 +350,21 @@ class _Stream:
         total = body.total if body.total is not None else attrs.size
         self.progress.set_size(total)
         retries_left = self.retries
-        while True:
+        in_order = True
+        if hasher is None and self._in_parts(body, total, validator):
+            assert total is not None and validator is not None
+            try:
+                self.received += send_in_parts(
+                    self.upload, body, offset, total, validator,
+                    opened=self.opened_range, source=self.source, connections=self.connections,
+                    retries=self.retries, progress=self.progress, limiter=self.limiter,
+                    abort=self.abort, classify=self.remote.classify,
+                )  # fmt: skip
+                position, in_order = total, False
+            except VersionChanged as exc:
+                body, attrs, validator = self._restart(str(exc))
+                total, position = body.total, 0
+        while in_order:
             limit = total if total is not None else self.expected_size
             if body.status == 206 and body.end is not None:
                 limit = body.end + 1
@@ -405,6 +438,20 @@ class _Stream:
                 )
         self.upload.commit(replace(attrs, size=position))
         return position
+
+    def _in_parts(self, body: Body, total: int | None, validator: str | None) -> bool:
+        """Whether the rest of the object comes as parts over several connections."""
+        part = getattr(self.upload, "part_size", 0)
+        return bool(
+            self.upload.parallel
+            and self.connections > 1
+            and total is not None
+            and validator is not None
+            and body.accepts_ranges
+            and body.status in (200, 206)
+            and total >= max(self.segment_threshold, 2 * part)
+            and body.start % part == 0
+        )
 
     def _hash_prefix(self, hasher: Any, offset: int, validator: str | None) -> None:
         """Hash the first ``offset`` bytes again from the source: stored parts cannot be read

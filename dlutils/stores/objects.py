@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import posixpath
+import threading
 import uuid
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -31,6 +32,8 @@ log = logging.getLogger("dlutils")
 
 #: Bytes per multipart part (S3 needs at least 5 MiB for every part but the last).
 PART_SIZE = 8 << 20
+#: The most parts one S3 upload may have.
+MAX_PARTS = 10_000
 #: Parts of one upload sent at once while the next ones arrive (memory: this many parts).
 PARTS_IN_FLIGHT = 2
 #: The hidden folder beside the objects where dlutils keeps its records and uploads.
@@ -111,6 +114,14 @@ class Upload:
     offset: int = 0
     #: The record an earlier run pinned this upload to (a resumed upload).
     pinned: ObjectAttrs | None = None
+    #: Whether parts may be sent out of order, from several threads (:meth:`put_part`).
+    parallel: bool = False
+    #: Bytes per part, where there are parts.
+    part_size: int = PART_SIZE
+
+    def put_part(self, number: int, data: bytes) -> None:
+        """Send part ``number`` (from 1) of :attr:`part_size` bytes (the last: fewer)."""
+        raise NotImplementedError
 
     def write(self, data: bytes) -> None:
         raise NotImplementedError
@@ -161,6 +172,8 @@ class _MovedUpload(Upload):
 class _S3Upload(Upload):
     """A multipart upload through s3fs's calls; one ``PutObject`` when it stays small."""
 
+    parallel = True
+
     def __init__(self, obj: StoreObject, attrs: ObjectAttrs, state: dict[str, Any] | None = None):
         self.obj = obj
         self.bucket, self.key = obj._bucket_key()
@@ -170,6 +183,7 @@ class _S3Upload(Upload):
         self.upload_id: str | None = None
         self.part_size = PART_SIZE
         self._sending: list[Future] = []
+        self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
         if state is not None:
             self.upload_id = state["upload_id"]
@@ -211,6 +225,16 @@ class _S3Upload(Upload):
 
     def start(self, attrs: ObjectAttrs) -> None:
         self.attrs = attrs
+        if attrs.size:  # S3 takes at most 10,000 parts: bigger ones for the largest objects
+            self.part_size = max(PART_SIZE, -(-attrs.size // (MAX_PARTS << 20)) << 20)
+
+    def put_part(self, number: int, data: bytes) -> None:
+        with self._lock:
+            if self.upload_id is None:
+                self._create()
+        part = self._upload_part(number, data)
+        with self._lock:
+            self.parts.append(part)
 
     def _create(self) -> None:
         fs = self.obj.fs
