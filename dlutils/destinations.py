@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from .errors import InvalidInputError
+from .names import redact
 
 __all__ = ["check_local", "resolve", "is_store", "STORE_SCHEMES"]
 
@@ -95,8 +96,8 @@ def resolve(dest: Any, what: str = "dest") -> Any:
         parts = urlsplit(text.strip())
         if parts.netloc not in ("", "localhost"):
             raise InvalidInputError(
-                f"{what} {text!r} names host {parts.netloc!r}: a file:// destination is a local "
-                "path (file:///data/ or file://localhost/data/)"
+                f"{what} {redact(text)!r} names host {parts.netloc!r}: a file:// destination is "
+                "a local path (file:///data/ or file://localhost/data/)"
             )
         return unquote(parts.path) or "/"
     if scheme in STORE_SCHEMES:
@@ -106,14 +107,14 @@ def resolve(dest: Any, what: str = "dest") -> Any:
         except ImportError as exc:
             hint = f'pip install "dlutils-download[{extra}]"' if extra else f"pip install {module}"
             raise InvalidInputError(
-                f"{what} {text!r} needs the {module} package, which cannot be imported "
+                f"{what} {redact(text)!r} needs the {module} package, which cannot be imported "
                 f"({exc}): {hint}"
             ) from exc
         return text.strip()
     reason = _NOT_YET.get(scheme, "")
     raise InvalidInputError(
-        f"{what} {text!r} is not a destination dlutils writes to ({scheme}:// is not supported"
-        f"{': ' + reason if reason else ''}); use {_SUPPORTED}"
+        f"{what} {redact(text)!r} is not a destination dlutils writes to ({scheme}:// is not "
+        f"supported{': ' + reason if reason else ''}); use {_SUPPORTED}"
     )
 
 
@@ -142,13 +143,13 @@ def check_local(dest: Any, what: str = "dest") -> None:
     if scheme == "file":
         path = resolve(text, what)
         raise InvalidInputError(
-            f"{what} {text!r} is a file:// URL, not a path: give the local path itself, "
+            f"{what} {redact(text)!r} is a file:// URL, not a path: give the local path itself, "
             f"such as {what}={path!r}"
         )
     if scheme in STORE_SCHEMES:
         raise InvalidInputError(
-            f"{what} {text!r} is not a local folder: here dlutils writes to local paths only "
-            "(object-store destinations take http(s) links, through http_download, "
+            f"{what} {redact(text)!r} is not a local folder: here dlutils writes to local paths "
+            "only (object-store destinations take http(s) links, through http_download, "
             "range_download, multi_download or a single/multi/range job); download to a "
             "local folder, then upload"
         )

@@ -231,6 +231,9 @@ def test_unsupported_destinations_and_requests_are_refused_naming_them(
             InvalidInputError, match=f"local_filepath {re.escape(repr(dest))} is not a dest"
         ):
             http_download(link, dest)
+    with pytest.raises(InvalidInputError, match="ftp://user:REDACTED@host/") as caught:
+        dlutils.download(link, "ftp://user:hunter2@host/pub/")
+    assert "hunter2" not in str(caught.value)
     with pytest.raises(InvalidInputError, match="bucket listings .* cannot be downloaded into"):
         Job.backend("s3://src/", "memory://bk/")
     with pytest.raises(InvalidInputError, match="HuggingFace repositories cannot be downloaded"):

@@ -290,7 +290,7 @@ class Job:
             check_reachable(self.dest)
             if self.dest.startswith("memory:") and not runs_here(self._opts.executor):
                 raise InvalidInputError(
-                    f"dest {self.dest!r} is this process's memory: an executor of other "
+                    f"dest {redact(self.dest)!r} is this process's memory: an executor of other "
                     "processes would write into its own; use an s3:// destination or threads"
                 )
         with self._lock:
@@ -723,9 +723,9 @@ def _local_only(dest: Any, what: str) -> Any:
     dest = resolve(dest)
     if is_store(dest):
         raise InvalidInputError(
-            f"dest {os.fspath(dest)!r}: {what} cannot be downloaded into an object store yet "
-            "(they are fetched through their own clients, with sync and a local manifest); "
-            "give a local folder"
+            f"dest {redact(os.fspath(dest))!r}: {what} cannot be downloaded into an object "
+            "store yet (they are fetched through their own clients, with sync and a local "
+            "manifest); give a local folder"
         )
     return dest
 

@@ -98,8 +98,8 @@ def fetch_to_store(
 
     if scheme_of(link) not in ("http", "https"):
         raise InvalidInputError(
-            f"link {redact(link)!r} cannot be streamed into {url!r}: object-store destinations "
-            "take http(s) links for now; download it to a local folder, then upload"
+            f"link {redact(link)!r} cannot be streamed into {redact(url)!r}: object-store "
+            "destinations take http(s) links for now; download it to a local folder, then upload"
         )
     mode = cache_mode(cache)
     url = _object_url(link, url)
@@ -146,7 +146,8 @@ def fetch_to_store(
             conditional = record.conditional_headers()
     elif found is not None and record is not None and record.source:
         warnings.warn(
-            f"{url} was downloaded from {record.source}, not from {source}. Overwriting ...",
+            f"{redact(url)} was downloaded from {record.source}, not from {source}. "
+            "Overwriting ...",
             CacheMismatchWarning,
             stacklevel=3,
         )
@@ -160,7 +161,7 @@ def fetch_to_store(
             first.close()
             return _hit(url, found[0], verbose)
         warnings.warn(
-            f"Found cached file but it has the wrong size. Overwriting ... ({url} has "
+            f"Found cached file but it has the wrong size. Overwriting ... ({redact(url)} has "
             f"{found[0]} bytes, {source} has {first.total})",
             CacheMismatchWarning,
             stacklevel=3,
@@ -191,7 +192,7 @@ def fetch_to_store(
     finally:
         if progress is None:
             bar.close()
-    log.info("placed %s (%d bytes in %.2f s)", url, size, time.monotonic() - started)
+    log.info("placed %s (%d bytes in %.2f s)", redact(url), size, time.monotonic() - started)
     return Fetched(url, False, size, stream.received)
 
 
@@ -223,7 +224,7 @@ def _continue(
     first.close()
     body = opened(pending.offset, kept, {})
     if body.status == 206 and body.start == pending.offset and _same_version(body, kept):
-        log.info("%s: resuming the upload at byte %d", obj.url, pending.offset)
+        log.info("%s: resuming the upload at byte %d", redact(obj.url), pending.offset)
         return body, pending.offset, kept, pending
     body.close()  # the object changed in between: start over
     pending.discard()
@@ -242,9 +243,11 @@ def _object_url(link: str, url: str) -> str:
         url = url + check_name(name, what="name derived from the url")
     head, _, path = url.partition("://")
     if WORK in path.split("/"):
-        raise UnsafePathError(f"{url!r} is inside {WORK!r}, where dlutils keeps its records")
+        raise UnsafePathError(
+            f"{redact(url)!r} is inside {WORK!r}, where dlutils keeps its records"
+        )
     if not posixpath.basename(path):
-        raise InvalidInputError(f"{url!r} names no object")
+        raise InvalidInputError(f"{redact(url)!r} names no object")
     return url
 
 
@@ -264,8 +267,8 @@ def _known_good(
 
 def _hit(url: str, size: int, verbose: bool) -> Fetched:
     if verbose:
-        print(f"Found cached file {url}.")
-    log.info("%s is current, skipped", url)
+        print(f"Found cached file {redact(url)}.")
+    log.info("%s is current, skipped", redact(url))
     return Fetched(url, True, size, 0)
 
 

@@ -211,7 +211,7 @@ class _S3Upload(Upload):
                 "list_parts", Bucket=bucket, Key=key, UploadId=state.get("upload_id", "")
             )
         except (FileNotFoundError, OSError) as exc:  # aborted or expired: start over
-            log.info("upload of %s cannot be continued (%s); starting over", obj.url, exc)
+            log.info("upload of %s cannot be continued (%s); starting over", _shown(obj.url), exc)
             _quiet_rm(fs, marker)
             return None
         size = int(state.get("part_size", 0))
@@ -342,7 +342,7 @@ class _S3Upload(Upload):
                     UploadId=self.upload_id,
                 )
             except (FileNotFoundError, OSError) as exc:
-                log.warning("could not abort the upload of %s: %s", self.obj.url, exc)
+                log.warning("could not abort the upload of %s: %s", _shown(self.obj.url), exc)
             self.upload_id = None
         _quiet_rm(self.obj.fs, self.obj._beside(".upload.json"))
 
@@ -361,6 +361,12 @@ def _quiet_rm(fs: Any, path: str) -> None:
         log.warning("could not remove %s: %s", path, exc)
 
 
+def _shown(url: str) -> str:
+    from ..names import redact
+
+    return redact(url)
+
+
 def _attrs(text: str | None) -> ObjectAttrs | None:
     if not text:
         return None
@@ -377,7 +383,7 @@ def check_reachable(url: str) -> None:
     this process (``memory://``) and always can.
     """
     from ..errors import InvalidInputError
-    from ..names import redact_text
+    from ..names import redact, redact_text
 
     obj = open_object(url.rstrip("/") + "/x")
     if not obj.is_s3:
@@ -387,7 +393,7 @@ def check_reachable(url: str) -> None:
         obj.fs.call_s3("head_bucket", Bucket=bucket)
     except Exception as exc:  # noqa: BLE001 - any failure means: not usable, say why
         raise InvalidInputError(
-            f"dest {url!r} cannot be written: bucket {bucket!r} did not answer "
+            f"dest {redact(url)!r} cannot be written: bucket {bucket!r} did not answer "
             f"({type(exc).__name__}: {redact_text(str(exc))}); create it or check the "
             "endpoint and credentials (AWS_ENDPOINT_URL, AWS_PROFILE)"
         ) from exc
