@@ -21,7 +21,7 @@ from urllib.parse import unquote, urlsplit
 from .errors import InvalidInputError
 from .names import redact
 
-__all__ = ["check_local", "resolve", "is_store", "STORE_SCHEMES"]
+__all__ = ["check_local", "local_path", "resolve", "is_store", "STORE_SCHEMES"]
 
 #: ``scheme://``: a scheme of two characters or more (one letter is a drive, ``C://x``).
 _URL = re.compile(r"^\s*([A-Za-z][A-Za-z0-9+.\-]+)://")
@@ -154,3 +154,20 @@ def check_local(dest: Any, what: str = "dest") -> None:
             "local folder, then upload"
         )
     resolve(text, what)  # raises, naming what is supported
+
+
+def local_path(dest: Any, what: str = "dest") -> Any:
+    """``dest`` as a local path (a ``file://`` URL becomes its path); refuse any other URL.
+
+    For the functions that write local files only (``aws_download``, ``gcs_download``,
+    ``ais_download``, ``hf_download``).
+
+    Examples
+    --------
+    >>> local_path("file:///tmp/data/"), local_path("data/")
+    ('/tmp/data/', 'data/')
+    """
+    resolved = resolve(dest, what)
+    if is_store(resolved):
+        check_local(resolved, what)  # raises, saying where stores are taken
+    return resolved

@@ -86,6 +86,10 @@ def test_http_download_into_memory_s3_and_file_urls(http_server, s3, memory_fs, 
     got = http_download(link, (tmp_path / "out").as_uri() + "/")
     assert got == str(tmp_path / "out" / "table.bin")
     assert sha((tmp_path / "out" / "table.bin").read_bytes()) == sha(data)
+    s3.put("src/k.bin", data)  # a source that writes local files only takes file:// too
+    got = aws_download(s3.uri("src/k.bin"), local_filepath=(tmp_path / "aws").as_uri() + "/")
+    assert got == str(tmp_path / "aws" / "k.bin")
+    assert sha((tmp_path / "aws" / "k.bin").read_bytes()) == sha(data)
     status = dlutils.download(link, (tmp_path / "job").as_uri()).wait(60)
     assert (status.finished, status.errors) == (1, 0)
     assert sha((tmp_path / "job" / "table.bin").read_bytes()) == sha(data)

@@ -42,6 +42,7 @@ from urllib.parse import quote, urlsplit
 import requests
 
 from ..checksums import parse_checksum
+from ..destinations import local_path
 from ..errors import DownloadError, InvalidInputError, UnsupportedSchemeError
 from ..freshness import Manifest, ObjectAttrs, attrs_from_headers
 from ..names import join_inside, redact
@@ -397,6 +398,7 @@ def ais_download(
     ...     print(os.path.basename(path), open(path).read().splitlines())
     t.csv ['a,b', '1,2']
     """
+    local_filepath = local_path(local_filepath, "local_filepath")  # file:// is its path
     return fetch_ais(uri, local_filepath, cache, timeout, session, verbose, **options).path
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from .._version import __version__
 from ..checksums import parse_checksum
+from ..destinations import local_path
 from ..errors import IncompleteDownloadError, InvalidInputError, RemoteChangedError, UnsafePathError
 from ..freshness import Manifest, ObjectAttrs, attrs_from_headers
 from ..limits import parse_timeout
@@ -556,7 +557,7 @@ bucket_name= and key=; got bucket_name='my-bucket' and no key
     """
     return fetch_s3(
         _uri_of(uri, bucket_name, key),
-        local_filepath,
+        local_path(local_filepath, "local_filepath"),  # file:// is its path
         cache,
         timeout,
         session,
