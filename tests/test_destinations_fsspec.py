@@ -29,7 +29,7 @@ from dlutils.errors import (
     SizeMismatchError,
     UnsafePathError,
 )
-from dlutils.localserver import ignore_if_range, truncate
+from dlutils.localserver import ignore_if_range, stall, truncate
 from dlutils.sources.aws import aws_download
 from dlutils.sources.hf.download import hf_download
 from dlutils.sources.http import http_download
@@ -366,3 +366,32 @@ def test_a_large_object_goes_into_s3_as_parts_each_one_range(http_server, s3, mo
     assert changed and sha(s3_bytes(s3, "big.bin")) == sha(new)
     assert open_uploads(s3) == []
     assert [r.status for r in http_server.requests][-1] == 200  # then one answer, in order
+
+
+def test_a_stalled_body_ends_at_the_jobs_time_limit_and_an_abort_stops_a_stall(
+    http_server, s3, monkeypatch
+):
+    monkeypatch.setattr(objects, "PART_SIZE", 5 * MiB)
+    data = blob(12 * MiB, seed=4)
+    http_server.put("slow.bin", data)
+    link = http_server.url_for("slow.bin")
+    http_server.add_fault("slow.bin", stall(60, after_bytes=6 * MiB))
+    status = dlutils.download(link, s3.uri("t/"), timeout="1s", retries=0).wait(30)
+    assert status.errors == 1
+    assert "DownloadTimeoutError" in status.download_errors[0][1]
+    assert "t/slow.bin" not in s3_keys(s3)
+    assert len(open_uploads(s3)) == 1  # its part is kept for a later run
+    http_server.add_fault("slow.bin", stall(60, after_bytes=1 * MiB))
+    job = dlutils.download(link, s3.uri("u/"))
+    deadline = time.monotonic() + 30  # a bound on a broken run, never the outcome
+    while time.monotonic() < deadline and not any(
+        r.bytes_sent for r in http_server.requests_for("slow.bin")[1:]
+    ):
+        time.sleep(0.02)
+    job.abort()
+    assert job.wait(10).state.value == "aborted"  # not the 60 s of the stall
+    assert "u/slow.bin" not in s3_keys(s3)
+    status = dlutils.download(link, s3.uri("t/")).wait(60)  # the kept part is used
+    assert (status.finished, status.errors) == (1, 0)
+    assert sha(s3_bytes(s3, "t/slow.bin")) == sha(data)
+    assert status.bytes == len(data) - 5 * MiB

@@ -24,11 +24,13 @@ from dataclasses import replace
 from typing import Any
 
 from ..checksums import new_hasher, parse_checksum
+from ..control import AbortEvent, opening, timed_out
 from ..errors import (
     CacheMismatchWarning,
     ChecksumMismatchError,
     ContentEncodingError,
     DownloadAborted,
+    DownloadTimeoutError,
     IncompleteDownloadError,
     InvalidInputError,
     OverlongBodyError,
@@ -45,7 +47,7 @@ from ..transfer.checks import _same_version, _unasked_codings, object_headers
 from ..transfer.retries import call_with_retries
 from . import objects
 from .objects import WORK, StoreObject, Upload, open_object
-from .parts import VersionChanged, send_in_parts
+from .parts import VersionChanged, send_in_parts, watching
 
 __all__ = ["fetch_to_store"]
 
@@ -59,7 +61,25 @@ MAX_RESTARTS = 1
 _RECORDED = ("sha256", "md5", "crc32c")
 
 
-def fetch_to_store(
+def fetch_to_store(link: str, url: str, *args: Any, **options: Any) -> Fetched:
+    """Fetch the http(s) object ``link`` into the store object ``url`` (a folder if it ends in /).
+
+    The options are :func:`dlutils.http_download`'s (see :func:`_fetch_to_store`); an
+    :class:`~dlutils.transfer.AbortEvent` as ``abort`` stops it within a second, and its
+    ``time_limit`` (a job's ``timeout=``) bounds it (:class:`~dlutils.DownloadTimeoutError`,
+    the parts sent kept for a later run).
+    """
+    abort = options.get("abort")
+    if not isinstance(abort, AbortEvent):
+        return _fetch_to_store(link, url, *args, **options)
+    abort.begin_attempt()
+    try:
+        return _fetch_to_store(link, url, *args, **options)
+    finally:
+        abort.end_attempt()
+
+
+def _fetch_to_store(
     link: str,
     url: str,
     cache: bool | str = True,
@@ -83,7 +103,7 @@ def fetch_to_store(
     segment_threshold: int = SEGMENT_THRESHOLD,
     **engine_options: Any,
 ) -> Fetched:
-    """Fetch the http(s) object ``link`` into the store object ``url`` (a folder if it ends in /).
+    """Fetch ``link`` into ``url``: what :func:`fetch_to_store` does, within one attempt.
 
     The options are :func:`dlutils.http_download`'s; an object of at least
     ``segment_threshold`` bytes goes into S3 as parts over up to ``segments`` connections
@@ -115,11 +135,16 @@ def fetch_to_store(
     )
     obj = open_object(url)
     policy = RetryPolicy(retries=retries, backoff=backoff)
+
     bar = as_callback(progress)
+
+    def opening_one(start: int, end: int | None, **kw: Any) -> Body:
+        with opening(abort):  # an abort interrupts a connection or a wait for headers
+            return remote.open(start, end, **kw)
 
     def opened_range(start: int, end: int | None, validator: str | None) -> Body:
         return call_with_retries(
-            lambda: remote.open(start, end, if_range=validator),
+            lambda: opening_one(start, end, if_range=validator),
             classify=remote.classify,
             retry=policy,
             abort=abort,
@@ -128,7 +153,7 @@ def fetch_to_store(
 
     def opened(start: int, validator: str | None, conditional: Mapping[str, str]) -> Body:
         return call_with_retries(
-            lambda: remote.open(start, if_range=validator, headers=conditional or None),
+            lambda: opening_one(start, None, if_range=validator, headers=conditional or None),
             classify=remote.classify,
             retry=policy,
             abort=abort,
@@ -184,7 +209,7 @@ def fetch_to_store(
     try:
         size = stream.run(offset, validator)
     except BaseException as exc:
-        if isinstance(exc, (DownloadAborted, KeyboardInterrupt)):
+        if isinstance(exc, (DownloadAborted, DownloadTimeoutError, KeyboardInterrupt)):
             stream.upload.keep()  # the parts sent stay for a later run
         else:
             stream.upload.discard()
@@ -334,6 +359,7 @@ class _Stream:
         return body, attrs, validator
 
     def _check_abort(self) -> None:
+        timed_out(self.abort, self.source)  # the attempt's time limit ran out: not retried
         if self.abort is not None and self.abort.is_set():
             raise DownloadAborted(f"{self.source}: aborted")
 
@@ -374,7 +400,8 @@ class _Stream:
             try:
                 while True:
                     self._check_abort()
-                    chunk = body.read(CHUNK)
+                    with watching(self.abort, body):
+                        chunk = body.read(CHUNK)
                     if not chunk:
                         break
                     if limit is not None and position + len(chunk) > limit:
@@ -394,6 +421,7 @@ class _Stream:
             except (OverlongBodyError, DownloadAborted):
                 raise
             except Exception as exc:  # noqa: BLE001 - a read that failed: resume it below
+                self._check_abort()  # interrupted by an abort or the time limit: say so
                 short = isinstance(exc, IncompleteDownloadError)  # the body ended early
                 if not short and not self.remote.classify(exc)[0]:
                     raise

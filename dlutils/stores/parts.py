@@ -13,17 +13,19 @@ object is streamed in order instead) and the server accepts ranges and names the
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..budget import current_budget
+from ..control import AbortEvent, timed_out
 from ..errors import DownloadAborted, IncompleteDownloadError
 from ..transfer import Body
 from ..transfer.checks import _same_version
 
-__all__ = ["VersionChanged", "send_in_parts", "MAX_CONNECTIONS"]
+__all__ = ["VersionChanged", "send_in_parts", "watching", "MAX_CONNECTIONS"]
 
 log = logging.getLogger("dlutils")
 
@@ -31,6 +33,21 @@ log = logging.getLogger("dlutils")
 MAX_CONNECTIONS = 8
 #: Bytes read from a response at a time.
 CHUNK = 1 << 20
+
+
+@contextlib.contextmanager
+def watching(abort: threading.Event | None, body: Body) -> Iterator[None]:
+    """While reading ``body``: an :class:`~dlutils.transfer.AbortEvent` set (an abort, or
+    the attempt's time running out) interrupts a read blocked on the network at once."""
+    if not isinstance(abort, AbortEvent):
+        yield
+        return
+    callback = body.interrupt or (lambda: threading.Thread(target=body.close, daemon=True).start())
+    handle = abort.add_callback(callback)
+    try:
+        yield
+    finally:
+        abort.remove_callback(handle)
 
 
 class VersionChanged(Exception):
@@ -75,9 +92,11 @@ def send_in_parts(
     def read(body: Body, length: int) -> bytes:
         data = bytearray()
         while len(data) < length:
+            timed_out(abort, source)
             if stop.is_set() or (abort is not None and abort.is_set()):
                 raise DownloadAborted(f"{source}: aborted")
-            chunk = body.read(min(CHUNK, length - len(data)))
+            with watching(abort, body):
+                chunk = body.read(min(CHUNK, length - len(data)))
             if not chunk:
                 raise IncompleteDownloadError(
                     f"{source}: a range ended after {len(data)} of {length} bytes",
@@ -110,6 +129,9 @@ def send_in_parts(
             except (VersionChanged, DownloadAborted):
                 raise
             except Exception as exc:  # noqa: BLE001 - a range cut short: ask for it again
+                timed_out(abort, source, exc)
+                if abort is not None and abort.is_set():
+                    raise DownloadAborted(f"{source}: aborted") from exc
                 short = isinstance(exc, IncompleteDownloadError)
                 attempts += 1
                 if attempts > retries or not (short or classify(exc)[0]):
@@ -164,7 +186,7 @@ def send_in_parts(
             for _ in range(extra):
                 budget.release()
     if failures:
-        # an abort is what the caller asked for; any other failure before it
-        others = [f for f in failures if not isinstance(f, DownloadAborted)]
+        # an abort (or a time limit) is what the caller asked for; any other failure first
+        others = [f for f in failures if not isinstance(f, (DownloadAborted, TimeoutError))]
         raise (others or failures)[0]
     return received[0]
