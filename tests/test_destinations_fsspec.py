@@ -95,8 +95,9 @@ def test_http_download_into_memory_s3_and_file_urls(http_server, s3, memory_fs, 
     assert sha((tmp_path / "job" / "table.bin").read_bytes()) == sha(data)
 
 
-def test_a_range_job_into_an_s3_prefix_and_a_rerun_fetches_no_body(http_server, s3):
-    count = 200
+# 500 objects take ~8 s on moto here (two store calls each): the soak run has them
+@pytest.mark.parametrize("count", [200, pytest.param(500, marks=pytest.mark.soak)])
+def test_a_range_job_into_an_s3_prefix_and_a_rerun_fetches_no_body(http_server, s3, count):
     files = {f"d/f{i:03d}.bin": blob(1000 + i, seed=i) for i in range(count)}
     for name, data in files.items():
         http_server.put(name, data)
