@@ -156,8 +156,9 @@ class _MovedUpload(Upload):
     def commit(self, attrs: ObjectAttrs) -> None:
         self.file.close()
         fs = self.obj.fs
-        fs.pipe_file(self.obj._beside(".json"), json.dumps(attrs.to_dict()).encode())
+        # the object first: a record never describes bytes that are not there yet
         fs.mv(self.tmp, self.obj.path)
+        fs.pipe_file(self.obj._beside(".json"), json.dumps(attrs.to_dict()).encode())
 
     def discard(self) -> None:
         try:
