@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 from collections.abc import Callable, Iterator
@@ -32,6 +33,16 @@ def http_server() -> Iterator[LocalServer]:
     """A started :class:`~dlutils.localserver.LocalServer` with no files, stopped afterwards."""
     with LocalServer() as server:
         yield server
+
+
+@pytest.fixture
+def tune() -> Iterator[Callable[..., object]]:
+    """``tune(min_segment_size=..., chunk_size=...)`` changes the engine's tunables for this
+    test (:func:`dlutils.transfer.tuned`); they come back when the test ends."""
+    from dlutils.transfer import tuned
+
+    with contextlib.ExitStack() as stack:
+        yield lambda **changes: stack.enter_context(tuned(**changes))
 
 
 @pytest.fixture(scope="session")

@@ -62,8 +62,8 @@ def fresh_clients(monkeypatch):
 
 
 @pytest.mark.parametrize("transport", [None, "requests", "curl"])
-def test_s3_objects_are_sha256_identical_on_every_path(s3, tmp_path, transport, monkeypatch):
-    monkeypatch.setattr(transfer_module, "MIN_SEGMENT_SIZE", 256 * 1024)
+def test_s3_objects_are_sha256_identical_on_every_path(s3, tmp_path, transport, monkeypatch, tune):
+    tune(min_segment_size=256 * 1024)
     small, large = make_random_bytes(70_000, seed=1), make_random_bytes(3 * MiB, seed=2)
     s3.put("d/small.bin", small)
     s3.put("d/large bin #1.bin", large)
@@ -244,10 +244,10 @@ def test_s3_backend_job_over_curl_and_requests_gives_the_same_files(s3, tmp_path
 
 @pytest.mark.parametrize("transport", ["requests", "curl"])
 def test_gcs_media_over_both_transports_bearer_on_every_request(
-    fake_gcs: FakeGcs, tmp_path, transport, monkeypatch
+    fake_gcs: FakeGcs, tmp_path, transport, monkeypatch, tune
 ):
     monkeypatch.setattr(gcs, "_ADC", gcs._Adc())
-    monkeypatch.setattr(transfer_module, "MIN_SEGMENT_SIZE", 256 * 1024)
+    tune(min_segment_size=256 * 1024)
     fake_gcs.token = "ya29.fastsources-secret"
     small, large = make_random_bytes(1000, seed=9), make_random_bytes(2 * MiB, seed=10)
     fake_gcs.put("a/small.bin", small)
@@ -329,8 +329,8 @@ def test_hf_the_token_reaches_the_hub_never_the_storage_host(hub, tmp_path, tran
         assert "Authorization" not in request.headers and "X-Trace" not in request.headers
 
 
-def test_hf_segments_over_curl_ask_the_hub_once(hub, tmp_path, monkeypatch):
-    monkeypatch.setattr(transfer_module, "MIN_SEGMENT_SIZE", 64 * 1024)
+def test_hf_segments_over_curl_ask_the_hub_once(hub, tmp_path, monkeypatch, tune):
+    tune(min_segment_size=64 * 1024)
     fetched = fetch_hf(
         "hf://datasets/acme/secret/w.bin",
         tmp_path,

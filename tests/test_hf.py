@@ -18,7 +18,6 @@ from dlutils import (
     UnsafePathError,
     UnsupportedSchemeError,
 )
-from dlutils import transfer as transfer_module
 from dlutils.freshness import Manifest
 from dlutils.localserver import LocalServer, status
 from dlutils.sandbox.hf_hub import HubStandIn, sha256
@@ -465,8 +464,8 @@ def test_an_expired_storage_link_is_asked_for_again(hub, tmp_path):
     assert not isinstance(refused.value, HfAuthError)
 
 
-def test_segments_go_straight_to_the_storage_host(hub, tmp_path, monkeypatch):
-    monkeypatch.setattr(transfer_module, "MIN_SEGMENT_SIZE", 64)
+def test_segments_go_straight_to_the_storage_host(hub, tmp_path, monkeypatch, tune):
+    tune(min_segment_size=64)
     listed = dict(list_hf("hf://acme/tiny-bert", token=TOKEN))
     hub.clear_logs()
     fetched = fetch_hf(

@@ -61,6 +61,8 @@ from .protocols import (
     resume_point,
 )
 from .retries import _give_up, _interrupter, _quietly, call_with_retries
+from .tunables import Tunables, tuned
+from .tunables import current as current_tunables
 
 __all__ = [
     "Body",
@@ -78,34 +80,26 @@ __all__ = [
     "object_headers",
     "PART_SUFFIX",
     "CHUNK_SIZE",
+    "Tunables",
+    "tuned",
 ]
 
 log = logging.getLogger("dlutils")
 
-#: Bytes asked for per read: large reads keep Python's per-chunk cost negligible.
-CHUNK_SIZE = 1 << 20
+#: The defaults of :class:`~dlutils.transfer.tunables.Tunables` (change them for a test
+#: with :func:`~dlutils.transfer.tunables.tuned`; assigning these changes nothing).
+CHUNK_SIZE = Tunables.chunk_size
 #: Objects at least this big are fetched in parallel ranges when the server allows it.
 SEGMENT_THRESHOLD = 64 << 20
-#: No segment of the first plan is smaller than this.
-MIN_SEGMENT_SIZE = 16 << 20
-#: Ranges a segmented download starts with; it adds more while its throughput rises.
-INITIAL_SEGMENTS = 8
+MIN_SEGMENT_SIZE = Tunables.min_segment_size
+INITIAL_SEGMENTS = Tunables.initial_segments
 #: Default most ranges one object is fetched over at once.
 MAX_SEGMENTS = 32
-#: A range is split in two (to grow, or to help a straggler) only with this much left.
-SPLIT_MIN = 4 << 20
-#: How often a segmented download measures its throughput to decide whether to grow.
-GROW_INTERVAL = 0.1
-#: Throughput must have risen by this factor since the last growth to grow again.
-GROW_GAIN = 1.10
-#: How often a segmented download records its progress for resume.
-JOURNAL_INTERVAL = 1.0
-#: Restarts from zero one object may take because an answer did not hold together (a range
-#: of another version, a contradictory Content-Range, a body longer than announced); the
-#: next such answer ends its download with an error instead of looping.
-MAX_RESTARTS = 1
-#: Seconds an interrupted segmented download waits for its threads before it returns.
-_STOP_GRACE = 2.0
+SPLIT_MIN = Tunables.split_min
+GROW_INTERVAL = Tunables.grow_interval
+GROW_GAIN = Tunables.grow_gain
+JOURNAL_INTERVAL = Tunables.journal_interval
+MAX_RESTARTS = Tunables.max_restarts
 
 
 def download(
@@ -226,6 +220,7 @@ def download(
         rng=rng,
         fsync=fsync,
         budget=current_budget(),
+        tunables=current_tunables(),
     )
     try:
         fd = _lock_part(settings)
@@ -360,7 +355,7 @@ class _Transfer:
             if self._failed_generation != self.generation:
                 self._failed_generation = self.generation
                 self.restarts += 1
-            final = self.restarts > MAX_RESTARTS
+            final = self.restarts > self.s.tunables.max_restarts
         if not final:
             return kind(f"{self.s.remote.display} {problem}; restarting it from zero", **kw)
         final_kind: type[DownloadError] = _FinalRemoteChanged
@@ -623,7 +618,11 @@ class _Transfer:
                 self._unwatch(handle)
                 handle = None
                 return self._segmented(body, total)
-            if body.validator and (total is None or total > CHUNK_SIZE) and not offset:
+            if (
+                body.validator
+                and (total is None or total > self.s.tunables.chunk_size)
+                and not offset
+            ):
                 self._record({"validator": body.validator, "total": total})
             # A range may end before the object does; the rest is resumed.
             stop = body.end + 1 if body.status == 206 and body.end is not None else total
@@ -744,7 +743,11 @@ class _Transfer:
         position = offset
         while True:
             self._check_abort()
-            want = CHUNK_SIZE if limit is None else max(1, min(CHUNK_SIZE, limit - position + 1))
+            want = (
+                self.s.tunables.chunk_size
+                if limit is None
+                else max(1, min(self.s.tunables.chunk_size, limit - position + 1))
+            )
             data = read(want)
             if not data:
                 break
@@ -800,7 +803,7 @@ class _Transfer:
     def _hash_file(self, start: int, stop: int) -> None:
         position = start
         while position < stop:
-            block = os.pread(self.fd, min(CHUNK_SIZE, stop - position), position)
+            block = os.pread(self.fd, min(self.s.tunables.chunk_size, stop - position), position)
             if not block:
                 break
             self.hasher.update(block)
@@ -810,8 +813,8 @@ class _Transfer:
     # -- segmented downloads ------------------------------------------------------
 
     def _plan(self, total: int) -> list[list[int]]:
-        smallest = max(1, min(MIN_SEGMENT_SIZE, self.s.segment_threshold // 2))
-        count = max(1, min(INITIAL_SEGMENTS, self.s.segments, total // smallest))
+        smallest = max(1, min(self.s.tunables.min_segment_size, self.s.segment_threshold // 2))
+        count = max(1, min(self.s.tunables.initial_segments, self.s.segments, total // smallest))
         size = math.ceil(total / count)
         return [[start, min(start + size, total) - 1, 0] for start in range(0, total, size)]
 
@@ -849,12 +852,12 @@ class _Transfer:
 
         ``plan`` holds ``[start, end, done]`` per range; ``done`` only counts bytes
         ``os.pwrite`` has returned for, so the journal, written from here every
-        :data:`JOURNAL_INTERVAL` and whenever the download stops, never claims bytes the
+        ``tunables.journal_interval`` and whenever the download stops, never claims bytes the
         file lacks after a crash of the process (SIGKILL, ^C). It may after a power
         loss, unless ``fsync=True``: then the ``.part`` is flushed before each record.
 
         The download starts with the ranges of the plan and grows: every
-        :data:`GROW_INTERVAL`, while the throughput rose by :data:`GROW_GAIN` since the
+        ``tunables.grow_interval``, while the throughput rose by ``tunables.grow_gain`` since the
         last growth, each running range with the most bytes left is split in two (its
         fetch keeps the lower half, a new one takes the upper half), up to ``segments``
         ranges and as long as the job's connection budget has free slots. A connection
@@ -870,7 +873,7 @@ class _Transfer:
 
         def record(force: bool = False) -> None:
             now = s.clock()
-            if force or now - last_record[0] >= JOURNAL_INTERVAL:
+            if force or now - last_record[0] >= self.s.tunables.journal_interval:
                 last_record[0] = now
                 with lock:
                     snapshot = [list(seg) for seg in plan]
@@ -982,7 +985,9 @@ class _Transfer:
                         best, most = seg, left
                 # Both halves hold more than a chunk: the chunk the running fetch is
                 # reading now ends below the new range.
-                if best is None or most < max(SPLIT_MIN, 2 * CHUNK_SIZE + 4):
+                if best is None or most < max(
+                    self.s.tunables.split_min, 2 * self.s.tunables.chunk_size + 4
+                ):
                     return None
                 middle = best[0] + best[2] + most // 2
                 plan.append([middle, best[1], 0])
@@ -1018,7 +1023,9 @@ class _Transfer:
             first = None
             add(len(queue))
             while active:
-                finished, _ = wait(list(active), timeout=GROW_INTERVAL, return_when=FIRST_COMPLETED)
+                finished, _ = wait(
+                    list(active), timeout=self.s.tunables.grow_interval, return_when=FIRST_COMPLETED
+                )
                 if any(f.exception() is not None for f in finished):
                     break
                 for future in finished:
@@ -1027,10 +1034,10 @@ class _Transfer:
                 # straggler's.
                 add(max(0, slots[0] - len(active)))
                 now = s.clock()
-                if now - measured_at >= GROW_INTERVAL:
+                if now - measured_at >= self.s.tunables.grow_interval:
                     rate = (self.received - measured) / (now - measured_at)
                     measured_at, measured = now, self.received
-                    if rate > grown_at_rate * GROW_GAIN and active:
+                    if rate > grown_at_rate * self.s.tunables.grow_gain and active:
                         grown_at_rate = rate
                         add(len(active))
                 give_back()
@@ -1038,7 +1045,7 @@ class _Transfer:
             # A range failed (or the download was stopped): the others end at once.
             stop.set()
             while not all(f.done() for f in futures):
-                wait(futures, timeout=JOURNAL_INTERVAL)
+                wait(futures, timeout=self.s.tunables.journal_interval)
                 record()
         except BaseException:
             # ^C (or SystemExit) in this thread: stop every range now, keep what arrived.
@@ -1046,7 +1053,9 @@ class _Transfer:
             if first is not None:
                 _quietly(first.close)
             pool.shutdown(wait=False, cancel_futures=True)
-            wait(futures, timeout=_STOP_GRACE)  # interrupted ranges end in milliseconds
+            wait(
+                futures, timeout=self.s.tunables.stop_grace
+            )  # interrupted ranges end in milliseconds
             self.lingering = [f for f in futures if not f.done()]
             record(force=True)
             raise
@@ -1110,7 +1119,9 @@ class _Transfer:
                         )
                     return
                 # One byte more than the range holds is asked, so a longer body shows.
-                data = body.read(min(CHUNK_SIZE, remaining + 1 if exact else remaining))
+                data = body.read(
+                    min(self.s.tunables.chunk_size, remaining + 1 if exact else remaining)
+                )
                 if not data:
                     raise IncompleteDownloadError(
                         f"{s.remote.display} ended a range at byte {position} of {end + 1}",
