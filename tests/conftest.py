@@ -69,19 +69,27 @@ def on_transport(monkeypatch, module: str, transport: str) -> None:
     """Make ``module``'s ``http_download``, ``fetch_http`` and ``HttpRemote`` use ``transport``.
 
     The names the test module imported are replaced by the same functions with
-    ``transport=`` given (and ``HttpRemote`` by :func:`~dlutils.sources.http.open_remote`),
+    ``transport=`` given (in ``fetch_http``'s options; ``HttpRemote`` becomes
+    :func:`~dlutils.sources.http.open_remote`),
     so its tests run unchanged on both transports, each against the real server.
     """
     import functools
     import sys
 
     from dlutils.sources import http
+    from dlutils.transfer import TransferOptions
+
+    def fetch_http(url, local_filepath=None, options=None):
+        options = (options or TransferOptions()).replace(transport=transport)
+        return http.fetch_http(url, local_filepath, options)
 
     namespace = sys.modules[module]
-    for name in ("http_download", "fetch_http"):
-        if hasattr(namespace, name):
-            function = getattr(http, name)
-            monkeypatch.setattr(namespace, name, functools.partial(function, transport=transport))
+    if hasattr(namespace, "http_download"):
+        monkeypatch.setattr(
+            namespace, "http_download", functools.partial(http.http_download, transport=transport)
+        )
+    if hasattr(namespace, "fetch_http"):
+        monkeypatch.setattr(namespace, "fetch_http", fetch_http)
     if hasattr(namespace, "HttpRemote"):
         monkeypatch.setattr(
             namespace, "HttpRemote", functools.partial(http.open_remote, transport=transport)

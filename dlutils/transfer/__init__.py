@@ -26,6 +26,7 @@ from ..progress import Callback, Throttled, as_callback
 from ..retry import RetryPolicy
 from .checks import object_headers
 from .engine import _Transfer
+from .options import MAX_SEGMENTS, SEGMENT_THRESHOLD, TransferOptions
 from .parts import _check_placed_by_other, _lock_part, _remove_if_empty
 from .protocols import (
     PART_SUFFIX,
@@ -59,6 +60,7 @@ __all__ = [
     "PART_SUFFIX",
     "CHUNK_SIZE",
     "Tunables",
+    "TransferOptions",
     "tuned",
 ]
 
@@ -67,12 +69,8 @@ log = logging.getLogger("dlutils")
 #: The defaults of :class:`~dlutils.transfer.tunables.Tunables` (change them for a test
 #: with :func:`~dlutils.transfer.tunables.tuned`; assigning these changes nothing).
 CHUNK_SIZE = Tunables.chunk_size
-#: Objects at least this big are fetched in parallel ranges when the server allows it.
-SEGMENT_THRESHOLD = 64 << 20
 MIN_SEGMENT_SIZE = Tunables.min_segment_size
 INITIAL_SEGMENTS = Tunables.initial_segments
-#: Default most ranges one object is fetched over at once.
-MAX_SEGMENTS = 32
 SPLIT_MIN = Tunables.split_min
 GROW_INTERVAL = Tunables.grow_interval
 GROW_GAIN = Tunables.grow_gain
