@@ -42,14 +42,13 @@ import requests
 
 from ..checksums import parse_checksum
 from ..errors import DownloadError, InvalidInputError, UnsupportedSchemeError
-from ..freshness import Manifest, ObjectAttrs, attrs_from_headers
+from ..freshness import ObjectAttrs, attrs_from_headers
 from ..names import join_inside, redact
-from ..progress import TqdmCallback
 from ..redaction import redacting
 from ..retry import RetryPolicy
 from ..transfer import Fetched, call_with_retries
 from ..transfer.options import TransferOptions, transfer_options
-from ._common import cache_mode, hit, is_current, names_a_folder, trusted, verify_cached
+from ._common import cache_mode, hit, is_current, keeping, names_a_folder, trusted, verify_cached
 from .http import HttpRemote, fetch_http
 
 __all__ = ["parse_ais", "ais_url", "fetch_ais", "ais_download", "list_ais", "DEFAULT_PORT"]
@@ -291,7 +290,7 @@ def fetch_ais(
         Bad input, a checksum or size mismatch (nothing placed), an incomplete download.
     """
     o = options if options is not None else TransferOptions()
-    checksum, remote_attrs, progress, verbose = o.checksum, o.remote_attrs, o.progress, o.verbose
+    checksum, remote_attrs, verbose = o.checksum, o.remote_attrs, o.verbose
     abort, sleep, endpoint = o.abort, o.sleep, o.endpoint
     _, _, name = parse_ais(link, endpoint=endpoint)
     parse_checksum(checksum)  # bad input fails before any request
@@ -303,11 +302,7 @@ def fetch_ais(
     policy = o.retry_policy()
     url = ais_url(link, endpoint=endpoint)
     remote = HttpRemote(url, session=o.session, headers=o.headers, timeout=o.timeout)
-    own = o.manifest is None
-    keeper = Manifest(os.path.dirname(target) or ".") if own else o.manifest
-    keeper = keeper if isinstance(keeper, Manifest) else None
-    bar = progress if progress is not None else (TqdmCallback(source) if verbose else None)
-    try:
+    with keeping(o, os.path.dirname(target), source) as (keeper, bar):
         if trusted(cache, target, checksum, keeper, listed=remote_attrs is not None):
             return hit(target, verbose, target, how="is known good")
         known = None if remote_attrs is None else replace(remote_attrs, source=source)
@@ -341,11 +336,6 @@ def fetch_ais(
             ),
         )
         return fetched
-    finally:
-        if bar is not None and progress is None:
-            bar.close()
-        if own and keeper is not None:
-            keeper.close()
 
 
 @redacting  # no credential in what it raises, whichever library raised it

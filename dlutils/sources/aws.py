@@ -20,7 +20,7 @@ from ..errors import IncompleteDownloadError, InvalidInputError, RemoteChangedEr
 from ..freshness import Manifest, ObjectAttrs, attrs_from_headers
 from ..limits import parse_timeout
 from ..names import join_inside, redact
-from ..progress import Callback, TqdmCallback
+from ..progress import Callback
 from ..redaction import redacting
 from ..retry import FATAL_STATUS, RETRYABLE_STATUS, RetryPolicy, parse_retry_after
 from ..transfer import SEGMENT_THRESHOLD, Body, Fetched, call_with_retries, download
@@ -31,6 +31,7 @@ from ._common import (
     hit,
     interrupt,
     is_current,
+    keeping,
     names_a_folder,
     record,
     trusted,
@@ -587,7 +588,7 @@ def fetch_s3(
     ``options.headers`` (HTTP headers a job passes to every source) are ignored.
     """
     o = options if options is not None else TransferOptions()
-    cache, verbose, progress, abort, sleep = o.cache, o.verbose, o.progress, o.abort, o.sleep
+    cache, verbose, abort, sleep = o.cache, o.verbose, o.abort, o.sleep
     remote_attrs, transport = o.remote_attrs, o.transport
     bucket, key = split_s3_uri(uri)
     if remote_attrs is not None and not isinstance(remote_attrs, ObjectAttrs):
@@ -610,11 +611,7 @@ def fetch_s3(
         from .s3link import S3LinkRemote
 
         fetched = S3LinkRemote(s3, transport)
-    own_manifest = o.manifest is None
-    manifest = Manifest(os.path.dirname(target) or ".") if own_manifest else o.manifest
-    keeper = manifest if isinstance(manifest, Manifest) else None
-    bar = progress if progress is not None else (TqdmCallback(source) if verbose else None)
-    try:
+    with keeping(o, os.path.dirname(target), source) as (keeper, bar):
         if trusted(mode, target, checksum, keeper, listed=remote_attrs is not None):
             return hit(target, verbose, target, how="is known good")
         remote = None if remote_attrs is None else _s3_attrs(replace(remote_attrs, source=source))
@@ -649,11 +646,6 @@ def fetch_s3(
                 keeper, target, with_verified(attrs, result, path=target, confirm=mode == VERIFIED)
             )
         return Fetched(target, False, result.size, result.received)
-    finally:
-        if bar is not None and progress is None:
-            bar.close()
-        if own_manifest and keeper is not None:
-            keeper.close()
 
 
 def _head(s3: S3Remote, policy: RetryPolicy, abort: Any, sleep: Any) -> ObjectAttrs:

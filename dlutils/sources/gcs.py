@@ -27,7 +27,7 @@ from ..errors import (
 )
 from ..freshness import Manifest, ObjectAttrs
 from ..names import join_inside
-from ..progress import Callback, TqdmCallback
+from ..progress import Callback
 from ..redaction import redacting
 from ..retry import RetryPolicy
 from ..transfer import (
@@ -44,6 +44,7 @@ from ._common import (
     cache_mode,
     hit,
     is_current,
+    keeping,
     names_a_folder,
     record,
     trusted,
@@ -474,7 +475,7 @@ def fetch_gcs(
 object; write it as 'gs://bucket/path/to/object.bin' (list a folder with list_gcs)
     """
     o = options if options is not None else TransferOptions()
-    verbose, progress, abort, sleep = o.verbose, o.progress, o.abort, o.sleep
+    verbose, abort, sleep = o.verbose, o.abort, o.sleep
     bucket, key = _split(uri)
     user_checksum = parse_checksum(o.checksum)  # bad input fails before any request
     cache = cache_mode(o.cache)
@@ -498,13 +499,9 @@ object; write it as 'gs://bucket/path/to/object.bin' (list a folder with list_gc
         sleep=sleep,
         transport=o.transport or "requests",
     )
-    own_manifest = o.manifest is None
-    manifest = Manifest(folder or ".") if own_manifest else o.manifest
-    keeper = manifest if isinstance(manifest, Manifest) else None
-    bar = progress if progress is not None else (TqdmCallback(source) if verbose else None)
     attrs = None if o.remote_attrs is None else replace(o.remote_attrs, source=source)
     listed, replaced = attrs is not None, 0
-    try:
+    with keeping(o, folder, source) as (keeper, bar):
         if trusted(cache, target, user_checksum, keeper, listed=listed):
             return hit(target, verbose, shown, how="is known good")
         while True:
@@ -547,11 +544,6 @@ object; write it as 'gs://bucket/path/to/object.bin' (list a folder with list_gc
             if keeper is not None:
                 record(keeper, target, with_verified(attrs, result))
             return Fetched(shown, False, result.size, result.received)
-    finally:
-        if bar is not None and progress is None:
-            bar.close()
-        if own_manifest and keeper is not None:
-            keeper.close()
 
 
 def _checksum_of(attrs: ObjectAttrs) -> str | None:

@@ -38,7 +38,7 @@ from ..names import (
     redact,
     redact_text,
 )
-from ..progress import Callback, TqdmCallback
+from ..progress import Callback
 from ..redaction import raise_clean, redacted, redacting
 from ..transfer import (
     SEGMENT_THRESHOLD,
@@ -68,6 +68,7 @@ from ._common import (
     hit,
     interrupt,
     is_current,
+    keeping,
     names_a_folder,
     record,
     trusted,
@@ -608,7 +609,7 @@ def fetch_http(
     such as ``ais://``, names its own link there.
     """
     o = options if options is not None else TransferOptions()
-    verbose, progress, abort, sleep = o.verbose, o.progress, o.abort, o.sleep
+    verbose, abort, sleep = o.verbose, o.abort, o.sleep
     check_http_url(url)
     cache = o.cache
     cache_mode(cache)  # bad input fails before any request
@@ -633,16 +634,12 @@ def fetch_http(
         candidate = (
             join_inside(folder, url_name, what="name derived from the url") if url_name else None
         )
-    own_manifest = o.manifest is None
-    manifest = Manifest(folder or ".") if own_manifest else o.manifest
-    record_keeper = manifest if isinstance(manifest, Manifest) else None
-    bar = progress if progress is not None else (TqdmCallback(source) if verbose else None)
 
     def returned(path: str) -> str:
         """The path as the caller wrote it (pyvo returns ``local_filepath`` itself)."""
         return os.fspath(local_filepath) if explicit else path  # type: ignore[arg-type]
 
-    try:
+    with keeping(o, folder, source) as (record_keeper, bar):
         if candidate is not None and trusted(cache, candidate, checksum, record_keeper):
             return hit(candidate, verbose, returned(candidate), how="is known good")
         cached_record = None
@@ -702,11 +699,6 @@ def fetch_http(
         if verbose and first is None and result.size == 0:
             _warn_empty(source)
         return Fetched(returned(target), False, result.size, result.received)
-    finally:
-        if bar is not None and progress is None:
-            bar.close()
-        if own_manifest and record_keeper is not None:
-            record_keeper.close()
 
 
 def _warn_empty(source: str) -> None:

@@ -22,7 +22,6 @@ from ...errors import (
 )
 from ...freshness import Manifest, ObjectAttrs
 from ...names import check_name, join_inside
-from ...progress import TqdmCallback
 from ...redaction import redacting
 from ...transfer import Fetched, download
 from ...transfer.options import TransferOptions
@@ -31,6 +30,7 @@ from .._common import (
     cache_mode,
     hit,
     is_current,
+    keeping,
     names_a_folder,
     record,
     trusted,
@@ -128,7 +128,7 @@ has a '..' segment; a name must be a relative path inside the destination, such 
 'train/shard-0001.tar'
     """
     o = options if options is not None else TransferOptions()
-    remote_attrs, progress, verbose = o.remote_attrs, o.progress, o.verbose
+    remote_attrs, verbose = o.remote_attrs, o.verbose
     abort, session = o.abort, o.session
     ref = link if isinstance(link, HfRef) else parse_hf(link)
     if not ref.path or ref.path.endswith("/"):
@@ -151,11 +151,7 @@ has a '..' segment; a name must be a relative path inside the destination, such 
     policy = o.retry_policy()
     hub = _Hub(o.endpoint, o.token, o.headers, session, o.timeout, policy, abort, o.sleep)
     url = resolve_url(ref, endpoint=hub.endpoint)
-    own = o.manifest is None
-    keeper = Manifest(folder or ".") if own else o.manifest
-    keeper = keeper if isinstance(keeper, Manifest) else None
-    bar = progress if progress is not None else (TqdmCallback(source) if verbose else None)
-    try:
+    with keeping(o, folder, source) as (keeper, bar):
         if trusted(cache, target, user_checksum, keeper, listed=remote_attrs is not None):
             return hit(target, verbose, target, how="is known good")
         known = None if remote_attrs is None else replace(remote_attrs, source=source)
@@ -191,11 +187,6 @@ has a '..' segment; a name must be a relative path inside the destination, such 
         if keeper is not None:
             record(keeper, target, with_verified(known, result))
         return Fetched(target, False, result.size, result.received)
-    finally:
-        if bar is not None and progress is None:
-            bar.close()
-        if own and keeper is not None:
-            keeper.close()
 
 
 def _file_remote(
