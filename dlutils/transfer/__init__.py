@@ -6,6 +6,15 @@ for the same file do not corrupt it: the second waits and finds it done), resume
 a range pinned to the validator recorded when the part was started, retries with
 backoff, segmented parallel download of large objects, size and checksum checks, and
 ``os.replace`` into place. Nothing unverified ever sits under the final name.
+
+The package, one job a module: :func:`download` (here) locks the ``.part`` and runs a
+``_Transfer`` (``engine.py``: attempts, retries, restarts), whose sides are ``stream.py``
+(one body read in order), ``segments.py`` (ranges in parallel, grown while throughput
+rises), ``journal.py`` (the resume record) and ``parts.py`` (the whole write side: the
+``.part`` opened and locked, written, truncated, hashed, verified and placed).
+``options.py`` holds :class:`TransferOptions` (what the sources take), ``tunables.py``
+the engine's :class:`Tunables`; ``protocols.py``, ``checks.py`` and ``retries.py`` what
+they share.
 """
 
 from __future__ import annotations
