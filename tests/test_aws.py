@@ -496,15 +496,6 @@ def test_cache_verified_checks_the_etag_md5_then_asks_nothing(s3, tmp_path, call
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="S3Remote's Body reports no encoding and no Content-Length, and fetch_s3 gives the "
-    "engine neither the listed/HEAD size nor the md5 of a single-part ETag: a proxy that gzips "
-    "a 200 despite Accept-Encoding: identity has its compressed bytes placed as the object. "
-    "S3 also serves an object stored with ContentEncoding=gzip that way (boto3 keeps those "
-    "bytes raw), so the fix is a decision: check the answer against the listing (size, md5; a "
-    "HEAD when there is none) rather than decode",
-)
 def test_a_gzip_answer_despite_identity_is_never_placed_as_the_object(s3, moto_server, tmp_path):
     data = b"compressible " * 50_000
     s3.put("k/a.bin", data)

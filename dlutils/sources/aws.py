@@ -322,6 +322,9 @@ class S3Remote:
         self.bucket, self.key = split_s3_uri(uri)
         self.version = version
         self.display = f"s3://{self.bucket}/{self.key}"
+        #: The object's stored (size, Content-Encoding), asked by HEAD only when an answer
+        #: comes encoded (see :meth:`as_stored`).
+        self.stored: tuple[int | None, str | None] | None = None
         self.access = _Access(
             self.bucket,
             session=session,
@@ -365,18 +368,50 @@ class S3Remote:
             first, last = int(match.group(1)), int(match.group(2))
             total = int(match.group(3)) if match.group(3) != "*" else None
         stream = response["Body"]
-        return Body(
-            status=status,
-            start=first,
-            end=last,
-            total=total,
-            validator=response.get("ETag") or None,
-            accepts_ranges=True,
-            headers=headers,
-            read=_reader(stream, self.display),
-            close=stream.close,
-            interrupt=lambda: interrupt(getattr(stream, "_raw_stream", None), stream.close),
+        return self.as_stored(
+            Body(
+                status=status,
+                start=first,
+                end=last,
+                total=total,
+                validator=response.get("ETag") or None,
+                accepts_ranges=True,
+                headers=headers,
+                read=_reader(stream, self.display),
+                close=stream.close,
+                interrupt=lambda: interrupt(getattr(stream, "_raw_stream", None), stream.close),
+                length=response.get("ContentLength"),
+                encoding=(response.get("ContentEncoding") or "").strip().lower() or None,
+            )
         )
+
+    def as_stored(self, body: Body) -> Body:
+        """Mark an encoded answer that is the object's bytes as stored, as S3 keeps them.
+
+        An object uploaded with ``ContentEncoding=gzip`` is served with that header and
+        its stored (compressed) bytes: those are the object, as boto3, ``aws s3 cp`` and
+        s5cmd keep them, and as its size and ETag describe them. A body encoded on the
+        way (a proxy compressing despite ``Accept-Encoding: identity``) is not: its
+        object is stored without that encoding, or with another size. Only an encoded
+        answer costs a HEAD to tell the two apart; the engine decodes (or refuses) what
+        is not the stored object.
+        """
+        if body.encoding in (None, "identity") or body.encoding_asked or body.status >= 300:
+            return body
+        if self.stored is None:
+            self.stored = self._stored()
+        size, encoding = self.stored
+        if encoding == body.encoding and size is not None and body.total == size:
+            return replace(body, encoding_asked=True)
+        return body
+
+    def _stored(self) -> tuple[int | None, str | None]:
+        params: dict[str, Any] = {"Bucket": self.bucket, "Key": self.key}
+        if self.version:
+            params["VersionId"] = self.version
+        head = self.access.call("head_object", **params)
+        encoding = (head.get("ContentEncoding") or "").strip().lower() or None
+        return head.get("ContentLength"), encoding
 
     def classify(self, exc: BaseException) -> tuple[bool, float | None]:
         return _classify(exc)
