@@ -41,9 +41,9 @@ from ..errors import (
 from ..freshness import ObjectAttrs, attrs_from_headers, same_object
 from ..names import check_name, name_from_url, redact
 from ..progress import Callback, as_callback
-from ..retry import RetryPolicy
-from ..transfer import MAX_SEGMENTS, SEGMENT_THRESHOLD, Body, Fetched
+from ..transfer import Body, Fetched
 from ..transfer.checks import _same_version, _unasked_codings, object_headers
+from ..transfer.options import SEGMENT_THRESHOLD, TransferOptions
 from ..transfer.retries import call_with_retries
 from . import objects
 from .objects import WORK, StoreObject, Upload, open_object
@@ -61,56 +61,33 @@ MAX_RESTARTS = 1
 _RECORDED = ("sha256", "md5", "crc32c")
 
 
-def fetch_to_store(link: str, url: str, *args: Any, **options: Any) -> Fetched:
+def fetch_to_store(link: str, url: str, options: TransferOptions | None = None) -> Fetched:
     """Fetch the http(s) object ``link`` into the store object ``url`` (a folder if it ends in /).
 
-    The options are :func:`dlutils.http_download`'s (see :func:`_fetch_to_store`); an
-    :class:`~dlutils.transfer.AbortEvent` as ``abort`` stops it within a second, and its
-    ``time_limit`` (a job's ``timeout=``) bounds it (:class:`~dlutils.DownloadTimeoutError`,
-    the parts sent kept for a later run).
+    ``options`` holds :func:`dlutils.http_download`'s keywords (default: its defaults). An
+    object of at least ``segment_threshold`` bytes goes into S3 as parts over up to
+    ``segments`` connections (at most :data:`dlutils.stores.parts.MAX_CONNECTIONS`)
+    unless a checksum is given. An :class:`~dlutils.transfer.AbortEvent` as ``abort``
+    stops it within a second, and its ``time_limit`` (a job's ``timeout=``) bounds it
+    (:class:`~dlutils.DownloadTimeoutError`, the parts sent kept for a later run). The
+    local engine's options (``manifest``, ``fsync``) have no meaning here. Returns the
+    object's URL in :class:`~dlutils.transfer.Fetched`.
     """
-    abort = options.get("abort")
-    if not isinstance(abort, AbortEvent):
-        return _fetch_to_store(link, url, *args, **options)
-    abort.begin_attempt()
+    o = options if options is not None else TransferOptions()
+    if not isinstance(o.abort, AbortEvent):
+        return _fetch_to_store(link, url, o)
+    o.abort.begin_attempt()
     try:
-        return _fetch_to_store(link, url, *args, **options)
+        return _fetch_to_store(link, url, o)
     finally:
-        abort.end_attempt()
+        o.abort.end_attempt()
 
 
-def _fetch_to_store(
-    link: str,
-    url: str,
-    cache: bool | str = True,
-    timeout: Any = None,
-    session: Any = None,
-    auth: Any = None,
-    verbose: bool = False,
-    *,
-    headers: Mapping[str, str] | None = None,
-    checksum: Any = None,
-    expected_size: int | None = None,
-    retries: int = 5,
-    backoff: float = 0.5,
-    progress: Callback | Callable[[int], Any] | None = None,
-    limiter: Any = None,
-    abort: threading.Event | None = None,
-    sleep: Callable[[float], Any] | None = None,
-    transport: str = "requests",
-    remote_attrs: ObjectAttrs | None = None,
-    segments: int = MAX_SEGMENTS,
-    segment_threshold: int = SEGMENT_THRESHOLD,
-    **engine_options: Any,
-) -> Fetched:
-    """Fetch ``link`` into ``url``: what :func:`fetch_to_store` does, within one attempt.
-
-    The options are :func:`dlutils.http_download`'s; an object of at least
-    ``segment_threshold`` bytes goes into S3 as parts over up to ``segments`` connections
-    (at most :data:`dlutils.stores.parts.MAX_CONNECTIONS`) unless a checksum is given.
-    ``engine_options`` are the local engine's (``manifest``, ``fsync``...), which have no
-    meaning here and are ignored. Returns the object's URL in :class:`~dlutils.transfer.Fetched`.
-    """
+def _fetch_to_store(link: str, url: str, o: TransferOptions) -> Fetched:
+    """What :func:`fetch_to_store` does, within one attempt."""
+    cache, verbose, checksum, expected_size = o.cache, o.verbose, o.checksum, o.expected_size
+    retries, progress, limiter, abort, sleep = o.retries, o.progress, o.limiter, o.abort, o.sleep
+    remote_attrs, segments, segment_threshold = o.remote_attrs, o.segments, o.segment_threshold
     from ..limits import parse_timeout
     from ..sources import scheme_of
     from ..sources._common import VERIFIED, cache_mode
@@ -127,14 +104,14 @@ def _fetch_to_store(
     expected = parse_checksum(checksum)
     remote = open_remote(
         link,
-        transport=transport,
-        session=session,
-        headers=headers,
-        timeout=parse_timeout(timeout),
-        auth=auth,
+        transport=o.transport or "requests",
+        session=o.session,
+        headers=o.headers,
+        timeout=parse_timeout(o.timeout),
+        auth=o.auth,
     )
     obj = open_object(url)
-    policy = RetryPolicy(retries=retries, backoff=backoff)
+    policy = o.retry_policy()
 
     bar = as_callback(progress)
 
