@@ -12,7 +12,7 @@ import socket
 import threading
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..checksums import Checksum, file_digest, parse_checksum
@@ -35,6 +35,7 @@ __all__ = [
     "keeping",
     "interrupt",
     "shutdown",
+    "SourceObject",
 ]
 
 log = logging.getLogger("dlutils")
@@ -43,6 +44,32 @@ log = logging.getLogger("dlutils")
 VERIFIED = "verified"
 #: Digests a manifest record can hold, strongest first.
 _RECORDED = ("sha256", "md5", "crc32c")
+
+
+@dataclass
+class SourceObject:
+    """One object of a source, as the store path (:mod:`dlutils.stores`) streams it.
+
+    Each source builds it with the same function its own ``fetch_*`` uses to open the
+    object, so one place per source knows how: ``remote(attrs)`` is the
+    :class:`~dlutils.transfer.Remote` (pinned to ``attrs`` where the source can pin),
+    ``stat()`` asks the source for the object's attributes (one HEAD or metadata
+    request), ``checksum(attrs)`` is the digest the source vouches for (``"md5:..."``,
+    or ``None``), and ``compared(attrs)`` what of them is compared and recorded.
+    """
+
+    #: The link as records name it (no credential).
+    source: str
+    #: The object's own name (last path element): its name in a destination folder.
+    name: str
+    #: What a listing said of it (``None``: unknown until :attr:`stat` is called).
+    known: ObjectAttrs | None
+    stat: Callable[[], ObjectAttrs]
+    remote: Callable[[ObjectAttrs | None], Any]
+    checksum: Callable[[ObjectAttrs | None], str | None] = lambda attrs: None
+    compared: Callable[[ObjectAttrs], ObjectAttrs] = lambda attrs: attrs
+    #: Whether the remote must be pinned to attributes asked first (a GCS generation).
+    needs_attrs: bool = False
 
 
 def cache_mode(cache: Any) -> bool | str:
