@@ -11,7 +11,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import pickle
+import subprocess
+import sys
 import traceback
 from concurrent.futures import ProcessPoolExecutor
 from urllib.parse import urlsplit
@@ -267,3 +270,24 @@ def test_storage_options_reach_s3fs_and_never_show(s3, moto_server, monkeypatch,
     with pytest.raises(InvalidInputError, match="storage_options .* is not valid") as bad:
         Job.single(s3.uri("o.bin"), s3.uri("dst/"), storage_options=[("secret", secret)])
     assert secret not in str(bad.value)
+
+
+def test_the_cli_copies_a_bucket_prefix_and_one_object_into_s3(s3, other, tmp_path):
+    items = {f"train/{i}.bin": blob(500 + i, seed=i) for i in range(3)}
+    s3.put_many(items)
+    env = {**os.environ, "DLUTILS_HOME": str(tmp_path / "home")}  # moto's endpoint: inherited
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "dlutils", "download", *args]
+        return subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True,
+                              timeout=120)  # fmt: skip
+
+    proc = cli(s3.uri("train/"), other.uri("copy/"), "--sync", "--wait")
+    assert proc.returncode == 0, proc.stderr
+    assert "Done: 3 files downloaded, skipped: 0, errors: 0" in proc.stdout
+    for key, data in items.items():
+        assert sha(s3_bytes(other, "copy/" + key[6:])) == sha(data)
+    one = cli(s3.uri("train/1.bin"), other.uri("one/renamed.bin"), "--wait")
+    assert one.returncode == 0, one.stderr
+    assert sha(s3_bytes(other, "one/renamed.bin")) == sha(items["train/1.bin"])
+    assert os.listdir(tmp_path) == ["home"]  # no local folder named 's3:'

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ..checksums import Checksum, file_digest, parse_checksum
-from ..destinations import check_local
+from ..destinations import check_local, is_store, resolve
 from ..errors import CacheMismatchWarning, InvalidInputError
 from ..freshness import Manifest, ObjectAttrs, only_size_compares, same_object
 from ..progress import TqdmCallback
@@ -36,6 +36,7 @@ __all__ = [
     "interrupt",
     "shutdown",
     "SourceObject",
+    "place",
 ]
 
 log = logging.getLogger("dlutils")
@@ -70,6 +71,23 @@ class SourceObject:
     compared: Callable[[ObjectAttrs], ObjectAttrs] = lambda attrs: attrs
     #: Whether the remote must be pinned to attributes asked first (a GCS generation).
     needs_attrs: bool = False
+
+
+def place(
+    link: str,
+    local_filepath: Any,
+    options: TransferOptions,
+    fetch_local: Callable[[str, Any, TransferOptions], Fetched],
+) -> str:
+    """What a pure function (``aws_download``...) returns: ``link`` fetched by its source's
+    ``fetch_local`` into a local path (a ``file://`` URL is its path), or streamed into an
+    object store (:func:`dlutils.stores.fetch_to_store`) when ``local_filepath`` is one."""
+    where = resolve(local_filepath, "local_filepath")
+    if is_store(where):
+        from ..stores import fetch_to_store
+
+        return fetch_to_store(link, where, options).path
+    return fetch_local(link, where, options).path
 
 
 def cache_mode(cache: Any) -> bool | str:

@@ -41,7 +41,6 @@ from urllib.parse import quote, urlsplit
 import requests
 
 from ..checksums import parse_checksum
-from ..destinations import local_path
 from ..errors import DownloadError, InvalidInputError, UnsupportedSchemeError
 from ..freshness import ObjectAttrs, attrs_from_headers
 from ..names import join_inside, redact
@@ -56,6 +55,7 @@ from ._common import (
     is_current,
     keeping,
     names_a_folder,
+    place,
     trusted,
     verify_cached,
 )
@@ -404,8 +404,7 @@ def ais_download(
     ...     print(os.path.basename(path), open(path).read().splitlines())
     t.csv ['a,b', '1,2']
     """
-    where = local_path(local_filepath, "local_filepath")  # file:// is its path
-    return fetch_ais(uri, where, transfer_options(locals(), **options)).path
+    return place(uri, local_filepath, transfer_options(locals(), **options), fetch_ais)
 
 
 def _entry_attrs(entry: Mapping[str, Any], source: str) -> ObjectAttrs:

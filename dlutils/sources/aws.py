@@ -16,7 +16,6 @@ from typing import Any
 
 from .._version import __version__
 from ..checksums import parse_checksum
-from ..destinations import local_path
 from ..errors import IncompleteDownloadError, InvalidInputError, RemoteChangedError, UnsafePathError
 from ..freshness import Manifest, ObjectAttrs, attrs_from_headers
 from ..limits import parse_timeout
@@ -35,6 +34,7 @@ from ._common import (
     is_current,
     keeping,
     names_a_folder,
+    place,
     record,
     trusted,
     verify_cached,
@@ -593,8 +593,8 @@ bucket_name= and key=; got bucket_name='my-bucket' and no key
     >>> aws_download("s3://noaa-ghcn-pds/csv/by_year/1763.csv")  # doctest: +SKIP
     '1763.csv'
     """
-    where = local_path(local_filepath, "local_filepath")  # file:// is its path
-    return fetch_s3(_uri_of(uri, bucket_name, key), where, transfer_options(locals())).path
+    options = transfer_options(locals())
+    return place(_uri_of(uri, bucket_name, key), local_filepath, options, fetch_s3)
 
 
 def _uri_of(uri: Any, bucket_name: Any, key: Any) -> str:

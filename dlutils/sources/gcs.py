@@ -17,7 +17,6 @@ from urllib.parse import quote, urlencode
 import requests
 
 from ..checksums import b64_to_hex, parse_checksum
-from ..destinations import local_path
 from ..errors import (
     DownloadError,
     IncompleteDownloadError,
@@ -48,6 +47,7 @@ from ._common import (
     is_current,
     keeping,
     names_a_folder,
+    place,
     record,
     trusted,
     verify_cached,
@@ -452,8 +452,7 @@ bucket_name= and key=; got uri=None, bucket_name='my-bucket', key=None
                 f"got uri={uri!r}, bucket_name={bucket_name!r}, key={key!r}"
             )
         uri = f"gs://{bucket_name}/{key}"
-    where = local_path(local_filepath, "local_filepath")  # file:// is its path
-    return fetch_gcs(uri, where, options).path
+    return place(uri, local_filepath, options, fetch_gcs)
 
 
 def fetch_gcs(
