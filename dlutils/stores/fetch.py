@@ -1,6 +1,11 @@
-"""Stream one http(s) object straight into an object store: verified, then made visible.
+"""Stream one object straight into an object store: verified, then made visible.
 
-The bytes go from the response to the store as they arrive (no local copy): into a
+An http(s) link is opened here (conditional requests decide a re-run); any other link
+(``s3://``, ``gs://``, ``ais://``, ``hf://``) by its own source, through the
+:class:`~dlutils.transfer.Remote` that source builds for local files too
+(:func:`dlutils.sources.source_object`), its freshness decided by comparing the listing's
+or one HEAD's attributes with the store's record, as the local path compares them with
+the folder's manifest. The bytes go from the response to the store as they arrive (no local copy): into a
 multipart upload on S3, a hidden key elsewhere (:mod:`dlutils.stores.objects`). Every
 claim of the server is checked as the engine does for local files (a body never runs
 past its size, a range answer must belong to the version the upload is pinned to,
@@ -62,9 +67,11 @@ _RECORDED = ("sha256", "md5", "crc32c")
 
 
 def fetch_to_store(link: str, url: str, options: TransferOptions | None = None) -> Fetched:
-    """Fetch the http(s) object ``link`` into the store object ``url`` (a folder if it ends in /).
+    """Fetch the object ``link`` into the store object ``url`` (a folder if it ends in /).
 
-    ``options`` holds :func:`dlutils.http_download`'s keywords (default: its defaults). An
+    ``link`` is an http(s), ``s3://``, ``gs://``, ``ais://`` or ``hf://`` link.
+    ``options`` holds the source's keywords (default: their defaults; ``remote_attrs``
+    from a listing spares the HEAD), ``storage_options`` the store's filesystem's. An
     object of at least ``segment_threshold`` bytes goes into S3 as parts over up to
     ``segments`` connections (at most :data:`dlutils.stores.parts.MAX_CONNECTIONS`)
     unless a checksum is given. An :class:`~dlutils.transfer.AbortEvent` as ``abort``
