@@ -3,15 +3,16 @@
 An http(s) link is opened here (conditional requests decide a re-run); any other link
 (``s3://``, ``gs://``, ``ais://``, ``hf://``) by its own source, through the
 :class:`~dlutils.transfer.Remote` that source builds for local files too
-(:func:`dlutils.sources.source_object`), its freshness decided by comparing the listing's
-or one HEAD's attributes with the store's record, as the local path compares them with
-the folder's manifest. The bytes go from the response to the store as they arrive (no
-local copy): into a multipart upload on S3, a hidden key elsewhere
-(:mod:`dlutils.stores.objects`). Every claim of the server is checked as the engine
-does for local files (a body never runs past its size, a range answer must belong to
-the version the upload is pinned to, a given size and checksum must hold) before the object appears under its final key;
-on any failure the upload is discarded, nothing is left under the final key and no
-multipart upload stays open. Only an abort keeps the parts sent, for a later run.
+(:func:`dlutils.sources.source_object`), its freshness decided by comparing the
+listing's or one HEAD's attributes with the store's record, as the local path compares
+them with the folder's manifest. The bytes go from the response to the store as they
+arrive (no local copy): into a multipart upload on S3, a hidden key elsewhere
+(:mod:`dlutils.stores.objects`). Every claim of the server is checked as the engine does
+for local files (a body never runs past its size, a range answer must belong to the
+version the upload is pinned to, a given size and checksum must hold) before the object
+appears under its final key; on any failure the upload is discarded, nothing is left
+under the final key and no multipart upload stays open. Only an abort keeps the parts
+sent, for a later run.
 
 An S3 object of at least ``segment_threshold`` bytes, with no checksum to compute,
 goes as parts over several connections instead (:mod:`dlutils.stores.parts`).
