@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import multiprocessing
 import os
 import pickle
 import subprocess
@@ -261,9 +262,16 @@ def test_storage_options_reach_s3fs_and_never_show(s3, moto_server, monkeypatch,
         json.dumps(status.to_dict(), default=str),
         caplog.text,
     ]
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(1, mp_context=spawn) as pool:  # it travels to other processes,
+        check_sendable(job._opts.transfer(), pool)  # where no AWS_ENDPOINT_URL is set either
+        far = Job.backend(s3.uri(""), s3.uri("far/"), prefix="o.", executor=pool,
+                          endpoint_url=moto_server.url, storage_options=options)  # fmt: skip
+        done = far.start().wait(120)
+    assert (done.finished, done.errors) == (1, 0), done.download_errors
+    assert sha(s3_bytes(s3, "far/o.bin")) == sha(data)
+    shown.append(json.dumps(done.to_dict(), default=str) + far.description + caplog.text)
     assert all(secret not in text for text in shown)
-    with ProcessPoolExecutor(1) as executor:  # it travels to workers of other processes
-        check_sendable(job._opts.transfer(), executor)
     assert pickle.loads(pickle.dumps(src.replace(storage_options=options))).storage_options == (
         options
     )
