@@ -25,7 +25,7 @@ from ..errors import DownloadAborted, InvalidInputError, JobStateError, UnsafePa
 from ..freshness import Manifest
 from ..limits import TokenBucket
 from ..names import redact, redact_text
-from ..options import Options, make_options, runs_here
+from ..options import Options, dask_client, make_options, runs_here
 from ..progress import Callback, TqdmCallback
 from ..sources import fetch
 from ..transfer import MAX_SEGMENTS, AbortEvent, Fetched
@@ -282,7 +282,10 @@ class Job:
             if self._state is not State.PENDING:
                 raise JobStateError(f"job {self.id} was already started ({self._state.value})")
             if not runs_here(self._opts.executor):  # what cannot travel, named before it starts
-                check_sendable(self._opts.transfer(), self._opts.executor)
+                sent = self._opts.transfer(make_session=False)
+                check_sendable(
+                    {**sent, "session_factory": self._opts.session_factory}, self._opts.executor
+                )
             self._state = State.RUNNING
             self._started = time.time()
         log.info("job %s started: %s", self.id, self.description)
@@ -293,6 +296,11 @@ class Job:
 
     def _run(self) -> None:
         opts = self._opts
+        client = dask_client(opts.executor)
+        if client is not None:  # batches on a Dask cluster: see dlutils.jobs.cluster
+            from .cluster import run_on_cluster
+
+            return run_on_cluster(self, client)
         own = opts.executor is None
         workers = opts.connections or DEFAULT_WORKERS
         executor = opts.executor or ThreadPoolExecutor(workers, thread_name_prefix=self.id)
@@ -308,7 +316,7 @@ class Job:
         common = {
             # Elsewhere (other processes) no budget reaches: one connection per object.
             **({"segments": 1} if opts.connections and not live else {}),
-            **opts.transfer(),
+            **opts.transfer(make_session=live),
             "timeout": _transport_timeout(opts.timeout),
             "manifest": manifest,
         }

@@ -1,0 +1,675 @@
+"""A job on a Dask cluster: batches of objects, live reports, abort and limits across it.
+
+Given a ``distributed.Client`` (or its ``get_executor()``) as ``executor``, a
+:class:`~dlutils.Job` runs here instead of on its thread pool:
+
+* **batches** of objects, sized to the cluster (several per worker thread), go out as
+  tasks named ``dlutils-<job id>-batch-<n>`` (what the dashboard shows: never a link);
+  at most two per worker thread are in flight. A batch fetches its objects through
+  :func:`dlutils.sources.fetch` with the job's options and ``dest`` as given, over a few
+  threads of its own;
+* **reports**: each worker process sends, every quarter second, what its batches did
+  (bytes so far, objects done) as a Dask event (``log_event``) on the topic
+  ``dlutils-<job id>``; the client counts each object once, by its place in its batch,
+  whatever runs of a batch report it;
+* **control**: the client keeps a Dask ``Variable`` ``dlutils-<job id>-control`` with a
+  heartbeat and the abort flag; each worker process polls it (4 times a second) and sets
+  the engine's :class:`~dlutils.transfer.AbortEvent` on abort, when the variable is
+  gone, or when the heartbeat stops for :data:`STALE_AFTER` seconds (a dead client);
+* **limits**: ``connections`` is a Dask ``Semaphore`` of that many leases, one per
+  request in flight anywhere (extra ranges of big files included); ``bytes_per_hour`` is
+  split fairly: at most one batch per worker thread runs, each with a token bucket of an
+  equal share of the rate, so the sum never exceeds it;
+* **records** (:mod:`dlutils.jobs.records`): one file per batch under the destination's
+  ``.dlutils-records`` folder, which every worker must see: checked before the job starts.
+
+``distributed`` is imported by nothing here until a client is given.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import secrets
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..budget import ConnectionBudget
+from ..errors import DownloadAborted, DownloadError, InvalidInputError
+from ..limits import TokenBucket
+from ..progress import Callback
+from ..sources import fetch
+from ..transfer import MAX_SEGMENTS, AbortEvent, Fetched
+from .elsewhere import client_environment, environment
+from .records import FOLDER, BatchRecords, RecordsView
+from .runner import (
+    _describe,
+    _raise_if_unusable,
+    _task_extras,
+    _transport_timeout,
+)
+from .status import State, TaskInfo
+from .tasks import _Task
+
+__all__ = ["run_on_cluster", "check_shared", "workers_missing"]
+
+log = logging.getLogger("dlutils")
+
+#: Objects of one batch, at most.
+BATCH_MAX = 500
+#: Objects of one batch when the total is not known yet (a listing).
+BATCH_LISTED = 100
+#: Batches each worker thread should get, at least, when the total is known.
+BATCHES_PER_THREAD = 4
+#: Objects a batch fetches at once (each on a thread of its own in the worker).
+LANES = 4
+#: Seconds between a worker's reports, and between its looks at the control variable.
+REPORT_EVERY = 0.25
+#: Seconds between the client's heartbeats.
+BEAT_EVERY = 1.0
+#: Seconds without a heartbeat after which workers stop the job's batches (client gone).
+STALE_AFTER = 15.0
+
+
+@dataclass(frozen=True)
+class _Spec:
+    """What every batch of one job needs: sent with each batch (a few hundred bytes)."""
+
+    job_id: str
+    root: str
+    common: dict[str, Any]
+    big_common: dict[str, Any]
+    settings: dict[str, str]
+    time_limit: float | None
+    lanes: int
+    connections: int | None
+    rate: float | None  # bytes/s of each batch (a fair share), None: no limit
+    session_factory: Any = None
+    control: str = ""
+    semaphore: str = ""
+    topic: str = ""
+
+
+# --------------------------------------------------------------------------- client side
+
+
+def cluster_threads(client: Any) -> dict[str, int]:
+    """Worker address -> threads, of the workers connected now."""
+    return dict(client.nthreads())
+
+
+def workers_missing(client: Any, marker: str, token: str) -> dict[str, str]:
+    """The workers that do not see the file ``marker`` holding ``token``: address -> why."""
+    answers = client.run(_read_marker, marker)
+    return {addr: why for addr, got in answers.items() if (why := _compare(got, token))}
+
+
+def _compare(got: str, token: str) -> str:
+    if got == token:
+        return ""
+    return got if got.startswith("cannot") else "sees another file there"
+
+
+def _read_marker(marker: str) -> str:
+    try:
+        with open(marker, encoding="utf-8") as fh:
+            return fh.read()
+    except OSError as exc:
+        return f"cannot read it ({type(exc).__name__})"
+
+
+def check_shared(client: Any, root: str, job_id: str) -> None:
+    """Refuse a destination some worker does not see as the client does, naming them.
+
+    The client writes a marker file of random content in ``root``'s records folder and
+    every worker must read it back; a worker on another host without the shared
+    filesystem (or with another one mounted there) cannot.
+    """
+    folder = os.path.join(root, FOLDER)
+    os.makedirs(folder, exist_ok=True)
+    marker = os.path.join(folder, f"{job_id}-probe")
+    token = secrets.token_hex(16)
+    with open(marker, "w", encoding="utf-8") as fh:
+        fh.write(token)
+    try:
+        missing = workers_missing(client, marker, token)
+    finally:
+        os.unlink(marker)
+    if missing:
+        named = "; ".join(f"{addr}: {why}" for addr, why in sorted(missing.items()))
+        raise InvalidInputError(
+            f"dest {root!r} is not the same folder on every worker of the cluster ({named}): "
+            "give a folder on a filesystem every worker mounts at the same path"
+        )
+
+
+def _batches(tasks: Iterator[_Task], size: int) -> Iterator[list[_Task]]:
+    batch: list[_Task] = []
+    for task in tasks:
+        if task.big:  # alone, with its segments: one worker's connections
+            yield [task]
+            continue
+        batch.append(task)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def batch_size(total: int | None, threads: int) -> int:
+    """Objects per batch: several batches per worker thread, at most :data:`BATCH_MAX`.
+
+    Examples
+    --------
+    >>> batch_size(500, 4), batch_size(None, 4), batch_size(10**6, 64)
+    (32, 100, 500)
+    """
+    if total is None:
+        return BATCH_LISTED
+    return max(1, min(BATCH_MAX, math.ceil(total / (threads * BATCHES_PER_THREAD))))
+
+
+@dataclass
+class _Counting:
+    """The client's counts of one batch: which places were counted, bytes per run."""
+
+    tasks: list[_Task]
+    counted: set[int] = field(default_factory=set)
+    received: dict[tuple[int, str], int] = field(default_factory=dict)  # (place, run) -> bytes
+
+
+class _ClusterRun:
+    def __init__(self, job: Any, client: Any):
+        self.job = job
+        self.client = client
+        self.batches: dict[int, _Counting] = {}
+        self.inflight = 0
+        self.cond = threading.Condition(job._lock)
+
+    # -- reports from the workers (on the client's event loop)
+
+    def on_event(self, event: Any) -> None:
+        try:
+            _, msg = event
+            self._report(msg)
+        except Exception:  # noqa: BLE001 - a bad report must not stop the client's loop
+            log.exception("job %s: a report from a worker could not be read", self.job.id)
+
+    def _report(self, msg: Mapping[str, Any]) -> None:
+        job = self.job
+        with job._lock:
+            for index, place, run, name, done, total in msg.get("current", ()):
+                counting = self.batches.get(index)
+                if counting is None or place in counting.counted:
+                    continue
+                before = counting.received.get((place, run), 0)
+                if done > before:
+                    counting.received[(place, run)] = done
+                    job._bytes += done - before
+                    job._bar_bytes(expected=done - before, received=done - before)
+                job._current[name] = [name, done, total]
+            for index, place, run, name, skipped, size, received in msg.get("done", ()):
+                self._count_done(index, place, run, name, skipped, size, received)
+
+    def _count_done(
+        self, index: int, place: int, run: str, name: str, skipped: bool, size: Any, got: int
+    ) -> None:
+        """Count one object placed (hold the job's lock); a second report of it is ignored."""
+        job = self.job
+        counting = self.batches.get(index)
+        if counting is None or place in counting.counted:
+            return
+        counting.counted.add(place)
+        before = counting.received.pop((place, run), 0)
+        if got > before:
+            job._bytes += got - before
+            job._bar_bytes(expected=got - before, received=got - before)
+        job._finished_cnt += 1
+        job._skipped += bool(skipped)
+        job._current.pop(name, None)
+        job._recent.append(TaskInfo(name, size or 0, size))
+
+    # -- batch results
+
+    def batch_done(self, index: int, future: Any) -> None:
+        job = self.job
+        try:
+            outcome = None if future.cancelled() else future.exception()
+            results = future.result() if outcome is None and not future.cancelled() else None
+        except BaseException as exc:  # noqa: BLE001 - cancelled, or lost with its worker
+            outcome, results = exc, None
+        with job._lock:
+            counting = self.batches.pop(index)
+            for place, task in enumerate(counting.tasks):
+                if place in counting.counted:
+                    continue
+                job._current.pop(task.name, None)
+                if results is None:
+                    if job._abort.is_set():
+                        job._scheduled -= 1
+                    else:
+                        job._errors += 1
+                        message = _describe(outcome or DownloadError("batch cancelled"), task.link)
+                        job._download_errors.append((task.name, message))
+                    continue
+                kind, *rest = results[place]
+                if kind == "done":
+                    skipped, size, received, run = rest
+                    self.batches[index] = counting  # _count_done looks it up
+                    self._count_done(index, place, run, task.name, skipped, size, received)
+                    del self.batches[index]
+                elif kind == "aborted":
+                    job._scheduled -= 1
+                else:
+                    job._errors += 1
+                    job._download_errors.append((task.name, rest[0]))
+            self.inflight -= 1
+            self.cond.notify_all()
+
+    # -- the run
+
+    def run(self) -> None:
+        job, client, opts = self.job, self.client, self.job._opts
+        from distributed import Semaphore, Variable
+
+        root = os.path.join(job._cwd, job.dest or ".")
+        root = os.path.abspath(root)
+        nthreads = cluster_threads(client)
+        threads = sum(nthreads.values())
+        if not threads:
+            raise DownloadError(
+                f"the Dask cluster of executor={type(opts.executor).__name__} has no workers"
+            )
+        check_shared(client, root, job.id)
+        view = RecordsView(root, job.id)
+        limited = bool(opts.bytes_per_hour)
+        window = threads if limited else 2 * threads
+        lanes = min(LANES, opts.connections) if opts.connections else LANES
+        spec = self._spec(root, lanes, window)
+        control = Variable(spec.control, client=client)
+        control.set({"beat": 0, "abort": False})
+        semaphore = (
+            Semaphore(max_leases=opts.connections, name=spec.semaphore, scheduler_rpc=None)
+            if opts.connections
+            else None
+        )
+        client.subscribe_topic(spec.topic, self.on_event)
+        beat = threading.Thread(
+            target=self._beat, args=(control,), name=f"{job.id}-beat", daemon=True
+        )
+        stop_beat = self.stop_beat = threading.Event()
+        beat.start()
+        size = batch_size(job._total, threads)
+        log.info(
+            "job %s on %d Dask worker threads: batches of %d, %d in flight, %d at once each",
+            job.id,
+            threads,
+            size,
+            window,
+            lanes,
+        )
+        try:
+            for index, batch in enumerate(_batches(job._tasks(), size)):
+                with job._lock:
+                    while self.inflight >= window and not job._abort.is_set():
+                        self.cond.wait(0.2)
+                    if job._abort.is_set():
+                        break
+                    self.inflight += 1
+                    job._scheduled += len(batch)
+                    self.batches[index] = _Counting(batch)
+                    for task in batch:
+                        job._current[task.name] = [task.name, 0, task.size]
+                items = [(task, *self._known(view, root, task)) for task in batch]
+                future = client.submit(
+                    run_batch,
+                    spec,
+                    index,
+                    items,
+                    key=f"dlutils-{job.id}-batch-{index}",
+                    pure=False,
+                )
+                future.add_done_callback(lambda f, i=index: self.batch_done(i, f))
+            else:
+                with job._lock:
+                    job._all_dispatched = True
+                    if job._total is None:
+                        job._total = job._scheduled
+            with job._lock:
+                while self.inflight:
+                    self.cond.wait(0.5)
+            complete = job._all_dispatched and not job._abort.is_set()
+            if complete and job._sync is not None:
+                view = RecordsView(root, job.id)  # what the batches wrote
+                try:
+                    job._sync(job, view)
+                except Exception as exc:
+                    log.exception("job %s could not synchronise", job.id)
+                    with job._lock:
+                        job._errors += 1
+                        job._download_errors.append(("<sync>", _describe(exc, "")))
+        finally:
+            stop_beat.set()
+            beat.join()
+            view.close()
+            try:
+                client.unsubscribe_topic(spec.topic)
+            except Exception:  # noqa: BLE001 - the cluster may be gone
+                pass
+            try:
+                control.delete()
+            except Exception:  # noqa: BLE001
+                pass
+            if semaphore is not None:
+                try:
+                    semaphore.close()
+                except Exception:  # noqa: BLE001
+                    pass
+
+    def _known(self, view: RecordsView, root: str, task: _Task) -> tuple[Any, Any]:
+        try:
+            key = os.path.relpath(os.path.join(root, task.path), root).replace(os.sep, "/")
+        except ValueError:
+            return None, None
+        return view.known(key), view.partials.get(key)
+
+    def _spec(self, root: str, lanes: int, window: int) -> _Spec:
+        job, opts = self.job, self.job._opts
+        common = {
+            **opts.transfer(make_session=False),
+            "timeout": _transport_timeout(opts.timeout),
+        }
+        common.pop("session", None)
+        big_common = {**common, "segments": max(2, opts.segments or MAX_SEGMENTS)}
+        if job._blob_threshold is not None:
+            big_common["segment_threshold"] = max(1, job._blob_threshold)
+        rate = opts.bytes_per_hour / 3600 / window if opts.bytes_per_hour else None
+        return _Spec(
+            job_id=job.id,
+            root=root,
+            common=common,
+            big_common=big_common,
+            settings=client_environment(),
+            time_limit=opts.timeout,
+            lanes=lanes,
+            connections=opts.connections,
+            rate=rate,
+            session_factory=opts.session_factory,
+            control=f"dlutils-{job.id}-control",
+            semaphore=f"dlutils-{job.id}-connections",
+            topic=f"dlutils-{job.id}",
+        )
+
+    def _beat(self, control: Any) -> None:
+        """The heartbeat, and the abort flag as soon as the job is aborted."""
+        count, aborted = 0, False
+        next_beat = 0.0
+        while not self.stop_beat.is_set():
+            now = time.monotonic()
+            if self.job._abort.is_set() and not aborted:
+                aborted = True
+                next_beat = 0.0
+            if now >= next_beat:
+                count += 1
+                try:
+                    control.set({"beat": count, "abort": aborted})
+                except Exception:  # noqa: BLE001 - the cluster is going: the batches say so
+                    log.debug("job %s: cannot reach the scheduler", self.job.id, exc_info=True)
+                next_beat = now + BEAT_EVERY
+            self.stop_beat.wait(0.05)
+
+
+def run_on_cluster(job: Any, client: Any) -> None:
+    """Run ``job`` on the cluster of ``client``; counts, ends and reports it as the runner does."""
+    where = "<cluster>"
+    try:
+        _ClusterRun(job, client).run()
+    except Exception as exc:
+        log.exception("job %s could not run on the cluster", job.id)
+        with job._lock:
+            job._errors += 1
+            job._download_errors.append((where, _describe(exc, "")))
+    finally:
+        with job._lock:
+            job._current.clear()
+            job._state = State.ABORTED if job._abort.is_set() else State.FINISHED
+            job._finished = time.time()
+        job._close_bar()
+        job._log_end()
+        job._done.set()
+
+
+# --------------------------------------------------------------------------- worker side
+
+
+class _SharedBudget(ConnectionBudget):
+    """The job's ``connections`` across the cluster: a lease of a Dask ``Semaphore`` each."""
+
+    def __init__(self, semaphore: Any, slots: int):
+        super().__init__(slots)
+        self._semaphore = semaphore
+
+    def try_acquire(self) -> bool:
+        return bool(self._semaphore.acquire(timeout=0))
+
+    def acquire(self, abort: threading.Event | None = None) -> None:
+        while not self._semaphore.acquire(timeout=0.2):
+            if abort is not None and abort.is_set():
+                raise DownloadAborted("aborted while waiting for a free connection")
+
+    def release(self) -> None:
+        self._semaphore.release()
+
+
+class _Context:
+    """One job in one worker process: its abort event, budget, and the reports to send."""
+
+    def __init__(self, spec: _Spec):
+        from distributed import Semaphore, Variable, get_client, get_worker
+
+        self.spec = spec
+        self.worker = get_worker()
+        client = get_client()
+        self.control = Variable(spec.control, client=client)
+        self.abort = AbortEvent()
+        self.budget = (
+            _SharedBudget(
+                Semaphore(max_leases=spec.connections, name=spec.semaphore),
+                spec.connections,
+            )
+            if spec.connections
+            else None
+        )
+        self.lock = threading.Lock()
+        self.current: dict[tuple[int, int, str], list[Any]] = {}
+        self.done: list[list[Any]] = []
+        self.running = 0
+        self.idle_since: float | None = None
+        self.why = ""
+        self._look()  # an abort already set: no transfer starts
+        self.thread = threading.Thread(target=self._loop, name=f"{spec.job_id}-watch", daemon=True)
+        self.thread.start()
+
+    def _look(self, last: list[Any] | None = None) -> None:
+        """Read the control variable; set the abort when told, or when the client is gone."""
+        try:
+            state = self.control.get(timeout=1.0)
+        except Exception:  # noqa: BLE001 - gone (the job ended, or its client died)
+            state = None
+        if state is None:
+            self._stop("the job's client is gone")
+            return
+        if state.get("abort"):
+            self._stop("aborted")
+        if last is not None:
+            now = time.monotonic()
+            if state.get("beat") != last[0]:
+                last[0], last[1] = state.get("beat"), now
+            elif now - last[1] > STALE_AFTER:
+                self._stop(f"no heartbeat from the job's client for {STALE_AFTER:.0f} s")
+
+    def _stop(self, why: str) -> None:
+        if not self.abort.is_set():
+            self.why = why
+            log.warning("job %s: %s; stopping its transfers here", self.spec.job_id, why)
+            self.abort.set()
+
+    def _loop(self) -> None:
+        last: list[Any] = [None, time.monotonic()]
+        while True:
+            self.send()
+            with _CONTEXTS_LOCK, self.lock:
+                if self.running == 0 and (
+                    self.abort.is_set() or time.monotonic() - (self.idle_since or 0) > 5.0
+                ):
+                    if _CONTEXTS.get(self.spec.job_id) is self:
+                        del _CONTEXTS[self.spec.job_id]
+                    return
+            self._look(last)
+            time.sleep(REPORT_EVERY)
+
+    def send(self) -> None:
+        with self.lock:
+            current = [[*key, *entry] for key, entry in self.current.items()]
+            done, self.done = self.done, []
+        if current or done:
+            msg = {"current": current, "done": done}
+            try:
+                self.worker.log_event(self.spec.topic, msg)
+            except Exception:  # noqa: BLE001 - the batch's result carries it all anyway
+                log.debug("job %s: cannot send a report", self.spec.job_id, exc_info=True)
+
+
+_CONTEXTS: dict[str, _Context] = {}
+_CONTEXTS_LOCK = threading.Lock()
+
+
+def _context(spec: _Spec) -> _Context:
+    with _CONTEXTS_LOCK:
+        ctx = _CONTEXTS.get(spec.job_id)
+        if ctx is None:
+            ctx = _CONTEXTS[spec.job_id] = _Context(spec)
+        with ctx.lock:
+            ctx.running += 1
+        return ctx
+
+
+class _Progress(Callback):
+    """One object's bytes, into its worker's next report."""
+
+    def __init__(self, ctx: _Context, key: tuple[int, int, str], name: str, size: Any):
+        self.ctx, self.key = ctx, key
+        self.entry = [name, 0, size]
+        with ctx.lock:
+            ctx.current[key] = self.entry
+
+    def set_size(self, size: int | None) -> None:
+        self.entry[2] = size
+
+    def update(self, nbytes: int) -> None:
+        self.entry[1] += nbytes
+
+
+def run_batch(spec: _Spec, index: int, items: list[tuple[_Task, Any, Any]]) -> list[tuple]:
+    """A batch on a worker: fetch each object, record it, report it; never raises per object.
+
+    Returns one tuple per object, in order: ``("done", skipped, size, received, run)``,
+    ``("error", message)`` or ``("aborted",)``.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    ctx = _context(spec)
+    run = secrets.token_hex(4)
+    known: dict[Any, Any] = {}
+    for task, record, partial in items:
+        full = task.path if os.path.isabs(task.path) else os.path.join(spec.root, task.path)
+        key = os.path.relpath(full, spec.root).replace(os.sep, "/")
+        if record is not None:
+            known[key] = record
+        if partial is not None:
+            known[("partial", key)] = partial
+    records = BatchRecords(spec.root, f"{spec.job_id}-b{index:06d}", run, known)
+    limiter = TokenBucket(spec.rate) if spec.rate else None
+    session_local = threading.local()
+
+    def one(place: int) -> tuple:
+        task = items[place][0]
+        path = task.path if os.path.isabs(task.path) else os.path.join(spec.root, task.path)
+        if ctx.abort.is_set():
+            return ("aborted",)
+        earlier = records.placed_earlier(path)
+        if earlier is not None:  # placed by a run of this batch that died: no request
+            result = (
+                (True, earlier["size"], 0)
+                if earlier.get("skipped")
+                else (False, earlier["size"], int(earlier.get("received", 0)))
+            )
+            records.commit(path, result[0], result[2])
+            with ctx.lock:
+                ctx.done.append([index, place, run, task.name, *result])
+            return ("done", *result, run)
+        progress = _Progress(ctx, (index, place, run), task.name, task.size)
+        abort = AbortEvent(ctx.abort, time_limit=spec.time_limit)
+        held = None
+        try:
+            _raise_if_unusable(task)
+            held = ctx.budget.hold(abort) if ctx.budget is not None else None
+            options = dict(spec.big_common if task.big else spec.common)
+            if spec.session_factory is not None:
+                if getattr(session_local, "session", None) is None:
+                    session_local.session = spec.session_factory()
+                options["session"] = session_local.session
+            fetched: Fetched = fetch(
+                task.link,
+                path,
+                **options,
+                **_task_extras(task),
+                manifest=records,
+                progress=progress,
+                abort=abort,
+                limiter=limiter,
+            )
+        except DownloadAborted:
+            if ctx.abort.is_set():
+                return ("aborted",)
+            return ("error", _describe(DownloadAborted(ctx.why or "aborted"), task.link))
+        except Exception as exc:  # noqa: BLE001 - the object's error, reported with it
+            return ("error", _describe(exc, task.link))
+        finally:
+            if held is not None:
+                held.close()
+            abort.close()
+            with ctx.lock:
+                ctx.current.pop((index, place, run), None)
+        records.commit(path, fetched.skipped, fetched.received)
+        result = (fetched.skipped, fetched.size, fetched.received)
+        with ctx.lock:
+            ctx.done.append([index, place, run, task.name, *result])
+        return ("done", *result, run)
+
+    try:
+        with environment(spec.settings):
+            lanes = min(spec.lanes, len(items))
+            if lanes <= 1:
+                results = [one(place) for place in range(len(items))]
+            else:
+                with ThreadPoolExecutor(
+                    lanes, thread_name_prefix=f"{spec.job_id}-b{index}"
+                ) as pool:
+                    results = list(pool.map(one, range(len(items))))
+        if any(r[0] == "aborted" for r in results):
+            records.abandon()
+        else:
+            records.close()
+        return results
+    finally:
+        ctx.send()
+        with _CONTEXTS_LOCK, ctx.lock:
+            ctx.running -= 1
+            if ctx.running == 0:
+                ctx.idle_since = time.monotonic()

@@ -1,0 +1,356 @@
+"""Records of a cluster job, one small file per batch, beside the data: no SQLite, no locks.
+
+The SQLite manifest (:class:`dlutils.freshness.Manifest`) is written by one process at a
+time and wants WAL, which network filesystems do not give. A job on a Dask cluster keeps
+its records under :data:`FOLDER` in the destination instead:
+
+* each run of a batch appends one JSON line per object it placed (its attributes, the
+  file's size and mtime in ns, the bytes received) to a log of its own,
+  ``<job>-b<batch>-<attempt>.jsonl``: one writer per file, one ``write`` per line, so a
+  worker killed mid-line leaves at most a line cut short, which readers skip;
+* when the batch ends the worker writes its record, ``<job>-b<batch>.json``, whole
+  (temporary file, then rename) and deletes its logs.
+
+A batch run again by Dask (its worker died) reads what an earlier run placed and does
+not fetch it again; a new job reads every record (:func:`read_records`) and judges the
+files as the manifest would: a record holds while the file keeps the size and mtime it
+had when recorded. :class:`BatchRecords` is what the engine writes to on a worker, and
+:class:`RecordsView` what a synchronising job reads and deletes through on the client.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import stat
+from collections.abc import Iterator, Mapping
+from pathlib import PurePath
+from typing import Any
+
+from ..errors import UnsafePathError
+from ..freshness import Manifest, ObjectAttrs
+from ..workfiles import open_working_file
+
+__all__ = ["FOLDER", "BatchRecords", "RecordsView", "read_records"]
+
+log = logging.getLogger("dlutils")
+
+#: The hidden folder of records, directly in the destination.
+FOLDER = ".dlutils-records"
+
+
+def _relative(root: str, path: str | os.PathLike) -> str:
+    full = os.path.normpath(os.path.join(root, os.fspath(path)))
+    rel = os.path.relpath(full, root)
+    if rel == os.curdir or rel == os.pardir or rel.startswith(os.pardir + os.sep):
+        raise UnsafePathError(f"path {os.fspath(path)!r} is not a file under {root!r}")
+    return PurePath(rel).as_posix()
+
+
+def _valid(root: str, key: str, entry: Mapping[str, Any]) -> bool:
+    try:
+        st = os.stat(os.path.join(root, key))
+    except OSError:
+        return False
+    return (
+        stat.S_ISREG(st.st_mode)
+        and st.st_size == entry.get("size")
+        and st.st_mtime_ns == entry.get("mtime_ns")
+    )
+
+
+def _lines(path: str) -> Iterator[dict[str, Any]]:
+    """The whole JSON lines of a log; a line cut short by a killed writer is skipped."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:
+                if line.endswith("\n"):
+                    try:
+                        yield json.loads(line)
+                    except ValueError:
+                        continue
+    except OSError:
+        return
+
+
+def _apply(state: dict[str, dict[str, Any]], partials: dict[str, Any], line: Mapping) -> None:
+    kind = line.get("kind")
+    key = line.get("key")
+    if not isinstance(key, str):
+        return
+    if kind == "object":
+        state[key] = line
+        partials.pop(key, None)
+    elif kind == "forget":
+        state.pop(key, None)
+        partials.pop(key, None)
+    elif kind == "partial":
+        partials[key] = line.get("info")
+    elif kind == "drop-partial":
+        partials.pop(key, None)
+
+
+def _read_file(path: str) -> list[dict[str, Any]]:
+    if path.endswith(".jsonl"):
+        return list(_lines(path))
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError):
+        return []
+    return list(data.get("lines", ())) if isinstance(data, dict) else []
+
+
+def read_records(root: str | os.PathLike) -> tuple[dict[str, dict], dict[str, dict]]:
+    """Every object record and partial-download state under ``root``'s :data:`FOLDER`.
+
+    Returns ``(objects, partials)``, each keyed by the path relative to ``root`` (``/``
+    separators). Files are read oldest first, so a later record of a path wins. An
+    object record is a dict with ``attrs``, ``size``, ``mtime_ns``, ``received``,
+    ``skipped``; whether the file still matches it is for the reader to check
+    (:meth:`RecordsView.get` does).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as root:
+    ...     read_records(root)
+    ({}, {})
+    """
+    folder = os.path.join(os.fspath(root), FOLDER)
+    try:
+        names = [e for e in os.scandir(folder) if e.name.endswith((".json", ".jsonl"))]
+    except OSError:
+        return {}, {}
+    names.sort(key=lambda e: (e.stat().st_mtime_ns, e.name))
+    objects: dict[str, dict] = {}
+    partials: dict[str, dict] = {}
+    for entry in names:
+        for line in _read_file(entry.path):
+            _apply(objects, partials, line)
+    return objects, partials
+
+
+class BatchRecords:
+    """What the engine records through while a worker runs one batch (a manifest's role).
+
+    Parameters
+    ----------
+    root : str
+        The destination folder (absolute, seen alike by every worker).
+    name : str
+        The batch's record name, ``<job>-b<batch>``.
+    attempt : str
+        This run of the batch (a Dask recomputation is another attempt).
+    known : mapping
+        Records from before this job (``key -> record``, see :func:`read_records`) and
+        partial states (``("partial", key) -> info``) for the batch's objects.
+    """
+
+    def __init__(self, root: str, name: str, attempt: str, known: Mapping[Any, Any]):
+        self.root = root
+        self.folder = os.path.join(root, FOLDER)
+        self.name = name
+        self.attempt = attempt
+        self._known = dict(known)
+        os.makedirs(self.folder, exist_ok=True)
+        # what earlier runs of this very batch placed (a worker died under them)
+        self.earlier: dict[str, dict] = {}
+        partials: dict[str, dict] = {}
+        for path in self._own_files():
+            for line in _read_file(path):
+                _apply(self.earlier, partials, line)
+        self._partials = partials
+        self._objects: dict[str, dict] = {}
+        self._lines: list[dict] = []
+        log_path = os.path.join(self.folder, f"{name}-{attempt}.jsonl")
+        self._fd = open_working_file(
+            log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, what="batch record"
+        )
+
+    def _own_files(self) -> list[str]:
+        try:
+            entries = [
+                e
+                for e in os.scandir(self.folder)
+                if e.name == f"{self.name}.json"
+                or (e.name.startswith(f"{self.name}-") and e.name.endswith(".jsonl"))
+            ]
+        except OSError:
+            return []
+        entries.sort(key=lambda e: (e.stat().st_mtime_ns, e.name))
+        return [e.path for e in entries]
+
+    def __repr__(self) -> str:
+        return f"BatchRecords({self.root!r}, {self.name!r})"
+
+    def _append(self, line: dict[str, Any]) -> None:
+        self._lines.append(line)
+        data = (json.dumps(line, separators=(",", ":")) + "\n").encode()
+        os.write(self._fd, data)  # one write per line: a kill cuts at most this line
+
+    # -- what a batch asks
+
+    def placed_earlier(self, path: str) -> dict[str, Any] | None:
+        """The record of ``path`` by an earlier run of this batch, if the file still matches."""
+        key = _relative(self.root, path)
+        entry = self.earlier.get(key)
+        return entry if entry is not None and _valid(self.root, key, entry) else None
+
+    def commit(self, path: str, skipped: bool, received: int) -> None:
+        """Write the record of ``path`` (placed or kept): the engine's attrs, the file now."""
+        key = _relative(self.root, path)
+        attrs = self._objects.pop(key, None)
+        if attrs is None:  # kept with no new record: carry the old one, if still true
+            old = self.get(path)
+            attrs = old.to_dict() if old is not None else {}
+        try:
+            st = os.stat(os.path.join(self.root, key))
+        except OSError:
+            return
+        self._append(
+            {
+                "kind": "object",
+                "key": key,
+                "attrs": attrs,
+                "size": st.st_size,
+                "mtime_ns": st.st_mtime_ns,
+                "received": received,
+                "skipped": skipped,
+            }
+        )
+
+    def close(self) -> None:
+        """Write the batch's record whole (temporary file, rename), drop this run's log.
+
+        Lines of earlier runs come first, so that the record holds every object the
+        batch placed in any run.
+        """
+        lines = [*self.earlier.values(), *self._lines]
+        record = os.path.join(self.folder, f"{self.name}.json")
+        temp = f"{record}.{self.attempt}.tmp"
+        fd = open_working_file(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, what="batch record")
+        try:
+            os.write(fd, json.dumps({"lines": lines}, separators=(",", ":")).encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temp, record)
+        os.close(self._fd)
+        for path in self._own_files():
+            if path.endswith(".jsonl"):
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
+
+    def abandon(self) -> None:
+        """Close the log without writing the record (the batch stopped: its log stays)."""
+        os.close(self._fd)
+
+    # -- what the engine asks (as of a Manifest)
+
+    def check(self) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+    def get(self, path: str | os.PathLike) -> ObjectAttrs | None:
+        key = _relative(self.root, path)
+        for entry in (self.earlier.get(key), self._known.get(key)):
+            if entry is not None and _valid(self.root, key, entry):
+                return ObjectAttrs.from_dict(entry.get("attrs") or {})
+        return None
+
+    def __contains__(self, path: str | os.PathLike) -> bool:
+        return self.get(path) is not None
+
+    def put(self, path: str | os.PathLike, attrs: ObjectAttrs) -> None:
+        key = _relative(self.root, path)
+        os.stat(os.path.join(self.root, key))  # as a Manifest does: the file must be there
+        self._objects[key] = attrs.to_dict()
+
+    def get_partial(self, path: str | os.PathLike) -> dict[str, Any] | None:
+        key = _relative(self.root, path)
+        if key in self._partials:
+            return self._partials[key]
+        return self._known.get(("partial", key))
+
+    def put_partial(self, path: str | os.PathLike, info: Mapping[str, Any]) -> None:
+        key = _relative(self.root, path)
+        self._partials[key] = dict(info)
+        self._append({"kind": "partial", "key": key, "info": dict(info)})
+
+    def drop_partial(self, path: str | os.PathLike) -> None:
+        key = _relative(self.root, path)
+        if self._partials.pop(key, None) is not None or ("partial", key) in self._known:
+            self._known.pop(("partial", key), None)
+            self._append({"kind": "drop-partial", "key": key})
+
+
+class RecordsView:
+    """The records of a destination as the client reads them: batch records over the manifest.
+
+    What a synchronising job needs (:meth:`records`, :meth:`get`, :meth:`remove`,
+    ``root``); a removal is a line of the client's own log, so it needs no lock either.
+    """
+
+    def __init__(self, root: str, job_id: str):
+        self.root = root
+        self.objects, self.partials = read_records(root)
+        self._manifest = (
+            Manifest(root) if os.path.lexists(os.path.join(root, Manifest.FILENAME)) else None
+        )
+        self._log = os.path.join(root, FOLDER, f"{job_id}-client.jsonl")
+
+    def close(self) -> None:
+        if self._manifest is not None:
+            self._manifest.close()
+
+    def known(self, key: str) -> dict[str, Any] | None:
+        """The record of ``key`` to ship with its batch (batch records, else the manifest)."""
+        entry = self.objects.get(key)
+        if entry is not None:
+            return entry
+        if self._manifest is None:
+            return None
+        attrs = self._manifest.get(key)
+        if attrs is None:
+            return None
+        st = os.stat(os.path.join(self.root, key))
+        return {"attrs": attrs.to_dict(), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+    def get(self, path: str | os.PathLike) -> ObjectAttrs | None:
+        key = _relative(self.root, path)
+        entry = self.objects.get(key)
+        if entry is not None and _valid(self.root, key, entry):
+            return ObjectAttrs.from_dict(entry.get("attrs") or {})
+        return self._manifest.get(key) if self._manifest is not None else None
+
+    def records(self, prefix: str = "") -> Iterator[tuple[str, ObjectAttrs]]:
+        self.objects, self.partials = read_records(self.root)
+        seen = set()
+        for key in sorted(self.objects):
+            if key.startswith(prefix) and _valid(self.root, key, self.objects[key]):
+                seen.add(key)
+                yield key, ObjectAttrs.from_dict(self.objects[key].get("attrs") or {})
+        if self._manifest is not None:
+            for key, attrs in self._manifest.records(prefix):
+                if key not in seen:
+                    yield key, attrs
+
+    def remove(self, path: str | os.PathLike) -> None:
+        key = _relative(self.root, path)
+        self.objects.pop(key, None)
+        line = json.dumps({"kind": "forget", "key": key}, separators=(",", ":")) + "\n"
+        fd = open_working_file(
+            self._log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, what="batch record"
+        )
+        try:
+            os.write(fd, line.encode())
+        finally:
+            os.close(fd)
+        if self._manifest is not None:
+            self._manifest.remove(key)
