@@ -89,6 +89,7 @@ class _Spec:
     connections: int | None
     rate: float | None  # bytes/s of each batch (a fair share), None: no limit
     session_factory: Any = None
+    stale_after: float = 15.0
     control: str = ""
     semaphore: str = ""
     topic: str = ""
@@ -400,6 +401,7 @@ class _ClusterRun:
             connections=opts.connections,
             rate=rate,
             session_factory=opts.session_factory,
+            stale_after=STALE_AFTER,
             control=f"dlutils-{job.id}-control",
             semaphore=f"dlutils-{job.id}-connections",
             topic=f"dlutils-{job.id}",
@@ -510,8 +512,8 @@ class _Context:
             now = time.monotonic()
             if state.get("beat") != last[0]:
                 last[0], last[1] = state.get("beat"), now
-            elif now - last[1] > STALE_AFTER:
-                self._stop(f"no heartbeat from the job's client for {STALE_AFTER:.0f} s")
+            elif now - last[1] > self.spec.stale_after:
+                self._stop(f"no heartbeat from the job's client for {self.spec.stale_after:g} s")
 
     def _stop(self, why: str) -> None:
         if not self.abort.is_set():
@@ -594,7 +596,8 @@ def run_batch(spec: _Spec, index: int, items: list[tuple[_Task, Any, Any]]) -> l
         if partial is not None:
             known[("partial", key)] = partial
     records = BatchRecords(spec.root, f"{spec.job_id}-b{index:06d}", run, known)
-    limiter = TokenBucket(spec.rate) if spec.rate else None
+    # starts empty; an idle spell saves at most one second of the share (the burst)
+    limiter = TokenBucket(spec.rate, burst=spec.rate) if spec.rate else None
     session_local = threading.local()
 
     def one(place: int) -> tuple:

@@ -1,0 +1,248 @@
+"""Jobs on a real Dask cluster (``LocalCluster``, worker processes): dlutils.jobs.cluster."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import signal
+import time
+from collections import Counter
+
+import pytest
+
+distributed = pytest.importorskip("distributed")
+
+import requests  # noqa: E402
+
+from dlutils import InvalidInputError, Job, Options  # noqa: E402
+from dlutils.jobs import cluster  # noqa: E402
+from dlutils.jobs.records import FOLDER, read_records  # noqa: E402
+from dlutils.jobs.status import State  # noqa: E402
+from dlutils.localserver import LocalServer  # noqa: E402
+
+from conftest import make_random_bytes  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def client():
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=2, processes=True, dashboard_address=None
+        ) as local,
+        distributed.Client(local) as client,
+    ):
+        yield client
+
+
+def _files(n: int, size: int, prefix: str = "d/f") -> dict[str, bytes]:
+    return {f"{prefix}{i:03d}.bin": make_random_bytes(size, seed=i) for i in range(n)}
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _same_files(files: dict[str, bytes], dest, strip: str = "d/") -> None:
+    for path, data in files.items():
+        with open(os.path.join(dest, path.removeprefix(strip)), "rb") as fh:
+            assert _sha(fh.read()) == _sha(data), path
+
+
+def _gets(server: LocalServer) -> Counter:
+    return Counter(r.path for r in server.requests if r.method == "GET")
+
+
+def test_500_objects_in_batches_counted_exactly(client, tmp_path):
+    files = _files(500, 4096)
+    with LocalServer(files) as server:
+        job = Job.range(server.url + "/d/f{000..499}.bin", tmp_path, executor=client).start()
+        status = job.wait(timeout=60)
+        assert (status.state, status.finished, status.skipped, status.errors) == (
+            State.FINISHED,
+            500,
+            0,
+            0,
+        )
+        assert status.bytes == 500 * 4096 and status.current_tasks == ()
+        _same_files(files, tmp_path)
+        assert set(_gets(server).values()) == {1}
+        # one record per batch, named after the job: batches of several objects
+        names = os.listdir(tmp_path / FOLDER)
+        assert names and all(n.startswith(job.id + "-b") and n.endswith(".json") for n in names)
+        assert 4 <= len(names) < 500
+        objects, _ = read_records(tmp_path)
+        assert len(objects) == 500 and objects["f007.bin"]["size"] == 4096
+
+        # run again (get_executor() this time): the records say all is here
+        again = Job.range(
+            server.url + "/d/f{000..499}.bin", tmp_path, executor=client.get_executor()
+        ).start()
+        status = again.wait(timeout=60)
+        assert (status.finished, status.skipped, status.errors, status.bytes) == (500, 500, 0, 0)
+
+
+def test_progress_is_live_and_abort_stops_running_transfers(client, tmp_path):
+    files = _files(8, 4 << 20, prefix="big/f")
+    with LocalServer(files) as server:
+        server.rate_limit = 256 << 10  # each answer: 16 s
+        job = Job.range(server.url + "/big/f{000..007}.bin", tmp_path, executor=client).start()
+        deadline = time.monotonic() + 30
+        status = job.status()
+        while not (status.bytes > 0 and status.current_tasks) and time.monotonic() < deadline:
+            time.sleep(0.1)
+            status = job.status()
+        assert status.bytes > 0 and any(t.downloaded > 0 for t in status.current_tasks)
+        assert status.finished == 0  # live: nothing is complete yet
+        job.abort()
+        status = job.wait(timeout=15)
+        assert status.state is State.ABORTED
+        assert status.finished == 0 and status.errors == 0
+        deadline = time.monotonic() + 10
+        while server.active and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert server.active == 0  # every worker's transfer stopped
+        seen = len(server.requests)
+        time.sleep(1.5)
+        assert len(server.requests) == seen  # and nothing is asked after the abort
+        parts = [n for n in os.listdir(tmp_path) if n.endswith(".part")]
+        assert parts and not [n for n in os.listdir(tmp_path) if n.endswith(".bin")]
+
+
+def test_connections_cap_holds_across_the_cluster(client, tmp_path):
+    files = _files(40, 64 << 10)
+    with LocalServer(files) as server:
+        server.rate_limit = 1 << 20  # 64 ms per answer: many would overlap without the cap
+        job = Job.range(
+            server.url + "/d/f{000..039}.bin", tmp_path, executor=client, connections=3
+        ).start()
+        status = job.wait(timeout=60)
+        assert (status.finished, status.errors) == (40, 0)
+        assert server.max_concurrent <= 3
+        _same_files(files, tmp_path)
+
+
+def test_bytes_per_hour_holds_across_the_cluster(client, tmp_path):
+    files = _files(12, 256 << 10)
+    rate = 1 << 20  # bytes per second, over the whole cluster
+    with LocalServer(files) as server:
+        began = time.monotonic()
+        job = Job.range(
+            server.url + "/d/f{000..011}.bin",
+            tmp_path,
+            executor=client,
+            bytes_per_hour=rate * 3600,
+        ).start()
+        status = job.wait(timeout=60)
+        elapsed = time.monotonic() - began
+        sent = sum(r.bytes_sent for r in server.requests)
+    assert (status.finished, status.errors) == (12, 0)
+    assert sent == 12 * (256 << 10)
+    # each running batch has an equal share of the rate and saves at most 1 s of it
+    assert elapsed >= (sent - rate * 1.0) / rate
+    _same_files(files, tmp_path)
+
+
+def test_options_that_cannot_travel_are_named_before_start(client, tmp_path):
+    session = requests.Session()
+    session.hooks["response"].append(lambda r, *a, **k: r)  # a lambda: does not pickle
+    with pytest.raises(InvalidInputError, match=r"session=.*cannot be sent.*Client"):
+        Job.single("http://127.0.0.1:9/a.bin", tmp_path, executor=client, session=session).start()
+    assert not os.listdir(tmp_path)
+    with pytest.raises(InvalidInputError, match="session_factory.*cannot be sent"):
+        Job.single(
+            "http://127.0.0.1:9/a.bin", tmp_path, executor=client, session_factory=lambda: session
+        ).start()
+    with pytest.raises(InvalidInputError, match="both given"):
+        Options(session=session, session_factory=requests.Session)
+
+
+def tagged_session() -> requests.Session:
+    """A session factory for the workers (module level: it pickles by name)."""
+    session = requests.Session()
+    session.headers["X-Made-By"] = f"factory-{os.getpid()}"
+    return session
+
+
+def test_session_factory_is_called_on_the_workers(client, tmp_path):
+    files = _files(6, 1000)
+    pickle.dumps(tagged_session)
+    with LocalServer(files) as server:
+        job = Job.range(
+            server.url + "/d/f{000..005}.bin",
+            tmp_path,
+            executor=client,
+            session_factory=tagged_session,
+        ).start()
+        status = job.wait(timeout=60)
+        assert (status.finished, status.errors) == (6, 0)
+        made_by = {r.headers.get("X-Made-By") for r in server.requests}
+    workers = set(client.run(os.getpid).values())
+    assert made_by and made_by <= {f"factory-{pid}" for pid in workers}
+    assert f"factory-{os.getpid()}" not in made_by
+
+
+def test_a_destination_a_worker_does_not_see_is_refused_naming_it(client, tmp_path):
+    marker = tmp_path / "probe"
+    marker.write_text("token-1")
+    assert cluster.workers_missing(client, str(marker), "token-1") == {}
+    marker.write_text("token-2")  # what a worker with another filesystem there would read
+    assert set(cluster.workers_missing(client, str(marker), "token-1")) == set(
+        client.nthreads()
+    )
+    marker.unlink()  # gone between write and check: every worker named, with the reason
+    missing = cluster.workers_missing(client, str(marker), "token-1")
+    assert set(missing) == set(client.nthreads())
+    assert all("FileNotFoundError" in why for why in missing.values())
+
+
+def test_a_client_that_dies_leaves_no_download_running(client, tmp_path, monkeypatch):
+    monkeypatch.setattr(cluster, "STALE_AFTER", 2.0)
+    files = _files(4, 8 << 20, prefix="big/f")
+    with LocalServer(files) as server:
+        server.rate_limit = 256 << 10
+        other = distributed.Client(client.scheduler.address, set_as_default=False)
+        job = Job.range(server.url + "/big/f{000..003}.bin", tmp_path, executor=other).start()
+        deadline = time.monotonic() + 30
+        while job.status().bytes == 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert server.active > 0
+        # the driver's connection dies: its heartbeat stops reaching the scheduler (the
+        # job's thread here cannot clean up through a closed client either)
+        other.close()
+        deadline = time.monotonic() + 20
+        while server.active and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert server.active == 0
+        seen = len(server.requests)
+        time.sleep(1.0)
+        assert len(server.requests) == seen
+        job.wait(timeout=20)
+
+
+def test_a_worker_killed_mid_job_changes_nothing_in_the_result(client, tmp_path):
+    files = _files(300, 64 << 10)
+    with LocalServer(files) as server:
+        server.rate_limit = 512 << 10  # 0.125 s per object: the job lasts a few seconds
+        job = Job.range(server.url + "/d/f{000..299}.bin", tmp_path, executor=client).start()
+        deadline = time.monotonic() + 30
+        while job.status().finished < 60 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        pids = client.run(os.getpid)
+        victim = sorted(pids)[0]
+        done_before = {n for n in os.listdir(tmp_path) if n.endswith(".bin")}
+        os.kill(pids[victim], signal.SIGKILL)
+        status = job.wait(timeout=90)
+        gets = _gets(server)
+    assert (status.state, status.finished, status.skipped, status.errors) == (
+        State.FINISHED,
+        300,
+        0,
+        0,
+    ), status.download_errors
+    _same_files(files, tmp_path)
+    assert len(done_before) >= 60
+    # an object complete before the kill is never asked for again
+    assert {gets[f"/d/{name}"] for name in done_before} == {1}
+    assert status.bytes <= 300 * (64 << 10)
+    client.wait_for_workers(2, timeout=30)
