@@ -14,14 +14,14 @@ import pytest
 distributed = pytest.importorskip("distributed")
 
 import requests  # noqa: E402
+from conftest import make_random_bytes  # noqa: E402
 
+import dlutils  # noqa: E402
 from dlutils import InvalidInputError, Job, Options  # noqa: E402
 from dlutils.jobs import cluster  # noqa: E402
 from dlutils.jobs.records import FOLDER, read_records  # noqa: E402
 from dlutils.jobs.status import State  # noqa: E402
 from dlutils.localserver import LocalServer  # noqa: E402
-
-from conftest import make_random_bytes  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -187,9 +187,7 @@ def test_a_destination_a_worker_does_not_see_is_refused_naming_it(client, tmp_pa
     marker.write_text("token-1")
     assert cluster.workers_missing(client, str(marker), "token-1") == {}
     marker.write_text("token-2")  # what a worker with another filesystem there would read
-    assert set(cluster.workers_missing(client, str(marker), "token-1")) == set(
-        client.nthreads()
-    )
+    assert set(cluster.workers_missing(client, str(marker), "token-1")) == set(client.nthreads())
     marker.unlink()  # gone between write and check: every worker named, with the reason
     missing = cluster.workers_missing(client, str(marker), "token-1")
     assert set(missing) == set(client.nthreads())
@@ -246,3 +244,17 @@ def test_a_worker_killed_mid_job_changes_nothing_in_the_result(client, tmp_path)
     assert {gets[f"/d/{name}"] for name in done_before} == {1}
     assert status.bytes <= 300 * (64 << 10)
     client.wait_for_workers(2, timeout=30)
+
+
+def test_a_relative_dest_is_the_client_folder_on_every_worker(client, tmp_path, monkeypatch):
+    files = _files(10, 1000)
+    monkeypatch.chdir(tmp_path)
+    with LocalServer(files) as server:
+        status = dlutils.download(server.url + "/d/f{000..009}.bin", "rel/", executor=client).wait(
+            timeout=60
+        )
+    assert (status.finished, status.errors) == (10, 0)
+    assert sorted(n for n in os.listdir(tmp_path / "rel") if n.endswith(".bin")) == sorted(
+        p.removeprefix("d/") for p in files
+    )
+    _same_files(files, tmp_path / "rel")

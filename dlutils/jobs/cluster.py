@@ -28,6 +28,7 @@ Given a ``distributed.Client`` (or its ``get_executor()``) as ``executor``, a
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -160,6 +161,11 @@ def _batches(tasks: Iterator[_Task], size: int) -> Iterator[list[_Task]]:
             batch = []
     if batch:
         yield batch
+
+
+def _absolute(task: _Task, cwd: str) -> _Task:
+    path = os.path.join(cwd, task.path)
+    return dataclasses.replace(task, path=path) if path != task.path else task
 
 
 def batch_size(total: int | None, threads: int) -> int:
@@ -326,7 +332,8 @@ class _ClusterRun:
                     self.batches[index] = _Counting(batch)
                     for task in batch:
                         job._current[task.name] = [task.name, 0, task.size]
-                items = [(task, *self._known(view, root, task)) for task in batch]
+                sent = [_absolute(task, job._cwd) for task in batch]  # other processes' folders
+                items = [(task, *self._known(view, root, task)) for task in sent]
                 future = client.submit(
                     run_batch,
                     spec,
@@ -374,7 +381,7 @@ class _ClusterRun:
 
     def _known(self, view: RecordsView, root: str, task: _Task) -> tuple[Any, Any]:
         try:
-            key = os.path.relpath(os.path.join(root, task.path), root).replace(os.sep, "/")
+            key = os.path.relpath(task.path, root).replace(os.sep, "/")
         except ValueError:
             return None, None
         return view.known(key), view.partials.get(key)
@@ -589,8 +596,7 @@ def run_batch(spec: _Spec, index: int, items: list[tuple[_Task, Any, Any]]) -> l
     run = secrets.token_hex(4)
     known: dict[Any, Any] = {}
     for task, record, partial in items:
-        full = task.path if os.path.isabs(task.path) else os.path.join(spec.root, task.path)
-        key = os.path.relpath(full, spec.root).replace(os.sep, "/")
+        key = os.path.relpath(task.path, spec.root).replace(os.sep, "/")
         if record is not None:
             known[key] = record
         if partial is not None:
@@ -602,7 +608,7 @@ def run_batch(spec: _Spec, index: int, items: list[tuple[_Task, Any, Any]]) -> l
 
     def one(place: int) -> tuple:
         task = items[place][0]
-        path = task.path if os.path.isabs(task.path) else os.path.join(spec.root, task.path)
+        path = task.path  # absolute: made so on the client
         if ctx.abort.is_set():
             return ("aborted",)
         earlier = records.placed_earlier(path)
