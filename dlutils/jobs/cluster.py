@@ -12,10 +12,11 @@ Given a ``distributed.Client`` (or its ``get_executor()``) as ``executor``, a
   (bytes so far, objects done) as a Dask event (``log_event``) on the topic
   ``dlutils-<job id>``; the client counts each object once, by its place in its batch,
   whatever runs of a batch report it;
-* **control**: the client keeps a Dask ``Variable`` ``dlutils-<job id>-control`` with a
-  heartbeat and the abort flag; each worker process polls it (4 times a second) and sets
-  the engine's :class:`~dlutils.transfer.AbortEvent` on abort, when the variable is
-  gone, or when the heartbeat stops for :data:`STALE_AFTER` seconds (a dead client);
+* **control**: the client keeps an entry of the scheduler's metadata,
+  ``["dlutils", <job id>]``, with a heartbeat and the abort flag; each worker process
+  reads it (4 times a second) and sets the engine's :class:`~dlutils.transfer.AbortEvent`
+  on abort, or when the heartbeat has not moved for :data:`STALE_AFTER` seconds (a dead
+  client, or an entry gone);
 * **limits**: ``connections`` is a Dask ``Semaphore`` of that many leases, one per
   request in flight anywhere (extra ranges of big files included); ``bytes_per_hour`` is
   split fairly: at most one batch per worker thread runs, each with a token bucket of an
@@ -68,7 +69,7 @@ BATCH_LISTED = 100
 BATCHES_PER_THREAD = 4
 #: Objects a batch fetches at once (each on a thread of its own in the worker).
 LANES = 4
-#: Seconds between a worker's reports, and between its looks at the control variable.
+#: Seconds between a worker's reports, and between its looks at the job's control entry.
 REPORT_EVERY = 0.25
 #: Seconds between the client's heartbeats.
 BEAT_EVERY = 1.0
@@ -91,7 +92,7 @@ class _Spec:
     rate: float | None  # bytes/s of each batch (a fair share), None: no limit
     session_factory: Any = None
     stale_after: float = 15.0
-    control: str = ""
+    control: tuple[str, str] = ("dlutils", "")
     semaphore: str = ""
     topic: str = ""
 
@@ -282,7 +283,7 @@ class _ClusterRun:
 
     def run(self) -> None:
         job, client, opts = self.job, self.client, self.job._opts
-        from distributed import Semaphore, Variable
+        from distributed import Semaphore
 
         root = os.path.join(job._cwd, job.dest or ".")
         root = os.path.abspath(root)
@@ -298,7 +299,7 @@ class _ClusterRun:
         window = threads if limited else 2 * threads
         lanes = min(LANES, opts.connections) if opts.connections else LANES
         spec = self._spec(root, lanes, window)
-        control = Variable(spec.control, client=client)
+        control = _Control(client, spec.control)
         control.set({"beat": 0, "abort": False})
         semaphore = (
             Semaphore(max_leases=opts.connections, name=spec.semaphore, scheduler_rpc=None)
@@ -370,7 +371,7 @@ class _ClusterRun:
             except Exception:  # noqa: BLE001 - the cluster may be gone
                 pass
             try:
-                control.delete()
+                control.set(None)  # the entry stays, empty: the scheduler needs no dlutils
             except Exception:  # noqa: BLE001
                 pass
             if semaphore is not None:
@@ -409,7 +410,7 @@ class _ClusterRun:
             rate=rate,
             session_factory=opts.session_factory,
             stale_after=STALE_AFTER,
-            control=f"dlutils-{job.id}-control",
+            control=("dlutils", job.id),
             semaphore=f"dlutils-{job.id}-connections",
             topic=f"dlutils-{job.id}",
         )
@@ -436,6 +437,8 @@ class _ClusterRun:
 def run_on_cluster(job: Any, client: Any) -> None:
     """Run ``job`` on the cluster of ``client``; counts, ends and reports it as the runner does."""
     where = "<cluster>"
+    if job._opts.progress:
+        job._open_bar()
     try:
         _ClusterRun(job, client).run()
     except Exception as exc:
@@ -454,6 +457,24 @@ def run_on_cluster(job: Any, client: Any) -> None:
 
 
 # --------------------------------------------------------------------------- worker side
+
+
+class _Control:
+    """The job's entry in the scheduler's metadata: a heartbeat and the abort flag.
+
+    (A Dask ``Variable`` would do, but reading one that is gone logs an error in the
+    scheduler at every look.)
+    """
+
+    def __init__(self, client: Any, key: tuple[str, str]):
+        self.client, self.key = client, list(key)
+
+    def set(self, state: dict[str, Any] | None) -> None:
+        self.client.set_metadata(self.key, state)
+
+    def get(self) -> dict[str, Any] | None:
+        state = self.client.get_metadata(self.key, default=None)
+        return state if isinstance(state, dict) else None
 
 
 class _SharedBudget(ConnectionBudget):
@@ -479,12 +500,12 @@ class _Context:
     """One job in one worker process: its abort event, budget, and the reports to send."""
 
     def __init__(self, spec: _Spec):
-        from distributed import Semaphore, Variable, get_client, get_worker
+        from distributed import Semaphore, get_client, get_worker
 
         self.spec = spec
         self.worker = get_worker()
         client = get_client()
-        self.control = Variable(spec.control, client=client)
+        self.control = _Control(client, spec.control)
         self.abort = AbortEvent()
         self.budget = (
             _SharedBudget(
@@ -500,27 +521,28 @@ class _Context:
         self.running = 0
         self.idle_since: float | None = None
         self.why = ""
-        self._look()  # an abort already set: no transfer starts
+        self.last: list[Any] = [None, time.monotonic()]  # the beat seen, and when
+        self._look(self.last)  # an abort already set: no transfer starts
         self.thread = threading.Thread(target=self._loop, name=f"{spec.job_id}-watch", daemon=True)
         self.thread.start()
 
-    def _look(self, last: list[Any] | None = None) -> None:
-        """Read the control variable; set the abort when told, or when the client is gone."""
+    def _look(self, last: list[Any]) -> None:
+        """Read the control entry; set the abort when told, or when the client is gone.
+
+        An entry that cannot be read (emptied, or the scheduler unreachable) is a heartbeat
+        missed: only :attr:`_Spec.stale_after` seconds of them stop the transfers.
+        """
         try:
-            state = self.control.get(timeout=1.0)
-        except Exception:  # noqa: BLE001 - gone (the job ended, or its client died)
+            state = self.control.get()
+        except Exception:  # noqa: BLE001 - the scheduler is unreachable for now
             state = None
-        if state is None:
-            self._stop("the job's client is gone")
-            return
-        if state.get("abort"):
+        now = time.monotonic()
+        if state is not None and state.get("abort"):
             self._stop("aborted")
-        if last is not None:
-            now = time.monotonic()
-            if state.get("beat") != last[0]:
-                last[0], last[1] = state.get("beat"), now
-            elif now - last[1] > self.spec.stale_after:
-                self._stop(f"no heartbeat from the job's client for {self.spec.stale_after:g} s")
+        if state is not None and state.get("beat") != last[0]:
+            last[0], last[1] = state.get("beat"), now
+        elif now - last[1] > self.spec.stale_after:
+            self._stop(f"no heartbeat from the job's client for {self.spec.stale_after:g} s")
 
     def _stop(self, why: str) -> None:
         if not self.abort.is_set():
@@ -529,7 +551,7 @@ class _Context:
             self.abort.set()
 
     def _loop(self) -> None:
-        last: list[Any] = [None, time.monotonic()]
+        last = self.last
         while True:
             self.send()
             with _CONTEXTS_LOCK, self.lock:
@@ -661,6 +683,7 @@ def run_batch(spec: _Spec, index: int, items: list[tuple[_Task, Any, Any]]) -> l
             ctx.done.append([index, place, run, task.name, *result])
         return ("done", *result, run)
 
+    results: list[tuple] = []
     try:
         with environment(spec.settings):
             lanes = min(spec.lanes, len(items))
@@ -671,12 +694,12 @@ def run_batch(spec: _Spec, index: int, items: list[tuple[_Task, Any, Any]]) -> l
                     lanes, thread_name_prefix=f"{spec.job_id}-b{index}"
                 ) as pool:
                     results = list(pool.map(one, range(len(items))))
-        if any(r[0] == "aborted" for r in results):
-            records.abandon()
-        else:
-            records.close()
         return results
     finally:
+        if results and not any(r[0] == "aborted" for r in results):
+            records.close()
+        else:
+            records.abandon()  # stopped: the log stays for a run to come
         ctx.send()
         with _CONTEXTS_LOCK, ctx.lock:
             ctx.running -= 1
