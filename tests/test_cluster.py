@@ -75,11 +75,15 @@ def test_500_objects_in_batches_counted_exactly(client, tmp_path):
         assert len(objects) == 500 and objects["f007.bin"]["size"] == 4096
 
         # run again (get_executor() this time): the records say all is here
+        server.clear_log()
         again = Job.range(
             server.url + "/d/f{000..499}.bin", tmp_path, executor=client.get_executor()
         ).start()
         status = again.wait(timeout=60)
         assert (status.finished, status.skipped, status.errors, status.bytes) == (500, 500, 0, 0)
+        asked = server.requests  # each with the validator its record holds: nothing sent
+        assert len(asked) == 500 and all(r.headers.get("If-None-Match") for r in asked)
+        assert sum(r.bytes_sent for r in asked) == 0
 
 
 def test_progress_is_live_and_abort_stops_running_transfers(client, tmp_path):
@@ -258,3 +262,27 @@ def test_a_relative_dest_is_the_client_folder_on_every_worker(client, tmp_path, 
         p.removeprefix("d/") for p in files
     )
     _same_files(files, tmp_path / "rel")
+
+
+def test_an_aborted_cluster_job_is_resumed_by_the_next_from_its_records(client, tmp_path):
+    files = _files(4, 2 << 20, prefix="big/f")
+    with LocalServer(files) as server:
+        server.rate_limit = 512 << 10
+        job = Job.range(server.url + "/big/f{000..003}.bin", tmp_path, executor=client).start()
+        deadline = time.monotonic() + 30
+        while job.status().bytes < (1 << 20) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        job.abort()
+        assert job.wait(timeout=15).state is State.ABORTED
+        parts = {n: os.path.getsize(tmp_path / n) for n in os.listdir(tmp_path) if ".part" in n}
+        assert parts and all(parts.values())
+        server.rate_limit = None
+        server.clear_log()
+        status = Job.range(server.url + "/big/f{000..003}.bin", tmp_path, executor=client)
+        status = status.start().wait(timeout=60)
+        assert (status.finished, status.errors) == (4, 0)
+        _same_files(files, tmp_path, strip="big/")
+        ranges = {r.path.rsplit("/", 1)[1]: r.range for r in server.requests if r.range}
+        for part, size in parts.items():  # each resumed where the aborted job stopped
+            assert ranges.get(part.removesuffix(".part")) == f"bytes={size}-"
+        assert status.bytes == 4 * (2 << 20) - sum(parts.values())

@@ -697,7 +697,7 @@ def run_batch(spec: _Spec, index: int, items: list[tuple[_Task, Any, Any]]) -> l
         return results
     finally:
         if results and not any(r[0] == "aborted" for r in results):
-            records.close()
+            records.finish()
         else:
             records.abandon()  # stopped: the log stays for a run to come
         ctx.send()

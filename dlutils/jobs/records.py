@@ -132,8 +132,12 @@ def read_records(root: str | os.PathLike) -> tuple[dict[str, dict], dict[str, di
     return objects, partials
 
 
-class BatchRecords:
+class BatchRecords(Manifest):
     """What the engine records through while a worker runs one batch (a manifest's role).
+
+    A :class:`~dlutils.freshness.Manifest` to the sources (they accept one), with every
+    method it uses kept in the batch's files instead of SQLite; nothing of the SQLite
+    file is opened.
 
     Parameters
     ----------
@@ -149,8 +153,11 @@ class BatchRecords:
     """
 
     def __init__(self, root: str, name: str, attempt: str, known: Mapping[Any, Any]):
+        # Manifest.__init__ is not called: no SQLite file, no batch of puts, no atexit
         self.root = root
         self.folder = os.path.join(root, FOLDER)
+        self.path = self.folder
+        self.timeout = 0.0
         self.name = name
         self.attempt = attempt
         self._known = dict(known)
@@ -184,6 +191,15 @@ class BatchRecords:
 
     def __repr__(self) -> str:
         return f"BatchRecords({self.root!r}, {self.name!r})"
+
+    def __reduce__(self):  # pragma: no cover - made where it is used, never sent
+        raise TypeError("BatchRecords live in the worker that runs their batch")
+
+    def __enter__(self) -> BatchRecords:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        pass
 
     def _append(self, line: dict[str, Any]) -> None:
         self._lines.append(line)
@@ -221,7 +237,7 @@ class BatchRecords:
             }
         )
 
-    def close(self) -> None:
+    def finish(self) -> None:
         """Write the batch's record whole (temporary file, rename), drop this run's log.
 
         Lines of earlier runs come first, so that the record holds every object the
@@ -246,13 +262,22 @@ class BatchRecords:
                     pass
 
     def abandon(self) -> None:
-        """Close the log without writing the record (the batch stopped: its log stays)."""
+        """Close the log without writing the record (the batch stopped: its log stays,
+        unless it is empty)."""
         os.close(self._fd)
+        if not self._lines:
+            try:
+                os.unlink(os.path.join(self.folder, f"{self.name}-{self.attempt}.jsonl"))
+            except OSError:
+                pass
 
     # -- what the engine asks (as of a Manifest)
 
     def check(self) -> None:
         pass
+
+    def close(self) -> None:
+        """Nothing: the batch ends with :meth:`finish` or :meth:`abandon`."""
 
     def flush(self) -> None:
         pass
@@ -266,6 +291,18 @@ class BatchRecords:
 
     def __contains__(self, path: str | os.PathLike) -> bool:
         return self.get(path) is not None
+
+    def remove(self, path: str | os.PathLike) -> None:
+        key = _relative(self.root, path)
+        self.earlier.pop(key, None)
+        self._known.pop(key, None)
+        self._append({"kind": "forget", "key": key})
+
+    def records(self, prefix: str = "") -> Iterator[tuple[str, ObjectAttrs]]:
+        merged = {**self._known, **self.earlier}
+        for key in sorted(k for k in merged if isinstance(k, str) and k.startswith(prefix)):
+            if _valid(self.root, key, merged[key]):
+                yield key, ObjectAttrs.from_dict(merged[key].get("attrs") or {})
 
     def put(self, path: str | os.PathLike, attrs: ObjectAttrs) -> None:
         key = _relative(self.root, path)
