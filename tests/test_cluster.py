@@ -286,3 +286,55 @@ def test_an_aborted_cluster_job_is_resumed_by_the_next_from_its_records(client, 
         for part, size in parts.items():  # each resumed where the aborted job stopped
             assert ranges.get(part.removesuffix(".part")) == f"bytes={size}-"
         assert status.bytes == 4 * (2 << 20) - sum(parts.values())
+
+
+def test_a_synchronising_backend_job_on_the_cluster_reads_and_deletes_through_records(
+    client, tmp_path
+):
+    from dlutils.sandbox.aistore import AisStandIn
+
+    with AisStandIn(page_size=3) as ais:
+        for i in range(8):
+            ais.put("data", f"train/{i:02d}.tgz", bytes([i]) * 100, checksum="md5")
+        first = Job.backend(ais.link("data", "train/"), tmp_path, executor=client).start()
+        assert first.wait(timeout=60).finished == 8
+        (tmp_path / "mine.tgz").write_bytes(b"a user's own file")
+        (tmp_path / "07.tgz").write_bytes(b"edited by hand")  # its record no longer holds
+        for name in ("train/01.tgz", "train/02.tgz", "train/07.tgz"):
+            ais.delete("data", name)
+        status = Job.backend(ais.link("data", "train/"), tmp_path, sync=True, executor=client)
+        status = status.start().wait(timeout=60)
+    assert (status.deleted, status.errors, status.skipped) == (2, 0, 5)
+    left = sorted(n for n in os.listdir(tmp_path) if not n.startswith(".dlutils-"))
+    assert left == ["00.tgz", "03.tgz", "04.tgz", "05.tgz", "06.tgz", "07.tgz", "mine.tgz"]
+    objects, _ = read_records(tmp_path)
+    assert "01.tgz" not in objects and "02.tgz" not in objects and "00.tgz" in objects
+
+
+def test_batch_records_survive_a_writer_killed_mid_line(tmp_path):
+    from dlutils.freshness import ObjectAttrs
+    from dlutils.jobs.records import BatchRecords, RecordsView
+
+    (tmp_path / "a.bin").write_bytes(b"aaa")
+    (tmp_path / "b.bin").write_bytes(b"bbbb")
+    records = BatchRecords(str(tmp_path), "job-b000001", "run1", {})
+    records.put(str(tmp_path / "a.bin"), ObjectAttrs(size=3, etag='"a"'))
+    records.commit(str(tmp_path / "a.bin"), skipped=False, received=3)
+    records.abandon()  # killed: the log stays, and a last line cut short after it
+    log_path = tmp_path / FOLDER / "job-b000001-run1.jsonl"
+    with open(log_path, "a") as fh:
+        fh.write('{"kind":"object","key":"b.bin","attrs":{},"si')
+    objects, _ = read_records(tmp_path)
+    assert list(objects) == ["a.bin"] and objects["a.bin"]["attrs"]["etag"] == '"a"'
+
+    again = BatchRecords(str(tmp_path), "job-b000001", "run2", {})  # Dask runs the batch again
+    assert again.placed_earlier(str(tmp_path / "a.bin"))["received"] == 3
+    assert again.placed_earlier(str(tmp_path / "b.bin")) is None
+    again.commit(str(tmp_path / "a.bin"), skipped=False, received=3)
+    again.finish()  # one record for the batch, written whole; the logs go
+    assert sorted(os.listdir(tmp_path / FOLDER)) == ["job-b000001.json"]
+    assert read_records(tmp_path)[0]["a.bin"]["size"] == 3
+    view = RecordsView(str(tmp_path), "next-job")  # what the next job's client reads
+    assert view.get("a.bin").etag == '"a"'
+    (tmp_path / "a.bin").write_bytes(b"changed")  # a record holds only for the file it saw
+    assert view.get("a.bin") is None
