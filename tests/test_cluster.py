@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import re
 import signal
 import time
 from collections import Counter
@@ -56,8 +57,13 @@ def _gets(server: LocalServer) -> Counter:
 def test_500_objects_in_batches_counted_exactly(client, tmp_path):
     files = _files(500, 4096)
     with LocalServer(files) as server:
-        job = Job.range(server.url + "/d/f{000..499}.bin", tmp_path, executor=client).start()
-        status = job.wait(timeout=60)
+        with distributed.get_task_stream(client) as stream:
+            job = Job.range(server.url + "/d/f{000..499}.bin", tmp_path, executor=client)
+            status = job.start().wait(timeout=60)
+        # batches of several objects, named after the job (what the dashboard shows)
+        keys = {str(task["key"]) for task in stream.data}
+        assert all(re.fullmatch(rf"dlutils-{job.id}-batch-\d+", key) for key in keys), keys
+        assert 4 <= len(keys) < 100
         assert (status.state, status.finished, status.skipped, status.errors) == (
             State.FINISHED,
             500,
@@ -67,10 +73,8 @@ def test_500_objects_in_batches_counted_exactly(client, tmp_path):
         assert status.bytes == 500 * 4096 and status.current_tasks == ()
         _same_files(files, tmp_path)
         assert set(_gets(server).values()) == {1}
-        # one record per batch, named after the job: batches of several objects
-        names = os.listdir(tmp_path / FOLDER)
-        assert names and all(n.startswith(job.id + "-b") and n.endswith(".json") for n in names)
-        assert 4 <= len(names) < 500
+        # the batches' records, gathered into one for the job when it ended
+        assert os.listdir(tmp_path / FOLDER) == [job.id + ".json"]
         objects, _ = read_records(tmp_path)
         assert len(objects) == 500 and objects["f007.bin"]["size"] == 4096
 
@@ -317,17 +321,17 @@ def test_batch_records_survive_a_writer_killed_mid_line(tmp_path):
 
     (tmp_path / "a.bin").write_bytes(b"aaa")
     (tmp_path / "b.bin").write_bytes(b"bbbb")
-    records = BatchRecords(str(tmp_path), "job-b000001", "run1", {})
+    records = BatchRecords(str(tmp_path), "job-b000001", {})
     records.put(str(tmp_path / "a.bin"), ObjectAttrs(size=3, etag='"a"'))
     records.commit(str(tmp_path / "a.bin"), skipped=False, received=3)
     records.abandon()  # killed: the log stays, and a last line cut short after it
-    log_path = tmp_path / FOLDER / "job-b000001-run1.jsonl"
+    log_path = tmp_path / FOLDER / "job-b000001-1.jsonl"
     with open(log_path, "a") as fh:
         fh.write('{"kind":"object","key":"b.bin","attrs":{},"si')
     objects, _ = read_records(tmp_path)
     assert list(objects) == ["a.bin"] and objects["a.bin"]["attrs"]["etag"] == '"a"'
 
-    again = BatchRecords(str(tmp_path), "job-b000001", "run2", {})  # Dask runs the batch again
+    again = BatchRecords(str(tmp_path), "job-b000001", {})  # Dask runs the batch again
     assert again.placed_earlier(str(tmp_path / "a.bin"))["received"] == 3
     assert again.placed_earlier(str(tmp_path / "b.bin")) is None
     again.commit(str(tmp_path / "a.bin"), skipped=False, received=3)

@@ -47,7 +47,7 @@ from ..progress import Callback
 from ..sources import fetch
 from ..transfer import MAX_SEGMENTS, AbortEvent, Fetched
 from .elsewhere import client_environment, environment
-from .records import FOLDER, BatchRecords, RecordsView
+from .records import FOLDER, BatchRecords, RecordsView, compact
 from .runner import (
     _describe,
     _raise_if_unusable,
@@ -352,6 +352,10 @@ class _ClusterRun:
             with job._lock:
                 while self.inflight:
                     self.cond.wait(0.5)
+            try:
+                compact(root, job.id)
+            except OSError as exc:  # the batch records stay as they are: as good
+                log.warning("job %s: cannot gather its records in %s: %s", job.id, root, exc)
             complete = job._all_dispatched and not job._abort.is_set()
             if complete and job._sync is not None:
                 view = RecordsView(root, job.id)  # what the batches wrote
@@ -623,7 +627,7 @@ def run_batch(spec: _Spec, index: int, items: list[tuple[_Task, Any, Any]]) -> l
             known[key] = record
         if partial is not None:
             known[("partial", key)] = partial
-    records = BatchRecords(spec.root, f"{spec.job_id}-b{index:06d}", run, known)
+    records = BatchRecords(spec.root, f"{spec.job_id}-b{index:06d}", known)
     # starts empty; an idle spell saves at most one second of the share (the burst)
     limiter = TokenBucket(spec.rate, burst=spec.rate) if spec.rate else None
     session_local = threading.local()

@@ -6,10 +6,13 @@ its records under :data:`FOLDER` in the destination instead:
 
 * each run of a batch appends one JSON line per object it placed (its attributes, the
   file's size and mtime in ns, the bytes received) to a log of its own,
-  ``<job>-b<batch>-<attempt>.jsonl``: one writer per file, one ``write`` per line, so a
-  worker killed mid-line leaves at most a line cut short, which readers skip;
+  ``<job>-b<batch>-<run>.jsonl`` (runs numbered from 1): one writer per file, one
+  ``write`` per line, so a worker killed mid-line leaves at most a line cut short,
+  which readers skip;
 * when the batch ends the worker writes its record, ``<job>-b<batch>.json``, whole
-  (temporary file, then rename) and deletes its logs.
+  (temporary file, then rename) and deletes its logs;
+* when the job ends the client gathers its batches' records into one, ``<job>.json``
+  (:func:`compact`).
 
 A batch run again by Dask (its worker died) reads what an earlier run placed and does
 not fetch it again; a new job reads every record (:func:`read_records`) and judges the
@@ -32,7 +35,7 @@ from ..errors import UnsafePathError
 from ..freshness import Manifest, ObjectAttrs
 from ..workfiles import open_working_file
 
-__all__ = ["FOLDER", "BatchRecords", "RecordsView", "read_records"]
+__all__ = ["FOLDER", "BatchRecords", "RecordsView", "compact", "read_records"]
 
 log = logging.getLogger("dlutils")
 
@@ -132,6 +135,53 @@ def read_records(root: str | os.PathLike) -> tuple[dict[str, dict], dict[str, di
     return objects, partials
 
 
+def compact(root: str | os.PathLike, job_id: str) -> None:
+    """Gather the records of ``job_id``'s finished batches into one, ``<job>.json``.
+
+    Called by the client once no batch of the job runs, so that a destination holds one
+    record per job rather than one per batch. The logs of batches that were stopped stay
+    (they hold the partial downloads to resume).
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> with tempfile.TemporaryDirectory() as root:
+    ...     os.makedirs(os.path.join(root, FOLDER))
+    ...     for n in (0, 1):
+    ...         with open(os.path.join(root, FOLDER, f"j-b00000{n}.json"), "w") as fh:
+    ...             _ = fh.write('{"lines":[{"kind":"object","key":"%d","size":1}]}' % n)
+    ...     compact(root, "j")
+    ...     os.listdir(os.path.join(root, FOLDER)), sorted(read_records(root)[0])
+    (['j.json'], ['0', '1'])
+    """
+    folder = os.path.join(os.fspath(root), FOLDER)
+    prefix = f"{job_id}-b"
+    try:
+        batches = [
+            e for e in os.scandir(folder) if e.name.startswith(prefix) and e.name.endswith(".json")
+        ]
+    except OSError:
+        return
+    if not batches:
+        return
+    batches.sort(key=lambda e: (e.stat().st_mtime_ns, e.name))
+    lines = [line for e in batches for line in _read_file(e.path)]
+    record = os.path.join(folder, f"{job_id}.json")
+    temp = record + ".tmp"
+    fd = open_working_file(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, what="job record")
+    try:
+        os.write(fd, json.dumps({"lines": lines}, separators=(",", ":")).encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(temp, record)
+    for entry in batches:
+        try:
+            os.unlink(entry.path)
+        except OSError:
+            pass
+
+
 class BatchRecords(Manifest):
     """What the engine records through while a worker runs one batch (a manifest's role).
 
@@ -144,50 +194,49 @@ class BatchRecords(Manifest):
     root : str
         The destination folder (absolute, seen alike by every worker).
     name : str
-        The batch's record name, ``<job>-b<batch>``.
-    attempt : str
-        This run of the batch (a Dask recomputation is another attempt).
+        The batch's record name, ``<job>-b<batch>``; each run of the batch (a Dask
+        recomputation is another) logs to ``<name>-<run>.jsonl``, runs numbered from 1.
     known : mapping
         Records from before this job (``key -> record``, see :func:`read_records`) and
         partial states (``("partial", key) -> info``) for the batch's objects.
     """
 
-    def __init__(self, root: str, name: str, attempt: str, known: Mapping[Any, Any]):
+    def __init__(self, root: str, name: str, known: Mapping[Any, Any]):
         # Manifest.__init__ is not called: no SQLite file, no batch of puts, no atexit
         self.root = root
         self.folder = os.path.join(root, FOLDER)
         self.path = self.folder
         self.timeout = 0.0
         self.name = name
-        self.attempt = attempt
         self._known = dict(known)
         os.makedirs(self.folder, exist_ok=True)
-        # what earlier runs of this very batch placed (a worker died under them)
+        # Runs are numbered: this one takes the first free number (O_EXCL, fine on NFS),
+        # and the logs below it are those of earlier runs (a worker died under them).
+        record = os.path.join(self.folder, f"{name}.json")
+        self._logs = [record] if os.path.exists(record) else []
+        run = 1
+        while True:
+            log_path = os.path.join(self.folder, f"{name}-{run}.jsonl")
+            try:
+                self._fd = open_working_file(
+                    log_path,
+                    os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND,
+                    what="batch record",
+                )
+                break
+            except FileExistsError:
+                self._logs.append(log_path)
+                run += 1
+        self.run = run
+        self._log_path = log_path
         self.earlier: dict[str, dict] = {}
         partials: dict[str, dict] = {}
-        for path in self._own_files():
+        for path in self._logs:
             for line in _read_file(path):
                 _apply(self.earlier, partials, line)
         self._partials = partials
         self._objects: dict[str, dict] = {}
         self._lines: list[dict] = []
-        log_path = os.path.join(self.folder, f"{name}-{attempt}.jsonl")
-        self._fd = open_working_file(
-            log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, what="batch record"
-        )
-
-    def _own_files(self) -> list[str]:
-        try:
-            entries = [
-                e
-                for e in os.scandir(self.folder)
-                if e.name == f"{self.name}.json"
-                or (e.name.startswith(f"{self.name}-") and e.name.endswith(".jsonl"))
-            ]
-        except OSError:
-            return []
-        entries.sort(key=lambda e: (e.stat().st_mtime_ns, e.name))
-        return [e.path for e in entries]
 
     def __repr__(self) -> str:
         return f"BatchRecords({self.root!r}, {self.name!r})"
@@ -238,14 +287,14 @@ class BatchRecords(Manifest):
         )
 
     def finish(self) -> None:
-        """Write the batch's record whole (temporary file, rename), drop this run's log.
+        """Write the batch's record whole (temporary file, rename), drop the runs' logs.
 
-        Lines of earlier runs come first, so that the record holds every object the
+        What earlier runs placed comes first, so that the record holds every object the
         batch placed in any run.
         """
         lines = [*self.earlier.values(), *self._lines]
         record = os.path.join(self.folder, f"{self.name}.json")
-        temp = f"{record}.{self.attempt}.tmp"
+        temp = f"{record}.{self.run}.tmp"
         fd = open_working_file(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, what="batch record")
         try:
             os.write(fd, json.dumps({"lines": lines}, separators=(",", ":")).encode())
@@ -254,7 +303,7 @@ class BatchRecords(Manifest):
             os.close(fd)
         os.replace(temp, record)
         os.close(self._fd)
-        for path in self._own_files():
+        for path in [*self._logs, self._log_path]:
             if path.endswith(".jsonl"):
                 try:
                     os.unlink(path)
@@ -267,7 +316,7 @@ class BatchRecords(Manifest):
         os.close(self._fd)
         if not self._lines:
             try:
-                os.unlink(os.path.join(self.folder, f"{self.name}-{self.attempt}.jsonl"))
+                os.unlink(self._log_path)
             except OSError:
                 pass
 
