@@ -7,6 +7,8 @@ import os
 import pickle
 import re
 import signal
+import subprocess
+import sys
 import time
 from collections import Counter
 
@@ -200,6 +202,55 @@ def test_a_destination_a_worker_does_not_see_is_refused_naming_it(client, tmp_pa
     missing = cluster.workers_missing(client, str(marker), "token-1")
     assert set(missing) == set(client.nthreads())
     assert all("FileNotFoundError" in why for why in missing.values())
+
+
+def test_a_cluster_with_no_workers_is_refused_before_start(tmp_path):
+    with (
+        distributed.LocalCluster(n_workers=0, processes=False, dashboard_address=":0") as empty,
+        distributed.Client(empty) as nobody,
+    ):
+        job = Job.single("http://127.0.0.1:9/a.bin", tmp_path, executor=nobody)
+        with pytest.raises(InvalidInputError, match="no workers"):
+            job.start()
+        assert job.status().state is State.PENDING
+
+
+def test_a_worker_with_another_filesystem_at_dest_is_refused_by_name(client, tmp_path):
+    """A worker in a mount namespace of its own, a tmpfs over the destination's parent: a
+    host that does not mount the shared filesystem, with an empty folder in its place."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    probe = subprocess.run(
+        ["unshare", "-m", "sh", "-c", f"mount -t tmpfs none {shared}"], capture_output=True
+    )
+    if probe.returncode:
+        pytest.skip("cannot make a mount namespace here (needs unshare and mount)")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    script = (
+        f"mount -t tmpfs none {shared} && exec {sys.executable} -m distributed.cli.dask_worker "
+        f"{client.scheduler.address} --nthreads 1 --no-nanny --name outsider --no-dashboard"
+    )
+    before = set(client.nthreads())
+    outsider = subprocess.Popen(
+        ["unshare", "-m", "sh", "-c", script],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        client.wait_for_workers(len(before) + 1, timeout=30)
+        (address,) = set(client.nthreads()) - before
+        job = Job.single("http://127.0.0.1:9/a.bin", shared / "out", executor=client)
+        with pytest.raises(InvalidInputError, match="not the same folder on every worker") as e:
+            job.start()
+        assert address in str(e.value) and not any(a in str(e.value) for a in before)
+        assert not os.listdir(shared / "out" / FOLDER)  # the marker is gone again
+    finally:
+        outsider.terminate()
+        outsider.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while set(client.nthreads()) != before and time.monotonic() < deadline:
+            time.sleep(0.1)
 
 
 def test_a_client_that_dies_leaves_no_download_running(client, tmp_path, monkeypatch):

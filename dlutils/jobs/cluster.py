@@ -57,7 +57,7 @@ from .runner import (
 from .status import State, TaskInfo
 from .tasks import _Task
 
-__all__ = ["run_on_cluster", "check_shared", "workers_missing"]
+__all__ = ["run_on_cluster", "check_cluster", "check_shared", "workers_missing"]
 
 log = logging.getLogger("dlutils")
 
@@ -148,6 +148,23 @@ def check_shared(client: Any, root: str, job_id: str) -> None:
             f"dest {root!r} is not the same folder on every worker of the cluster ({named}): "
             "give a folder on a filesystem every worker mounts at the same path"
         )
+
+
+def check_cluster(client: Any, dest: str, job_id: str) -> None:
+    """Before a job starts on ``client``'s cluster: it has workers, and they see ``dest``.
+
+    Raises
+    ------
+    dlutils.InvalidInputError
+        No worker is connected, or some worker does not see ``dest`` as the client does
+        (:func:`check_shared`, naming it).
+    """
+    if not sum(cluster_threads(client).values()):
+        raise InvalidInputError(
+            "executor: the Dask cluster has no workers; start some, or wait for them with "
+            "client.wait_for_workers(n)"
+        )
+    check_shared(client, os.path.abspath(dest), job_id)
 
 
 def _batches(tasks: Iterator[_Task], size: int) -> Iterator[list[_Task]]:
@@ -293,7 +310,6 @@ class _ClusterRun:
             raise DownloadError(
                 f"the Dask cluster of executor={type(opts.executor).__name__} has no workers"
             )
-        check_shared(client, root, job.id)
         view = RecordsView(root, job.id)
         limited = bool(opts.bytes_per_hour)
         window = threads if limited else 2 * threads

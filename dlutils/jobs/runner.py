@@ -286,6 +286,11 @@ class Job:
                 check_sendable(
                     {**sent, "session_factory": self._opts.session_factory}, self._opts.executor
                 )
+                client = dask_client(self._opts.executor)
+                if client is not None:  # workers, and the same dest on each, or refused
+                    from .cluster import check_cluster
+
+                    check_cluster(client, os.path.join(self._cwd, self.dest or "."), self.id)
             self._state = State.RUNNING
             self._started = time.time()
         log.info("job %s started: %s", self.id, self.description)
