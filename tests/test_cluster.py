@@ -393,3 +393,30 @@ def test_batch_records_survive_a_writer_killed_mid_line(tmp_path):
     assert view.get("a.bin").etag == '"a"'
     (tmp_path / "a.bin").write_bytes(b"changed")  # a record holds only for the file it saw
     assert view.get("a.bin") is None
+
+
+def test_secrets_reach_the_server_only(client, tmp_path):
+    files = _files(5, 1000)
+    token, signature = "Bearer tok-3f9a1c", "sig-77b2e0d4"
+    with LocalServer(files) as server:
+        links = {f"f{i}.bin": server.url_for(f"d/f{i:03d}.bin") + f"?X-Amz-Signature={signature}"
+                 for i in range(5)}  # fmt: skip
+        with distributed.get_task_stream(client) as stream:
+            job = Job.multi(links, tmp_path, executor=client, headers={"Authorization": token})
+            status = job.start().wait(timeout=60)
+        assert (status.finished, status.errors) == (5, 0)
+        assert {r.headers.get("Authorization") for r in server.requests} == {token}
+    events = client.get_events(f"dlutils-{job.id}")
+    assert events  # the reports came as events: names and counts only
+    shown = " ".join(
+        [
+            repr(events),
+            repr([task["key"] for task in stream.data]),
+            repr(client.get_scheduler_logs(n=10_000)),
+            repr(client.get_worker_logs(n=10_000)),
+            os.path.join(tmp_path, FOLDER),
+            *(open(e.path).read() for e in os.scandir(tmp_path / FOLDER)),
+        ]
+    )
+    assert "f3.bin" in shown
+    assert "tok-3f9a1c" not in shown and signature not in shown

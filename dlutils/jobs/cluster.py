@@ -83,18 +83,26 @@ class _Spec:
 
     job_id: str
     root: str
-    common: dict[str, Any]
-    big_common: dict[str, Any]
-    settings: dict[str, str]
-    time_limit: float | None
-    lanes: int
-    connections: int | None
-    rate: float | None  # bytes/s of each batch (a fair share), None: no limit
-    session_factory: Any = None
+    # what may hold a header or token: never in a repr (a worker logs a failed task's)
+    common: dict[str, Any] = field(repr=False)
+    big_common: dict[str, Any] = field(repr=False)
+    settings: dict[str, str] = field(repr=False)
+    time_limit: float | None = None
+    lanes: int = 1
+    connections: int | None = None
+    rate: float | None = None  # bytes/s of each batch (a fair share), None: no limit
+    session_factory: Any = field(default=None, repr=False)
     stale_after: float = 15.0
     control: tuple[str, str] = ("dlutils", "")
     semaphore: str = ""
     topic: str = ""
+
+
+class _Items(list):
+    """A batch's objects: shown as a count, never as links (they may be signed)."""
+
+    def __repr__(self) -> str:
+        return f"<{len(self)} objects>"
 
 
 # --------------------------------------------------------------------------- client side
@@ -350,7 +358,7 @@ class _ClusterRun:
                     for task in batch:
                         job._current[task.name] = [task.name, 0, task.size]
                 sent = [_absolute(task, job._cwd) for task in batch]  # other processes' folders
-                items = [(task, *self._known(view, root, task)) for task in sent]
+                items = _Items((task, *self._known(view, root, task)) for task in sent)
                 future = client.submit(
                     run_batch,
                     spec,
@@ -627,11 +635,21 @@ class _Progress(Callback):
 
 
 def run_batch(spec: _Spec, index: int, items: list[tuple[_Task, Any, Any]]) -> list[tuple]:
-    """A batch on a worker: fetch each object, record it, report it; never raises per object.
+    """A batch on a worker: fetch each object, record it, report it; never raises.
 
     Returns one tuple per object, in order: ``("done", skipped, size, received, run)``,
-    ``("error", message)`` or ``("aborted",)``.
+    ``("error", message)`` or ``("aborted",)``. What fails the whole batch (its records
+    cannot be written, say) is every object's error: a task that raised would have its
+    arguments logged by the worker.
     """
+    try:
+        return _run_batch(spec, index, items)
+    except Exception as exc:  # noqa: BLE001 - reported per object, redacted
+        log.warning("job %s: batch %d failed: %s", spec.job_id, index, _describe(exc, ""))
+        return [("error", _describe(exc, ""))] * len(items)
+
+
+def _run_batch(spec: _Spec, index: int, items: list[tuple[_Task, Any, Any]]) -> list[tuple]:
     from concurrent.futures import ThreadPoolExecutor
 
     ctx = _context(spec)
