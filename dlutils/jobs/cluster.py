@@ -354,9 +354,7 @@ class _ClusterRun:
                         break
                     self.inflight += 1
                     job._scheduled += len(batch)
-                    self.batches[index] = _Counting(batch)
-                    for task in batch:
-                        job._current[task.name] = [task.name, 0, task.size]
+                    self.batches[index] = _Counting(batch)  # current once a worker says so
                 sent = [_absolute(task, job._cwd) for task in batch]  # other processes' folders
                 items = _Items((task, *self._known(view, root, task)) for task in sent)
                 future = client.submit(
