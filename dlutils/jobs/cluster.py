@@ -247,15 +247,23 @@ class _ClusterRun:
                     job._bar_bytes(expected=done - before, received=done - before)
                 job._current[name] = [name, done, total]
             for index, place, run, name, skipped, size, received in msg.get("done", ()):
-                self._count_done(index, place, run, name, skipped, size, received)
+                counting = self.batches.get(index)
+                if counting is not None:
+                    self._count_done(counting, place, run, name, skipped, size, received)
 
     def _count_done(
-        self, index: int, place: int, run: str, name: str, skipped: bool, size: Any, got: int
+        self,
+        counting: _Counting,
+        place: int,
+        run: str,
+        name: str,
+        skipped: bool,
+        size: Any,
+        got: int,
     ) -> None:
         """Count one object placed (hold the job's lock); a second report of it is ignored."""
         job = self.job
-        counting = self.batches.get(index)
-        if counting is None or place in counting.counted:
+        if place in counting.counted:
             return
         counting.counted.add(place)
         before = counting.received.pop((place, run), 0)
@@ -293,9 +301,7 @@ class _ClusterRun:
                 kind, *rest = results[place]
                 if kind == "done":
                     skipped, size, received, run = rest
-                    self.batches[index] = counting  # _count_done looks it up
-                    self._count_done(index, place, run, task.name, skipped, size, received)
-                    del self.batches[index]
+                    self._count_done(counting, place, run, task.name, skipped, size, received)
                 elif kind == "aborted":
                     job._scheduled -= 1
                 else:
@@ -318,24 +324,57 @@ class _ClusterRun:
             raise DownloadError(
                 f"the Dask cluster of executor={type(opts.executor).__name__} has no workers"
             )
-        view = RecordsView(root, job.id)
         limited = bool(opts.bytes_per_hour)
         window = threads if limited else 2 * threads
         lanes = min(LANES, opts.connections) if opts.connections else LANES
         spec = self._spec(root, lanes, window)
         control = _Control(client, spec.control)
         control.set({"beat": 0, "abort": False})
-        semaphore = (
-            Semaphore(max_leases=opts.connections, name=spec.semaphore, scheduler_rpc=None)
-            if opts.connections
-            else None
-        )
-        client.subscribe_topic(spec.topic, self.on_event)
+        self.stop_beat = threading.Event()
         beat = threading.Thread(
             target=self._beat, args=(control,), name=f"{job.id}-beat", daemon=True
         )
-        stop_beat = self.stop_beat = threading.Event()
         beat.start()
+        view: RecordsView | None = None
+        semaphore = None
+        subscribed = False
+        try:
+            view = RecordsView(root, job.id)
+            if opts.connections:
+                semaphore = Semaphore(
+                    max_leases=opts.connections,
+                    name=spec.semaphore,
+                    scheduler_rpc=client.scheduler,
+                    loop=client.loop,
+                )
+            client.subscribe_topic(spec.topic, self.on_event)
+            subscribed = True
+            self._submit(spec, view, root, threads, window, lanes)
+        finally:
+            self.stop_beat.set()
+            beat.join()
+            if view is not None:
+                view.close()
+            if subscribed:
+                try:
+                    client.unsubscribe_topic(spec.topic)
+                except Exception:  # noqa: BLE001 - the cluster may be gone
+                    pass
+            try:
+                control.set(None)  # the entry stays, empty: the scheduler needs no dlutils
+            except Exception:  # noqa: BLE001
+                pass
+            if semaphore is not None:
+                try:
+                    semaphore.close()
+                except Exception:  # noqa: BLE001
+                    pass
+
+    def _submit(
+        self, spec: _Spec, view: RecordsView, root: str, threads: int, window: int, lanes: int
+    ) -> None:
+        """Send the batches, at most ``window`` in flight; wait for them; synchronise."""
+        job, client = self.job, self.client
         size = batch_size(job._total, threads)
         log.info(
             "job %s on %d Dask worker threads: batches of %d, %d in flight, %d at once each",
@@ -357,54 +396,51 @@ class _ClusterRun:
                     self.batches[index] = _Counting(batch)  # current once a worker says so
                 sent = [_absolute(task, job._cwd) for task in batch]  # other processes' folders
                 items = _Items((task, *self._known(view, root, task)) for task in sent)
-                future = client.submit(
-                    run_batch,
-                    spec,
-                    index,
-                    items,
-                    key=f"dlutils-{job.id}-batch-{index}",
-                    pure=False,
-                )
+                try:
+                    future = client.submit(
+                        run_batch,
+                        spec,
+                        index,
+                        items,
+                        key=f"dlutils-{job.id}-batch-{index}",
+                        pure=False,
+                    )
+                except BaseException:
+                    with job._lock:  # never sent: not in flight, not scheduled
+                        self.inflight -= 1
+                        job._scheduled -= len(batch)
+                        del self.batches[index]
+                    raise
                 future.add_done_callback(lambda f, i=index: self.batch_done(i, f))
             else:
                 with job._lock:
                     job._all_dispatched = True
                     if job._total is None:
                         job._total = job._scheduled
+        except Exception as exc:  # a listing that fails, or a cluster that went away
+            log.exception("job %s could not list or send its objects", job.id)
             with job._lock:
-                while self.inflight:
-                    self.cond.wait(0.5)
+                job._errors += 1
+                job._download_errors.append(("<listing>", _describe(exc, "")))
+        with job._lock:
+            while self.inflight:
+                self.cond.wait(0.5)
+        try:
+            compact(root, job.id)
+        except OSError as exc:  # the batch records stay as they are: as good
+            log.warning("job %s: cannot gather its records in %s: %s", job.id, root, exc)
+        complete = job._all_dispatched and not job._abort.is_set()
+        if complete and job._sync is not None:
+            after = RecordsView(root, job.id)  # what the batches wrote
             try:
-                compact(root, job.id)
-            except OSError as exc:  # the batch records stay as they are: as good
-                log.warning("job %s: cannot gather its records in %s: %s", job.id, root, exc)
-            complete = job._all_dispatched and not job._abort.is_set()
-            if complete and job._sync is not None:
-                view = RecordsView(root, job.id)  # what the batches wrote
-                try:
-                    job._sync(job, view)
-                except Exception as exc:
-                    log.exception("job %s could not synchronise", job.id)
-                    with job._lock:
-                        job._errors += 1
-                        job._download_errors.append(("<sync>", _describe(exc, "")))
-        finally:
-            stop_beat.set()
-            beat.join()
-            view.close()
-            try:
-                client.unsubscribe_topic(spec.topic)
-            except Exception:  # noqa: BLE001 - the cluster may be gone
-                pass
-            try:
-                control.set(None)  # the entry stays, empty: the scheduler needs no dlutils
-            except Exception:  # noqa: BLE001
-                pass
-            if semaphore is not None:
-                try:
-                    semaphore.close()
-                except Exception:  # noqa: BLE001
-                    pass
+                job._sync(job, after)
+            except Exception as exc:
+                log.exception("job %s could not synchronise", job.id)
+                with job._lock:
+                    job._errors += 1
+                    job._download_errors.append(("<sync>", _describe(exc, "")))
+            finally:
+                after.close()
 
     def _known(self, view: RecordsView, root: str, task: _Task) -> tuple[Any, Any]:
         try:
