@@ -364,6 +364,11 @@ def test_a_synchronising_backend_job_on_the_cluster_reads_and_deletes_through_re
     assert left == ["00.tgz", "03.tgz", "04.tgz", "05.tgz", "06.tgz", "07.tgz", "mine.tgz"]
     objects, _ = read_records(tmp_path)
     assert "01.tgz" not in objects and "02.tgz" not in objects and "00.tgz" in objects
+    with AisStandIn() as empty:  # a listing that fails: one error, nothing deleted
+        status = Job.backend(empty.link("nobucket"), tmp_path, sync=True, executor=client)
+        status = status.start().wait(timeout=60)
+    assert status.errors == 1 and status.download_errors[0][0] == "<listing>"
+    assert status.deleted == 0 and (tmp_path / "00.tgz").exists()
 
 
 def test_batch_records_survive_a_writer_killed_mid_line(tmp_path):
