@@ -25,6 +25,12 @@ Given a ``distributed.Client`` (or its ``get_executor()``) as ``executor``, a
   ``.dlutils-records`` folder, which every worker must see: checked before the job starts.
 
 ``distributed`` is imported by nothing here until a client is given.
+
+Local destinations only, for now: three places assume a path every worker mounts
+(:func:`check_shared`, the records of :mod:`dlutils.jobs.records`, and :func:`_absolute`,
+which leaves a URL as given). Batches fetch through :func:`dlutils.sources.fetch` with
+each object's destination as given, so a destination the sources learn to write (an
+fsspec URL) goes through unchanged.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..budget import ConnectionBudget
+from ..destinations import _URL
 from ..errors import DownloadAborted, DownloadError, InvalidInputError
 from ..limits import TokenBucket
 from ..progress import Callback
@@ -190,6 +197,9 @@ def _batches(tasks: Iterator[_Task], size: int) -> Iterator[list[_Task]]:
 
 
 def _absolute(task: _Task, cwd: str) -> _Task:
+    """``task`` with its local path absolute; a URL destination's path stays as given."""
+    if _URL.match(task.path):
+        return task
     path = os.path.join(cwd, task.path)
     return dataclasses.replace(task, path=path) if path != task.path else task
 
