@@ -387,13 +387,17 @@ def test_batch_records_survive_a_writer_killed_mid_line(tmp_path):
     objects, _ = read_records(tmp_path)
     assert list(objects) == ["a.bin"] and objects["a.bin"]["attrs"]["etag"] == '"a"'
 
+    with open(log_path, "a") as fh:  # the killed run had begun b.bin too
+        fh.write('\n{"kind":"partial","key":"b.bin","info":{"validator":"\\"b\\""}}\n')
     again = BatchRecords(str(tmp_path), "job-b000001", {})  # Dask runs the batch again
     assert again.placed_earlier(str(tmp_path / "a.bin"))["received"] == 3
     assert again.placed_earlier(str(tmp_path / "b.bin")) is None
     again.commit(str(tmp_path / "a.bin"), skipped=False, received=3)
     again.finish()  # one record for the batch, written whole; the logs go
     assert sorted(os.listdir(tmp_path / FOLDER)) == ["job-b000001.json"]
-    assert read_records(tmp_path)[0]["a.bin"]["size"] == 3
+    objects, partials = read_records(tmp_path)
+    assert objects["a.bin"]["size"] == 3
+    assert partials == {"b.bin": {"validator": '"b"'}}  # b.bin unfinished: kept to resume
     view = RecordsView(str(tmp_path), "next-job")  # what the next job's client reads
     assert view.get("a.bin").etag == '"a"'
     (tmp_path / "a.bin").write_bytes(b"changed")  # a record holds only for the file it saw

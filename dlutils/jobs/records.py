@@ -289,10 +289,12 @@ class BatchRecords(Manifest):
     def finish(self) -> None:
         """Write the batch's record whole (temporary file, rename), drop the runs' logs.
 
-        What earlier runs placed comes first, so that the record holds every object the
-        batch placed in any run.
+        It holds every object the batch placed in any run, and the resume state of those
+        it left unfinished (their ``.part`` files stay).
         """
-        lines = [*self.earlier.values(), *self._lines]
+        partials = [{"kind": "partial", "key": k, "info": v} for k, v in self._partials.items()]
+        objects = [line for line in self._lines if line.get("kind") in ("object", "forget")]
+        lines = [*partials, *self.earlier.values(), *objects]
         record = os.path.join(self.folder, f"{self.name}.json")
         temp = f"{record}.{self.run}.tmp"
         fd = open_working_file(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, what="batch record")
