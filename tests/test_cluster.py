@@ -429,3 +429,20 @@ def test_secrets_reach_the_server_only(client, tmp_path):
     )
     assert "f3.bin" in shown
     assert "tok-3f9a1c" not in shown and signature not in shown
+
+
+def test_a_hub_job_with_its_endpoint_set_on_the_client_only(client, tmp_path):
+    from dlutils import sandbox
+
+    sandbox.hub()  # HF_ENDPOINT, here only: the workers started before it was set
+    try:
+        assert set(client.run(os.getenv, "HF_ENDPOINT").values()) == {None}
+        job = dlutils.download(
+            f"hf://datasets/{sandbox.HF_DATASET}", tmp_path, executor=client, blob_threshold=10
+        )
+        status = job.wait(timeout=60)
+    finally:
+        sandbox.stop_all()
+    assert (status.finished, status.errors) == (3, 0), status.download_errors
+    for name, data in sandbox.HF_FILES.items():  # big files too: a batch each, in ranges
+        assert _sha((tmp_path / name).read_bytes()) == _sha(data)
