@@ -52,7 +52,7 @@ from ..errors import DownloadAborted, DownloadError, InvalidInputError
 from ..limits import TokenBucket
 from ..progress import Callback
 from ..sources import fetch
-from ..transfer import MAX_SEGMENTS, AbortEvent, Fetched
+from ..transfer import MAX_SEGMENTS, AbortEvent, Fetched, TransferOptions
 from .elsewhere import client_environment, environment
 from .records import FOLDER, BatchRecords, RecordsView, compact
 from .runner import (
@@ -91,8 +91,8 @@ class _Spec:
     job_id: str
     root: str
     # what may hold a header or token: never in a repr (a worker logs a failed task's)
-    common: dict[str, Any] = field(repr=False)
-    big_common: dict[str, Any] = field(repr=False)
+    common: TransferOptions = field(repr=False)
+    big_common: TransferOptions = field(repr=False)
     settings: dict[str, str] = field(repr=False)
     time_limit: float | None = None
     lanes: int = 1
@@ -461,14 +461,10 @@ class _ClusterRun:
 
     def _spec(self, root: str, lanes: int, window: int) -> _Spec:
         job, opts = self.job, self.job._opts
-        common = {
-            **opts.transfer(make_session=False),
-            "timeout": _transport_timeout(opts.timeout),
-        }
-        common.pop("session", None)
-        big_common = {**common, "segments": max(2, opts.segments or MAX_SEGMENTS)}
+        common = opts.transfer(make_session=False).replace(timeout=_transport_timeout(opts.timeout))
+        big_common = common.replace(segments=max(2, opts.segments or MAX_SEGMENTS))
         if job._blob_threshold is not None:
-            big_common["segment_threshold"] = max(1, job._blob_threshold)
+            big_common = big_common.replace(segment_threshold=max(1, job._blob_threshold))
         rate = opts.bytes_per_hour / 3600 / window if opts.bytes_per_hour else None
         return _Spec(
             job_id=job.id,
@@ -732,20 +728,21 @@ def _run_batch(spec: _Spec, index: int, items: list[tuple[_Task, Any, Any]]) -> 
         try:
             _raise_if_unusable(task)
             held = ctx.budget.hold(abort) if ctx.budget is not None else None
-            options = dict(spec.big_common if task.big else spec.common)
+            options = spec.big_common if task.big else spec.common
             if spec.session_factory is not None:
                 if getattr(session_local, "session", None) is None:
                     session_local.session = spec.session_factory()
-                options["session"] = session_local.session
+                options = options.replace(session=session_local.session)
             fetched: Fetched = fetch(
                 task.link,
                 path,
-                **options,
-                **_task_extras(task),
-                manifest=records,
-                progress=progress,
-                abort=abort,
-                limiter=limiter,
+                options.replace(
+                    **_task_extras(task),
+                    manifest=records,
+                    progress=progress,
+                    abort=abort,
+                    limiter=limiter,
+                ),
             )
         except DownloadAborted:
             if ctx.abort.is_set():

@@ -28,7 +28,7 @@ from ..names import redact, redact_text
 from ..options import Options, dask_client, make_options, runs_here
 from ..progress import Callback, TqdmCallback
 from ..sources import fetch
-from ..transfer import MAX_SEGMENTS, AbortEvent, Fetched
+from ..transfer import MAX_SEGMENTS, AbortEvent, Fetched, TransferOptions
 from . import tasks as plans
 from .elsewhere import check_sendable, client_environment, environment
 from .registry import given_id, register
@@ -284,7 +284,8 @@ class Job:
             if not runs_here(self._opts.executor):  # what cannot travel, named before it starts
                 sent = self._opts.transfer(make_session=False)
                 check_sendable(
-                    {**sent, "session_factory": self._opts.session_factory}, self._opts.executor
+                    {**vars(sent), "session_factory": self._opts.session_factory},
+                    self._opts.executor,
                 )
                 client = dask_client(self._opts.executor)
                 if client is not None:  # workers, and the same dest on each, or refused
@@ -318,17 +319,16 @@ class Job:
         limiter = TokenBucket.per_hour(opts.bytes_per_hour) if opts.bytes_per_hour else None
         # One budget for the files and the ranges of big files: connections= is a hard cap.
         self._budget = ConnectionBudget(opts.connections) if opts.connections else None
-        common = {
+        common = opts.transfer(make_session=live).replace(
             # Elsewhere (other processes) no budget reaches: one connection per object.
-            **({"segments": 1} if opts.connections and not live else {}),
-            **opts.transfer(make_session=live),
-            "timeout": _transport_timeout(opts.timeout),
-            "manifest": manifest,
-        }
+            **({"segments": 1} if opts.connections and not live and opts.segments is None else {}),
+            timeout=_transport_timeout(opts.timeout),
+            manifest=manifest,
+        )
         big_lane: ThreadPoolExecutor | None = None
-        big_common = {**common, "segments": max(2, opts.segments or MAX_SEGMENTS)}
+        big_common = common.replace(segments=max(2, opts.segments or MAX_SEGMENTS))
         if self._blob_threshold is not None:
-            big_common["segment_threshold"] = max(1, self._blob_threshold)
+            big_common = big_common.replace(segment_threshold=max(1, self._blob_threshold))
         if opts.progress:
             self._open_bar()
         where = "<manifest>"
@@ -424,7 +424,7 @@ class Job:
             return False
         return True
 
-    def _execute(self, task: _Task, common: dict[str, Any], limiter: Any) -> Fetched:
+    def _execute(self, task: _Task, common: TransferOptions, limiter: Any) -> Fetched:
         if self._abort.is_set():
             raise DownloadAborted("job aborted before this object started")
         _raise_if_unusable(task)
@@ -441,11 +441,9 @@ class Job:
             return fetch(
                 task.link,
                 task.path,
-                **common,
-                **_task_extras(task),
-                progress=progress,
-                abort=abort,
-                limiter=limiter,
+                common.replace(
+                    **_task_extras(task), progress=progress, abort=abort, limiter=limiter
+                ),
             )
         finally:
             if held is not None:
@@ -490,7 +488,7 @@ class Job:
                 self._bar.set_postfix_str(f"{files}, {errors} errors", refresh=False)
 
     def _submit_elsewhere(
-        self, executor: Any, task: _Task, common: dict[str, Any], settings: dict[str, str]
+        self, executor: Any, task: _Task, common: TransferOptions, settings: dict[str, str]
     ) -> Future:
         """Send ``task`` to another process: its path absolute, the client's settings with it.
 
@@ -686,7 +684,7 @@ class _TaskProgress(Callback):
 
 def _execute_elsewhere(
     task: _Task,
-    common: dict[str, Any],
+    common: TransferOptions,
     time_limit: float | None,
     settings: Mapping[str, str] | None = None,
 ) -> Fetched:
@@ -699,7 +697,7 @@ def _execute_elsewhere(
     abort = AbortEvent(time_limit=time_limit) if time_limit else None
     try:
         with environment(settings or {}):
-            return fetch(task.link, task.path, **common, **_task_extras(task), abort=abort)
+            return fetch(task.link, task.path, common.replace(**_task_extras(task), abort=abort))
     finally:
         if abort is not None:
             abort.close()
