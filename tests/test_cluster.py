@@ -446,3 +446,31 @@ def test_a_hub_job_with_its_endpoint_set_on_the_client_only(client, tmp_path):
     assert (status.finished, status.errors) == (3, 0), status.download_errors
     for name, data in sandbox.HF_FILES.items():  # big files too: a batch each, in ranges
         assert _sha((tmp_path / name).read_bytes()) == _sha(data)
+
+
+def test_a_job_on_threads_reads_what_a_cluster_job_left(client, tmp_path):
+    files = {**_files(3, 2 << 20, prefix="big/f"), **_files(4, 1000, prefix="big/s")}
+    with LocalServer(files) as server:
+        small = Job.range(server.url + "/big/s{000..003}.bin", tmp_path, executor=client)
+        assert small.start().wait(timeout=60).finished == 4
+        server.rate_limit = 512 << 10
+        job = Job.range(server.url + "/big/f{000..002}.bin", tmp_path, executor=client).start()
+        deadline = time.monotonic() + 30
+        while job.status().bytes < (1 << 20) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        job.abort()
+        assert job.wait(timeout=15).state is State.ABORTED
+        parts = {n: os.path.getsize(tmp_path / n) for n in os.listdir(tmp_path) if ".part" in n}
+        assert parts and all(parts.values())
+        server.rate_limit = None
+        server.clear_log()
+        links = [server.url + f"/big/{n}" for n in ("f000.bin", "f001.bin", "f002.bin")]
+        links += [server.url + f"/big/s{i:03d}.bin" for i in range(4)]
+        status = Job.multi(links, tmp_path).start().wait(timeout=60)  # threads
+    assert (status.finished, status.errors, status.skipped) == (7, 0, 4)
+    _same_files(files, tmp_path, strip="big/")
+    asked = {r.path.rsplit("/", 1)[1]: r for r in server.requests}
+    for i in range(4):  # known from the cluster's records: asked with their validators
+        assert asked[f"s{i:03d}.bin"].headers.get("If-None-Match")
+    for part, size in parts.items():  # resumed where the cluster stopped
+        assert asked[part.removesuffix(".part")].range == f"bytes={size}-"

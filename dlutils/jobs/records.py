@@ -35,7 +35,15 @@ from ..errors import UnsafePathError
 from ..freshness import Manifest, ObjectAttrs
 from ..workfiles import open_working_file
 
-__all__ = ["FOLDER", "BatchRecords", "RecordsView", "compact", "read_records"]
+__all__ = [
+    "FOLDER",
+    "BatchRecords",
+    "ManifestWithRecords",
+    "RecordsView",
+    "compact",
+    "open_manifest",
+    "read_records",
+]
 
 log = logging.getLogger("dlutils")
 
@@ -378,6 +386,76 @@ class BatchRecords(Manifest):
             self._append({"kind": "drop-partial", "key": key})
 
 
+def _forget(root: str, log_name: str, key: str) -> None:
+    """Append a removal of ``key`` to the log ``log_name`` of the records folder."""
+    line = json.dumps({"kind": "forget", "key": key}, separators=(",", ":")) + "\n"
+    path = os.path.join(root, FOLDER, log_name)
+    fd = open_working_file(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, what="batch record")
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
+
+
+class ManifestWithRecords(Manifest):
+    """The SQLite manifest of a folder a cluster job wrote to, reading its records too.
+
+    A job on threads writes its records to SQLite as always; a file with no valid record
+    there is looked up in the cluster's batch records (read once, when made), and so is
+    the resume state of a ``.part`` a cluster left. Either record holds only while the
+    file keeps the size and mtime it had, so whichever is valid is right.
+    """
+
+    def __init__(self, root: str | os.PathLike, *, timeout: float = 60.0) -> None:
+        super().__init__(root, timeout=timeout)
+        self._cluster, self._cluster_partials = read_records(self.root)
+
+    def get(self, path: str | os.PathLike) -> ObjectAttrs | None:
+        found = super().get(path)
+        if found is not None:
+            return found
+        key = self._key(path)
+        entry = self._cluster.get(key)
+        if entry is not None and _valid(self.root, key, entry):
+            return ObjectAttrs.from_dict(entry.get("attrs") or {})
+        return None
+
+    def get_partial(self, path: str | os.PathLike) -> dict[str, Any] | None:
+        found = super().get_partial(path)
+        return found if found is not None else self._cluster_partials.get(self._key(path))
+
+    def drop_partial(self, path: str | os.PathLike) -> None:
+        self._cluster_partials.pop(self._key(path), None)
+        super().drop_partial(path)
+
+    def put_partial(self, path: str | os.PathLike, info: Mapping[str, Any]) -> None:
+        self._cluster_partials.pop(self._key(path), None)
+        super().put_partial(path, info)
+
+    def records(self, prefix: str = "") -> Iterator[tuple[str, ObjectAttrs]]:
+        seen = set()
+        for key, attrs in super().records(prefix):
+            seen.add(key)
+            yield key, attrs
+        for key in sorted(self._cluster):
+            if key.startswith(prefix) and key not in seen:
+                if _valid(self.root, key, self._cluster[key]):
+                    yield key, ObjectAttrs.from_dict(self._cluster[key].get("attrs") or {})
+
+    def remove(self, path: str | os.PathLike) -> None:
+        key = self._key(path)
+        super().remove(path)
+        if self._cluster.pop(key, None) is not None:
+            _forget(self.root, f"manifest-{os.getpid()}.jsonl", key)
+
+
+def open_manifest(root: str | os.PathLike) -> Manifest:
+    """The manifest of ``root``: reading a cluster job's records too when there are some."""
+    if os.path.isdir(os.path.join(os.fspath(root), FOLDER)):
+        return ManifestWithRecords(root)
+    return Manifest(root)
+
+
 class RecordsView:
     """The records of a destination as the client reads them: batch records over the manifest.
 
@@ -391,7 +469,7 @@ class RecordsView:
         self._manifest = (
             Manifest(root) if os.path.lexists(os.path.join(root, Manifest.FILENAME)) else None
         )
-        self._log = os.path.join(root, FOLDER, f"{job_id}-client.jsonl")
+        self._log = f"{job_id}-client.jsonl"
 
     def close(self) -> None:
         if self._manifest is not None:
@@ -432,13 +510,6 @@ class RecordsView:
     def remove(self, path: str | os.PathLike) -> None:
         key = _relative(self.root, path)
         self.objects.pop(key, None)
-        line = json.dumps({"kind": "forget", "key": key}, separators=(",", ":")) + "\n"
-        fd = open_working_file(
-            self._log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, what="batch record"
-        )
-        try:
-            os.write(fd, line.encode())
-        finally:
-            os.close(fd)
+        _forget(self.root, self._log, key)
         if self._manifest is not None:
             self._manifest.remove(key)

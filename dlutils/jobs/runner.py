@@ -22,7 +22,6 @@ from typing import Any
 from ..budget import ConnectionBudget
 from ..destinations import check_local
 from ..errors import DownloadAborted, InvalidInputError, JobStateError, UnsafePathError
-from ..freshness import Manifest
 from ..limits import TokenBucket
 from ..names import redact, redact_text
 from ..options import Options, dask_client, make_options, runs_here
@@ -31,6 +30,7 @@ from ..sources import fetch
 from ..transfer import MAX_SEGMENTS, AbortEvent, Fetched, TransferOptions
 from . import tasks as plans
 from .elsewhere import check_sendable, client_environment, environment
+from .records import open_manifest
 from .registry import given_id, register
 from .status import JobStatus, State, TaskInfo
 from .tasks import Plan, _Task
@@ -314,7 +314,7 @@ class Job:
         window = threading.BoundedSemaphore(opts.connections or workers * 2)
         # another process has its own folder: it gets the path resolved here
         folder = (self.dest or ".") if live else os.path.join(self._cwd, self.dest or ".")
-        manifest = Manifest(folder)
+        manifest = open_manifest(folder)  # with a cluster job's records, if it left some
         settings = {} if live else client_environment()
         limiter = TokenBucket.per_hour(opts.bytes_per_hour) if opts.bytes_per_hour else None
         # One budget for the files and the ranges of big files: connections= is a hard cap.
