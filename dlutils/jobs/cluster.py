@@ -713,10 +713,13 @@ def _run_batch(spec: _Spec, index: int, items: list[tuple[_Task, Any, Any]]) -> 
             return ("aborted",)
         earlier = records.placed_earlier(path)
         if earlier is not None:  # placed by a run of this batch that died: no request
+            got = earlier.get("received")
+            if got is None:  # placed, and killed before it said how many bytes came: all
+                got = earlier["size"]
             result = (
                 (True, earlier["size"], 0)
                 if earlier.get("skipped")
-                else (False, earlier["size"], int(earlier.get("received", 0)))
+                else (False, earlier["size"], int(got))
             )
             records.commit(path, result[0], result[2])
             with ctx.lock:

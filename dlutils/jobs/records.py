@@ -301,7 +301,10 @@ class BatchRecords(Manifest):
         it left unfinished (their ``.part`` files stay).
         """
         partials = [{"kind": "partial", "key": k, "info": v} for k, v in self._partials.items()]
-        objects = [line for line in self._lines if line.get("kind") in ("object", "forget")]
+        last = {
+            line["key"]: line for line in self._lines if line.get("kind") in ("object", "forget")
+        }
+        objects = list(last.values())
         lines = [*partials, *self.earlier.values(), *objects]
         record = os.path.join(self.folder, f"{self.name}.json")
         temp = f"{record}.{self.run}.tmp"
@@ -364,9 +367,22 @@ class BatchRecords(Manifest):
                 yield key, ObjectAttrs.from_dict(merged[key].get("attrs") or {})
 
     def put(self, path: str | os.PathLike, attrs: ObjectAttrs) -> None:
+        """Record the file at once (the engine has just placed it): a worker killed before
+        :meth:`commit` leaves the next run of the batch no reason to fetch it again."""
         key = _relative(self.root, path)
-        os.stat(os.path.join(self.root, key))  # as a Manifest does: the file must be there
+        st = os.stat(os.path.join(self.root, key))  # as a Manifest does: it must be there
         self._objects[key] = attrs.to_dict()
+        self._append(
+            {
+                "kind": "object",
+                "key": key,
+                "attrs": self._objects[key],
+                "size": st.st_size,
+                "mtime_ns": st.st_mtime_ns,
+                "received": None,  # known at commit
+                "skipped": None,
+            }
+        )
 
     def get_partial(self, path: str | os.PathLike) -> dict[str, Any] | None:
         key = _relative(self.root, path)
