@@ -563,6 +563,13 @@ class _SharedBudget(ConnectionBudget):
     def release(self) -> None:
         self._semaphore.release()
 
+    def stop(self) -> None:
+        """Stop the semaphore's lease refreshing here (the client closes the semaphore);
+        its periodic callback would otherwise keep it alive in this worker."""
+        callback = getattr(self._semaphore, "refresh_callback", None)
+        if callback is not None:
+            self._semaphore.loop.add_callback(callback.stop)
+
 
 class _Context:
     """One job in one worker process: its abort event, budget, and the reports to send."""
@@ -628,6 +635,8 @@ class _Context:
                 ):
                     if _CONTEXTS.get(self.spec.job_id) is self:
                         del _CONTEXTS[self.spec.job_id]
+                    if self.budget is not None:
+                        self.budget.stop()
                     return
             self._look(last)
             time.sleep(REPORT_EVERY)
