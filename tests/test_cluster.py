@@ -18,6 +18,7 @@ distributed = pytest.importorskip("distributed")
 
 import requests  # noqa: E402
 from conftest import make_random_bytes  # noqa: E402
+from servers_s3 import moto_server_fixture, s3_fixture  # noqa: E402, F401 - fixtures
 
 import dlutils  # noqa: E402
 from dlutils import InvalidInputError, Job, Options  # noqa: E402
@@ -474,3 +475,37 @@ def test_a_job_on_threads_reads_what_a_cluster_job_left(client, tmp_path):
         assert asked[f"s{i:03d}.bin"].headers.get("If-None-Match")
     for part, size in parts.items():  # resumed where the cluster stopped
         assert asked[part.removesuffix(".part")].range == f"bytes={size}-"
+
+
+def test_a_cluster_job_streams_into_an_s3_prefix(s3, tmp_path):
+    """The batches call the same fetch with the destination as given: into the store.
+
+    Workers need the store's credentials: these start after the moto fixture set its
+    fake ones, and inherit them (the client sends endpoints, never credentials)."""
+    files = _files(40, 3000)
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as local,
+        distributed.Client(local, set_as_default=False) as own,
+        LocalServer(files) as server,
+    ):
+        job = Job.range(server.url + "/d/f{000..039}.bin", s3.uri("shards/"), executor=own)
+        status = job.start().wait(timeout=60)
+        assert (status.finished, status.errors, status.skipped) == (40, 0, 0)
+        assert status.bytes == 40 * 3000
+        for path, data in files.items():
+            key = "shards/" + path.removeprefix("d/")
+            body = s3.client.get_object(Bucket=s3.name, Key=key)["Body"].read()
+            assert _sha(body) == _sha(data)
+        server.clear_log()
+        again = Job.range(server.url + "/d/f{000..039}.bin", s3.uri("shards/"), executor=own)
+        status = again.start().wait(timeout=60)
+        assert (status.finished, status.skipped) == (40, 40)
+        assert sum(r.bytes_sent for r in server.requests) == 0  # asked; no body came
+    assert not os.listdir(tmp_path)  # nothing local: no records beside a store
+
+
+def test_memory_is_refused_on_a_cluster(client):
+    with pytest.raises(InvalidInputError, match="this process's memory"):
+        Job.single("http://127.0.0.1:9/a.bin", "memory://bucket/x/", executor=client).start()

@@ -26,11 +26,10 @@ Given a ``distributed.Client`` (or its ``get_executor()``) as ``executor``, a
 
 ``distributed`` is imported by nothing here until a client is given.
 
-Local destinations only, for now: three places assume a path every worker mounts
-(:func:`check_shared`, the records of :mod:`dlutils.jobs.records`, and :func:`_absolute`,
-which leaves a URL as given). Batches fetch through :func:`dlutils.sources.fetch` with
-each object's destination as given, so a destination the sources learn to write (an
-fsspec URL) goes through unchanged.
+Batches fetch through :func:`dlutils.sources.fetch` with each object's destination as
+given, so an object-store destination (``s3://``) goes straight into the store from each
+worker. Three things are for local destinations only: :func:`check_shared`, the records
+of :mod:`dlutils.jobs.records` (a store keeps its own), and :func:`_absolute`.
 """
 
 from __future__ import annotations
@@ -99,6 +98,8 @@ class _Spec:
     connections: int | None = None
     rate: float | None = None  # bytes/s of each batch (a fair share), None: no limit
     session_factory: Any = field(default=None, repr=False)
+    #: An object-store destination (``s3://``): no local records, the store's own checks.
+    store: bool = False
     stale_after: float = 15.0
     control: tuple[str, str] = ("dlutils", "")
     semaphore: str = ""
@@ -165,7 +166,7 @@ def check_shared(client: Any, root: str, job_id: str) -> None:
         )
 
 
-def check_cluster(client: Any, dest: str, job_id: str) -> None:
+def check_cluster(client: Any, dest: str | None, job_id: str) -> None:
     """Before a job starts on ``client``'s cluster: it has workers, and they see ``dest``.
 
     Raises
@@ -179,7 +180,8 @@ def check_cluster(client: Any, dest: str, job_id: str) -> None:
             "executor: the Dask cluster has no workers; start some, or wait for them with "
             "client.wait_for_workers(n)"
         )
-    check_shared(client, os.path.abspath(dest), job_id)
+    if dest is not None:  # None: an object store, checked reachable by the job already
+        check_shared(client, os.path.abspath(dest), job_id)
 
 
 def _batches(tasks: Iterator[_Task], size: int) -> Iterator[list[_Task]]:
@@ -326,8 +328,8 @@ class _ClusterRun:
         job, client, opts = self.job, self.client, self.job._opts
         from distributed import Semaphore
 
-        root = os.path.join(job._cwd, job.dest or ".")
-        root = os.path.abspath(root)
+        store = bool(getattr(job, "_store", False))
+        root = job.dest if store else os.path.abspath(os.path.join(job._cwd, job.dest or "."))
         nthreads = cluster_threads(client)
         threads = sum(nthreads.values())
         if not threads:
@@ -337,7 +339,7 @@ class _ClusterRun:
         limited = bool(opts.bytes_per_hour)
         window = threads if limited else 2 * threads
         lanes = min(LANES, opts.connections) if opts.connections else LANES
-        spec = self._spec(root, lanes, window)
+        spec = dataclasses.replace(self._spec(root, lanes, window), store=store)
         control = _Control(client, spec.control)
         control.set({"beat": 0, "abort": False})
         self.stop_beat = threading.Event()
@@ -349,7 +351,7 @@ class _ClusterRun:
         semaphore = None
         subscribed = False
         try:
-            view = RecordsView(root, job.id)
+            view = None if store else RecordsView(root, job.id)
             if opts.connections:
                 semaphore = Semaphore(
                     max_leases=opts.connections,
@@ -381,7 +383,13 @@ class _ClusterRun:
                     pass
 
     def _submit(
-        self, spec: _Spec, view: RecordsView, root: str, threads: int, window: int, lanes: int
+        self,
+        spec: _Spec,
+        view: RecordsView | None,
+        root: str,
+        threads: int,
+        window: int,
+        lanes: int,
     ) -> None:
         """Send the batches, at most ``window`` in flight; wait for them; synchronise."""
         job, client = self.job, self.client
@@ -436,7 +444,8 @@ class _ClusterRun:
             while self.inflight:
                 self.cond.wait(0.5)
         try:
-            compact(root, job.id)
+            if not spec.store:
+                compact(root, job.id)
         except OSError as exc:  # the batch records stay as they are: as good
             log.warning("job %s: cannot gather its records in %s: %s", job.id, root, exc)
         complete = job._all_dispatched and not job._abort.is_set()
@@ -452,7 +461,9 @@ class _ClusterRun:
             finally:
                 after.close()
 
-    def _known(self, view: RecordsView, root: str, task: _Task) -> tuple[Any, Any]:
+    def _known(self, view: RecordsView | None, root: str, task: _Task) -> tuple[Any, Any]:
+        if view is None:
+            return None, None
         try:
             key = os.path.relpath(task.path, root).replace(os.sep, "/")
         except ValueError:
@@ -710,7 +721,7 @@ def _run_batch(spec: _Spec, index: int, items: list[tuple[_Task, Any, Any]]) -> 
             known[key] = record
         if partial is not None:
             known[("partial", key)] = partial
-    records = BatchRecords(spec.root, f"{spec.job_id}-b{index:06d}", known)
+    records = None if spec.store else BatchRecords(spec.root, f"{spec.job_id}-b{index:06d}", known)
     # starts empty; an idle spell saves at most one second of the share (the burst)
     limiter = TokenBucket(spec.rate, burst=spec.rate) if spec.rate else None
     session_local = threading.local()
@@ -720,7 +731,7 @@ def _run_batch(spec: _Spec, index: int, items: list[tuple[_Task, Any, Any]]) -> 
         path = task.path  # absolute: made so on the client
         if ctx.abort.is_set():
             return ("aborted",)
-        earlier = records.placed_earlier(path)
+        earlier = records.placed_earlier(path) if records is not None else None
         if earlier is not None:  # placed by a run of this batch that died: no request
             got = earlier.get("received")
             if got is None:  # placed, and killed before it said how many bytes came: all
@@ -768,7 +779,8 @@ def _run_batch(spec: _Spec, index: int, items: list[tuple[_Task, Any, Any]]) -> 
             abort.close()
             with ctx.lock:
                 ctx.current.pop((index, place, run), None)
-        records.commit(path, fetched.skipped, fetched.received)
+        if records is not None:
+            records.commit(path, fetched.skipped, fetched.received)
         result = (fetched.skipped, fetched.size, fetched.received)
         with ctx.lock:
             ctx.done.append([index, place, run, task.name, *result])
@@ -787,9 +799,9 @@ def _run_batch(spec: _Spec, index: int, items: list[tuple[_Task, Any, Any]]) -> 
                     results = list(pool.map(one, range(len(items))))
         return results
     finally:
-        if results and not any(r[0] == "aborted" for r in results):
+        if records is not None and results and not any(r[0] == "aborted" for r in results):
             records.finish()
-        else:
+        elif records is not None:
             records.abandon()  # stopped: the log stays for a run to come
         ctx.send()
         with _CONTEXTS_LOCK, ctx.lock:

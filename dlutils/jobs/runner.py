@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ..budget import ConnectionBudget
-from ..destinations import check_local
+from ..destinations import is_store, resolve
 from ..errors import DownloadAborted, InvalidInputError, JobStateError, UnsafePathError
 from ..limits import TokenBucket
 from ..names import redact, redact_text
@@ -73,7 +73,9 @@ class Job:
     """
 
     def __init__(self, plan: Plan, dest: str | os.PathLike, options: Options):
-        check_local(dest)
+        dest = resolve(dest)
+        #: An object-store destination (``s3://``, ``memory://``): no local manifest.
+        self._store = is_store(dest)
         self._opts = options
         self._tasks = plan.tasks
         self._sync = plan.sync
@@ -126,7 +128,7 @@ class Job:
         ``options`` and ``**opts``: the job's options, :class:`dlutils.Options` (its
         fields as keywords, such as ``connections=4, timeout="30s"``).
         """
-        check_local(dest)
+        dest = resolve(dest)
         return cls(plans.single(link, dest, object_name), dest, _options(options, opts))
 
     @classmethod
@@ -144,7 +146,7 @@ class Job:
         every clash (the AIStore downloader silently keeps the last one). ``options``
         and ``**opts``: the job's options (:class:`dlutils.Options`).
         """
-        check_local(dest)
+        dest = resolve(dest)
         return cls(plans.multi(objects, dest), dest, _options(options, opts))
 
     @classmethod
@@ -163,7 +165,7 @@ class Job:
         name of its own; ``subdir`` is joined in front of the names. ``options`` and
         ``**opts``: the job's options (:class:`dlutils.Options`).
         """
-        check_local(dest)
+        dest = resolve(dest)
         return cls(plans.range_(template, dest, subdir), dest, _options(options, opts))
 
     @classmethod
@@ -188,7 +190,7 @@ class Job:
         are gone are deleted; files from elsewhere, or changed by hand, are kept.
         ``options`` and ``**opts``: the job's options (:class:`dlutils.Options`).
         """
-        check_local(dest)
+        dest = _local_only(dest, "bucket listings (backend jobs, sync=)")
         options = _options(options, opts)
         plan = plans.backend(bucket_uri, dest, prefix, suffix, sync, options)
         return cls(plan, dest, options)
@@ -221,7 +223,7 @@ class Job:
         one at a time over several connections, the others together in the pool.
         ``options`` and ``**opts``: the job's options (:class:`dlutils.Options`).
         """
-        check_local(dest)
+        dest = _local_only(dest, "HuggingFace repositories")
         if token is not None:
             opts = {**opts, "token": token}
         options = _options(options, opts)
@@ -277,7 +279,20 @@ class Job:
     # -- running -----------------------------------------------------------------
 
     def start(self) -> Job:
-        """Start the job in the background and return it at once."""
+        """Start the job in the background and return it at once.
+
+        An object-store ``dest`` that cannot be written (no such bucket, no answer) is
+        refused here, before anything starts.
+        """
+        if self._store and self._state is State.PENDING:
+            from ..stores.objects import check_reachable
+
+            check_reachable(self.dest)
+            if self.dest.startswith("memory:") and not runs_here(self._opts.executor):
+                raise InvalidInputError(
+                    f"dest {redact(self.dest)!r} is this process's memory: an executor of other "
+                    "processes would write into its own; use an s3:// destination or threads"
+                )
         with self._lock:
             if self._state is not State.PENDING:
                 raise JobStateError(f"job {self.id} was already started ({self._state.value})")
@@ -291,7 +306,8 @@ class Job:
                 if client is not None:  # workers, and the same dest on each, or refused
                     from .cluster import check_cluster
 
-                    check_cluster(client, os.path.join(self._cwd, self.dest or "."), self.id)
+                    local = None if self._store else os.path.join(self._cwd, self.dest or ".")
+                    check_cluster(client, local, self.id)
             self._state = State.RUNNING
             self._started = time.time()
         log.info("job %s started: %s", self.id, self.description)
@@ -314,7 +330,8 @@ class Job:
         window = threading.BoundedSemaphore(opts.connections or workers * 2)
         # another process has its own folder: it gets the path resolved here
         folder = (self.dest or ".") if live else os.path.join(self._cwd, self.dest or ".")
-        manifest = open_manifest(folder)  # with a cluster job's records, if it left some
+        # (a local folder's manifest reads a cluster job's records too, if it left some)
+        manifest: Any = _NoManifest() if self._store else open_manifest(folder)
         settings = {} if live else client_environment()
         limiter = TokenBucket.per_hour(opts.bytes_per_hour) if opts.bytes_per_hour else None
         # One budget for the files and the ranges of big files: connections= is a hard cap.
@@ -323,7 +340,7 @@ class Job:
             # Elsewhere (other processes) no budget reaches: one connection per object.
             **({"segments": 1} if opts.connections and not live and opts.segments is None else {}),
             timeout=_transport_timeout(opts.timeout),
-            manifest=manifest,
+            manifest=None if self._store else manifest,
         )
         big_lane: ThreadPoolExecutor | None = None
         big_common = common.replace(segments=max(2, opts.segments or MAX_SEGMENTS))
@@ -495,7 +512,7 @@ class Job:
         It shows in ``current_tasks`` (0 bytes: its progress is known when it completes)
         until it is done.
         """
-        path = os.path.join(self._cwd, task.path)
+        path = task.path if self._store else os.path.join(self._cwd, task.path)
         sent = dataclasses.replace(task, path=path) if path != task.path else task
         with self._lock:  # before submit: a quick task may be done before it returns
             self._current[task.name] = [task.name, 0, task.size]
@@ -701,6 +718,29 @@ def _execute_elsewhere(
     finally:
         if abort is not None:
             abort.close()
+
+
+class _NoManifest:
+    """What a job into an object store keeps instead of a manifest: nothing (each object's
+    record is kept in the store, see :mod:`dlutils.stores`)."""
+
+    def check(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _local_only(dest: Any, what: str) -> Any:
+    """Refuse an object-store ``dest`` for a request dlutils cannot stream into one yet."""
+    dest = resolve(dest)
+    if is_store(dest):
+        raise InvalidInputError(
+            f"dest {redact(os.fspath(dest))!r}: {what} cannot be downloaded into an object "
+            "store yet (they are fetched through their own clients, with sync and a local "
+            "manifest); give a local folder"
+        )
+    return dest
 
 
 def _transport_timeout(limit: float | None) -> tuple[float, float] | None:

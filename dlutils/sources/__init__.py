@@ -11,6 +11,7 @@ import importlib
 from collections.abc import Iterator
 from typing import Any
 
+from ..destinations import is_store
 from ..errors import InvalidInputError, UnsupportedSchemeError
 from ..freshness import ObjectAttrs
 from ..names import redact
@@ -113,6 +114,10 @@ def fetch(link: str, path: str, options: TransferOptions | None = None) -> Fetch
     Each source reads the ``options`` it understands (see :data:`SOURCE_OPTIONS`).
     """
     scheme = scheme_of(check_link(link))
+    if is_store(path):  # streamed into an object store (see dlutils.stores)
+        from ..stores import fetch_to_store
+
+        return fetch_to_store(link, path, options)
     return _function(scheme, 1)(link, path, options)
 
 

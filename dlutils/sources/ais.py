@@ -41,6 +41,7 @@ from urllib.parse import quote, urlsplit
 import requests
 
 from ..checksums import parse_checksum
+from ..destinations import local_path
 from ..errors import DownloadError, InvalidInputError, UnsupportedSchemeError
 from ..freshness import ObjectAttrs, attrs_from_headers
 from ..names import join_inside, redact
@@ -365,7 +366,8 @@ def ais_download(
     ...     print(os.path.basename(path), open(path).read().splitlines())
     t.csv ['a,b', '1,2']
     """
-    return fetch_ais(uri, local_filepath, transfer_options(locals(), **options)).path
+    where = local_path(local_filepath, "local_filepath")  # file:// is its path
+    return fetch_ais(uri, where, transfer_options(locals(), **options)).path
 
 
 def _entry_attrs(entry: Mapping[str, Any], source: str) -> ObjectAttrs:

@@ -16,6 +16,7 @@ from typing import Any
 
 from .._version import __version__
 from ..checksums import parse_checksum
+from ..destinations import local_path
 from ..errors import IncompleteDownloadError, InvalidInputError, RemoteChangedError, UnsafePathError
 from ..freshness import Manifest, ObjectAttrs, attrs_from_headers
 from ..limits import parse_timeout
@@ -591,7 +592,8 @@ bucket_name= and key=; got bucket_name='my-bucket' and no key
     >>> aws_download("s3://noaa-ghcn-pds/csv/by_year/1763.csv")  # doctest: +SKIP
     '1763.csv'
     """
-    return fetch_s3(_uri_of(uri, bucket_name, key), local_filepath, transfer_options(locals())).path
+    where = local_path(local_filepath, "local_filepath")  # file:// is its path
+    return fetch_s3(_uri_of(uri, bucket_name, key), where, transfer_options(locals())).path
 
 
 def _uri_of(uri: Any, bucket_name: Any, key: Any) -> str:

@@ -17,6 +17,7 @@ from urllib.parse import quote, urlencode
 import requests
 
 from ..checksums import b64_to_hex, parse_checksum
+from ..destinations import local_path
 from ..errors import (
     DownloadError,
     IncompleteDownloadError,
@@ -450,7 +451,8 @@ bucket_name= and key=; got uri=None, bucket_name='my-bucket', key=None
                 f"got uri={uri!r}, bucket_name={bucket_name!r}, key={key!r}"
             )
         uri = f"gs://{bucket_name}/{key}"
-    return fetch_gcs(uri, local_filepath, options).path
+    where = local_path(local_filepath, "local_filepath")  # file:// is its path
+    return fetch_gcs(uri, where, options).path
 
 
 def fetch_gcs(

@@ -21,6 +21,7 @@ from urllib3.util.connection import allowed_gai_family
 from .._version import __version__
 from ..checksums import parse_checksum
 from ..control import register_socket
+from ..destinations import is_store, resolve
 from ..errors import (
     IncompleteDownloadError,
     InvalidInputError,
@@ -611,6 +612,11 @@ def fetch_http(
     o = options if options is not None else TransferOptions()
     verbose, abort, sleep = o.verbose, o.abort, o.sleep
     check_http_url(url)
+    local_filepath = resolve(local_filepath, "local_filepath")  # file:// is its path
+    if is_store(local_filepath):  # streamed into an object store instead
+        from ..stores import fetch_to_store
+
+        return fetch_to_store(url, local_filepath, o)
     cache = o.cache
     cache_mode(cache)  # bad input fails before any request
     checksum = parse_checksum(o.checksum)

@@ -13,7 +13,7 @@ from typing import Any
 import requests
 
 from ...checksums import parse_checksum
-from ...destinations import check_local
+from ...destinations import local_path
 from ...errors import (
     DownloadAborted,
     InvalidInputError,
@@ -328,7 +328,7 @@ def hf_download(
         raise InvalidInputError(
             f"{', '.join(sorted(single))} describe one file: give filename= with them"
         )
-    check_local(local_dir, "local_dir")
+    local_dir = local_path(local_dir, "local_dir")  # file:// is its path
     folder = os.fspath(local_dir) if local_dir is not None else ""
     given = options.pop("manifest", None)
     common = TransferOptions(
