@@ -32,7 +32,7 @@ from dlutils.localserver import LocalServer  # noqa: E402
 def client():
     with (
         distributed.LocalCluster(
-            n_workers=2, threads_per_worker=2, processes=True, dashboard_address=None
+            n_workers=2, threads_per_worker=2, processes=True, dashboard_address=":0"
         ) as local,
         distributed.Client(local) as client,
     ):
@@ -485,7 +485,7 @@ def test_a_cluster_job_streams_into_an_s3_prefix(s3, tmp_path):
     files = _files(40, 3000)
     with (
         distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
         ) as local,
         distributed.Client(local, set_as_default=False) as own,
         LocalServer(files) as server,
