@@ -141,13 +141,16 @@ def test_a_large_s3_object_goes_into_s3_in_parts(s3, other, monkeypatch, moto_lo
     assert 1 <= len([r for r in gets if not r[4]]) <= 2  # the first answer (anonymous first)
 
 
-def test_an_s3_object_replaced_between_parts_leaves_nothing(s3, other, monkeypatch):
+@pytest.mark.parametrize("transport", [None, "requests"])  # boto3, or the presigned link
+def test_an_s3_object_replaced_between_parts_leaves_nothing(s3, other, monkeypatch, transport):
     from dlutils.sources.aws import S3Remote
+    from dlutils.sources.s3link import S3LinkRemote
 
+    remote_class = S3Remote if transport is None else S3LinkRemote
     monkeypatch.setattr(objects, "PART_SIZE", 5 * MiB)
     data = blob(12 * MiB, seed=3)
     s3.put("moving.bin", data)
-    original = S3Remote.open
+    original = remote_class.open
     versions = iter(range(1, 100))
 
     def replaced_after_each_first_answer(self, start=0, end=None, **kw):
@@ -156,8 +159,10 @@ def test_an_s3_object_replaced_between_parts_leaves_nothing(s3, other, monkeypat
             s3.put("moving.bin", blob(12 * MiB, seed=100 + next(versions)))
         return body
 
-    monkeypatch.setattr(S3Remote, "open", replaced_after_each_first_answer)
-    options = TransferOptions(segments=3, segment_threshold=8 * MiB, retries=1, backoff=0)
+    monkeypatch.setattr(remote_class, "open", replaced_after_each_first_answer)
+    options = TransferOptions(
+        segments=3, segment_threshold=8 * MiB, retries=1, backoff=0, transport=transport
+    )
     with pytest.raises(RemoteChangedError, match=f"{s3.uri('moving.bin')}"):
         fetch(s3.uri("moving.bin"), other.uri("moving.bin"), options)
     assert s3_keys(other) == []  # nothing under the final key, no record left behind
