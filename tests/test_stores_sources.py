@@ -31,6 +31,7 @@ from dlutils.jobs.elsewhere import check_sendable
 from dlutils.sandbox.aistore import AisStandIn
 from dlutils.sandbox.hf_hub import HubStandIn
 from dlutils.sources import fetch
+from dlutils.sources.hf import hf_download
 from dlutils.stores import objects
 from dlutils.transfer import TransferOptions
 
@@ -210,6 +211,11 @@ def test_ais_and_hub_objects_into_memory_and_s3(s3, memory_fs, monkeypatch):
             assert sha(s3_bytes(s3, "hub/" + name)) == sha(content)
         meta = s3.client.head_object(Bucket=s3.name, Key="hub/data/train.csv")["Metadata"]
         assert json.loads(meta["dlutils"])["verified"] == "sha256"  # the LFS sha256 held
+        got = hf_download("acme/tiny", local_dir="memory://pure/", repo_type="dataset")
+        assert sorted(got) == ["memory://pure/README.md", "memory://pure/data/train.csv"]
+        assert memory_fs.cat_file("/pure/data/train.csv") == files["data/train.csv"]
+        one = hf_download("acme/tiny", "README.md", "memory://one/", repo_type="dataset")
+        assert one == "memory://one/README.md" and memory_fs.cat_file("/one/README.md")
         hub.storage.clear_log()
         again = Job.hf(s3.uri("hub/"), dataset="acme/tiny").start().wait(60)
         assert (again.finished, again.skipped, again.bytes) == (2, 2, 0)

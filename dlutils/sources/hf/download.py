@@ -13,7 +13,7 @@ from typing import Any
 import requests
 
 from ...checksums import parse_checksum
-from ...destinations import local_path
+from ...destinations import is_store, resolve
 from ...errors import (
     DownloadAborted,
     InvalidInputError,
@@ -373,9 +373,11 @@ def hf_download(
         raise InvalidInputError(
             f"{', '.join(sorted(single))} describe one file: give filename= with them"
         )
-    local_dir = local_path(local_dir, "local_dir")  # file:// is its path
+    local_dir = resolve(local_dir, "local_dir")  # file:// is its path
     folder = os.fspath(local_dir) if local_dir is not None else ""
     given = options.pop("manifest", None)
+    if is_store(folder):  # each file streamed into the store, its record kept there
+        given = False
     common = TransferOptions(
         cache=cache,
         timeout=timeout,
@@ -396,7 +398,7 @@ def hf_download(
                 )
             check_name(filename, what="filename")
             target = join_inside(folder, filename, what="filename")
-            return fetch_hf(replace(ref, path=filename), target, common).path
+            return _fetch(replace(ref, path=filename).link, target, common).path
         listing = list_hf(
             ref,
             token=token,
@@ -412,6 +414,15 @@ def hf_download(
     finally:
         if given is None and isinstance(keeper, Manifest):
             keeper.close()
+
+
+def _fetch(link: str, target: str, options: TransferOptions) -> Fetched:
+    """One file of :func:`hf_download`: to a local path, or streamed into a store."""
+    if is_store(target):
+        from ...stores import fetch_to_store
+
+        return fetch_to_store(link, target, options)
+    return fetch_hf(link, target, options)
 
 
 def _download_all(
@@ -436,7 +447,7 @@ def _download_all(
                     failures.append((path, f"{type(exc).__name__}: {exc}"))
                     continue
                 future = pool.submit(
-                    fetch_hf, attrs.source, target, common.replace(remote_attrs=attrs)
+                    _fetch, attrs.source, target, common.replace(remote_attrs=attrs)
                 )
                 done.append((path, future))
                 pending.add(future)
