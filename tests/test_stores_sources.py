@@ -21,7 +21,13 @@ from concurrent.futures import ProcessPoolExecutor
 from urllib.parse import urlsplit
 
 import pytest
-from servers_gcs import gcs_bucket_fixture, gcs_emulator_fixture, gcs_env_fixture, upload  # noqa: F401
+from servers_gcs import (  # noqa: F401 - fixtures
+    fake_gcs_fixture,
+    gcs_bucket_fixture,
+    gcs_emulator_fixture,
+    gcs_env_fixture,
+    upload,
+)
 from servers_s3 import _new_bucket, moto_server_fixture, s3_fixture  # noqa: F401 - fixtures
 
 import dlutils
@@ -182,6 +188,26 @@ def test_a_gcs_object_into_memory_checked_by_its_md5(gcs_env, gcs_bucket, memory
     assert record["version"] == str(resource["generation"])
     assert fetch(link, "memory://bk/p/", TransferOptions()).skipped  # by the metadata
     assert sorted(memory_fs.find("/bk")) == ["/bk/p/.dlutils/obj.bin.json", "/bk/p/obj.bin"]
+
+
+def test_a_gcs_bucket_into_s3_where_a_lying_object_leaves_nothing(fake_gcs, s3):
+    items = {f"d/{i}.bin": blob(3000 + i, seed=i) for i in range(5)}
+    for name, data in items.items():
+        fake_gcs.put(name, data)
+    fake_gcs.put("d/bad.bin", blob(3000, seed=9), served=blob(3000, seed=10))  # same size
+    status = Job.backend(f"gs://{fake_gcs.bucket}/d/", s3.uri("g/")).start().wait(60)
+    assert (status.finished, status.errors) == (5, 1)
+    assert "ChecksumMismatchError" in status.download_errors[0][1]
+    assert s3_keys(s3) == sorted(f"g/{i}.bin" for i in range(5))  # nothing under g/bad.bin
+    assert open_uploads(s3) == []
+    for name, data in items.items():
+        assert sha(s3_bytes(s3, "g/" + name[2:])) == sha(data)
+    fake_gcs.seen.clear()
+    again = Job.backend(f"gs://{fake_gcs.bucket}/d/", s3.uri("g/")).start().wait(60)
+    assert (again.finished, again.skipped, again.errors) == (5, 5, 1)
+    media = [path for path, query, _ in fake_gcs.seen if query.get("alt") == ["media"]]
+    assert media and all(path.endswith("bad.bin") for path in media)  # only the unstored one
+    assert again.bytes == 3000
 
 
 def test_ais_and_hub_objects_into_memory_and_s3(s3, memory_fs, monkeypatch):

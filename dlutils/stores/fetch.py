@@ -157,6 +157,8 @@ def _fetch_to_store(link: str, url: str, o: TransferOptions) -> Fetched:
         remote = src.remote(known)
         if expected is None:
             expected = parse_checksum(src.checksum(known))
+        if expected_size is None and src.needs_attrs and known is not None:
+            expected_size = known.size  # asked just now, or pinned: as fetch_gcs/ais/hf check it
         found = None  # decided: fetch it
     if found is not None and record is not None and record.size in (None, found[0]):
         if _known_good(record, expected, remote_attrs, mode == VERIFIED):
