@@ -31,6 +31,7 @@ from ..sources import fetch
 from ..transfer import MAX_SEGMENTS, AbortEvent, Fetched
 from . import tasks as plans
 from .elsewhere import check_sendable, client_environment, environment
+from .folders import Folders
 from .registry import given_id, register
 from .status import JobStatus, State, TaskInfo
 from .tasks import Plan, _Task
@@ -106,6 +107,8 @@ class Job:
         self._thread: threading.Thread | None = None
         self._bar: Any = None
         self._bar_lock = threading.Lock()
+        #: The objects' folders, checked once each (see :mod:`dlutils.jobs.folders`).
+        self._folders = Folders(self.dest or ".")
 
     # -- request types -----------------------------------------------------------
 
@@ -415,6 +418,7 @@ class Job:
         if self._abort.is_set():
             raise DownloadAborted("job aborted before this object started")
         _raise_if_unusable(task)
+        self._folders.prepare(task.name, task.path)
         entry = [task.name, 0, task.size]
         with self._lock:
             self._current[task.name] = entry

@@ -198,15 +198,6 @@ def download(
         raise InvalidInputError(f"destination {path!r} is a folder; give a file path inside it")
     if segments < 1:
         raise InvalidInputError(f"segments={segments!r} is not valid: use an int >= 1")
-    folder = os.path.dirname(path) or "."
-    try:
-        os.makedirs(folder, exist_ok=True)
-    except OSError as exc:
-        if first is not None:
-            _quietly(first.close)
-        raise DownloadError(
-            f"cannot create the folder {folder!r} for {path!r}: {exc.strerror or exc}"
-        ) from exc
     settings = _Settings(
         remote=remote,
         path=path,
