@@ -422,7 +422,7 @@ class Job:
         entry = [task.name, 0, task.size]
         with self._lock:
             self._current[task.name] = entry
-        progress = _TaskProgress(self, entry)
+        progress = _TaskProgress(self, entry)  # its bytes join the job's when it closes
         # The object's own event: the job's abort reaches it, and it times each attempt.
         abort = AbortEvent(self._abort, time_limit=self._opts.timeout)
         held = None
@@ -443,8 +443,6 @@ class Job:
                 held.close()
             abort.close()
             progress.close()
-            with self._lock:
-                self._current.pop(task.name, None)
 
     def _task_done(
         self,
@@ -612,7 +610,7 @@ class Job:
                 finished=self._finished_cnt,
                 skipped=self._skipped,
                 errors=self._errors,
-                bytes=self._bytes,
+                bytes=self._bytes + sum(entry[1] for entry in self._current.values()),
                 started_time=_utc(self._started),
                 finished_time=_utc(self._finished),
                 all_dispatched=self._all_dispatched,
@@ -635,17 +633,25 @@ class Job:
 
 
 class _TaskProgress(Callback):
-    """Feeds one task's bytes to its job's counters and, for big files, a bar of its own."""
+    """Counts one task's bytes and feeds them, for big files, to a bar of its own.
+
+    The bytes go to the task's entry in the job's ``_current`` under a lock of this
+    task only (the status adds the entries up); the job's lock is taken once, when the
+    task closes and its bytes join the job's count. Bytes delivered after that (a late
+    delivery of the throttled callback) go to the job's count directly.
+    """
 
     def __init__(self, job: Job, entry: list[Any]):
         self.job = job
         self.entry = entry
         self.bar: TqdmCallback | None = None
         self.announced = 0  # bytes this task added to the job bar's total
+        self.closed = False
+        self._lock = threading.Lock()
 
     def set_size(self, size: int | None) -> None:
         expected = 0
-        with self.job._lock:
+        with self._lock:
             self.entry[2] = size
             if size is not None:  # a restart announces the size again: count it once
                 expected = max(size, self.entry[1]) - self.announced
@@ -656,21 +662,32 @@ class _TaskProgress(Callback):
             self.bar.set_size(size)
 
     def update(self, nbytes: int) -> None:
-        with self.job._lock:
-            self.entry[1] += nbytes
-            self.job._bytes += nbytes
-            # more than announced (or nothing was): the total grows with what came
-            expected = max(0, self.entry[1] - self.announced)
-            self.announced += expected
+        with self._lock:
+            late = self.closed
+            if not late:
+                self.entry[1] += nbytes
+                # more than announced (or nothing was): the total grows with what came
+                expected = max(0, self.entry[1] - self.announced)
+                self.announced += expected
+        if late:
+            with self.job._lock:
+                self.job._bytes += nbytes
+            expected = nbytes
         self.job._bar_bytes(expected=expected, received=nbytes)
         if self.bar is not None:
             self.bar.update(nbytes)
 
     def close(self) -> None:
         # resumed, skipped or failed: its share of the total is what it received
-        with self.job._lock:
+        with self._lock:
+            self.closed = True
             expected, self.announced = self.entry[1] - self.announced, self.entry[1]
-        self.job._bar_bytes(expected=expected)
+        job = self.job
+        with job._lock:  # one step: the status counts these bytes once, before or after
+            if job._current.get(self.entry[0]) is self.entry:
+                del job._current[self.entry[0]]
+            job._bytes += self.entry[1]
+        job._bar_bytes(expected=expected)
         if self.bar is not None:
             self.bar.close()
 
