@@ -601,6 +601,9 @@ class Job:
     def status(self) -> JobStatus:
         """A consistent snapshot of the job's counters and tasks."""
         with self._lock:
+            # Each running task's entry read once (their bytes move without this lock):
+            # the total and the tasks shown agree.
+            current = [tuple(entry) for entry in self._current.values()]
             return JobStatus(
                 id=self.id,
                 description=self.description,
@@ -610,13 +613,11 @@ class Job:
                 finished=self._finished_cnt,
                 skipped=self._skipped,
                 errors=self._errors,
-                bytes=self._bytes + sum(entry[1] for entry in self._current.values()),
+                bytes=self._bytes + sum(done for _, done, _ in current),
                 started_time=_utc(self._started),
                 finished_time=_utc(self._finished),
                 all_dispatched=self._all_dispatched,
-                current_tasks=tuple(
-                    TaskInfo(name, done, total) for name, done, total in self._current.values()
-                ),
+                current_tasks=tuple(TaskInfo(name, done, total) for name, done, total in current),
                 finished_tasks=tuple(self._recent),
                 download_errors=tuple(sorted(self._download_errors)),
                 deleted=self._deleted,
