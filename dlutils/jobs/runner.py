@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ..budget import ConnectionBudget
+from ..checksums import parse_checksum
 from ..destinations import check_local
 from ..errors import DownloadAborted, InvalidInputError, JobStateError, UnsafePathError
 from ..freshness import Manifest
@@ -29,6 +30,7 @@ from ..options import Options, make_options, runs_here
 from ..progress import Callback, TqdmCallback
 from ..sources import fetch
 from ..transfer import MAX_SEGMENTS, AbortEvent, Fetched
+from ..transports import choose
 from . import tasks as plans
 from .elsewhere import check_sendable, client_environment, environment
 from .folders import Folders
@@ -321,6 +323,27 @@ class Job:
             big_common["segment_threshold"] = max(1, self._blob_threshold)
         if opts.progress:
             self._open_bar()
+        lane: Any = None
+        if live and own and limiter is None and _lane_suits(opts):
+            from .lane import Lane  # imports pycurl: only when it is the transport
+
+            def handoff(task: _Task, retries: int | None, pause: float) -> None:
+                # the engine's, on the job's threads: after the lane's failed attempt, with
+                # the retries left and the pause before the next attempt
+                given = common if retries is None else {**common, "retries": retries}
+                future = executor.submit(self._execute, task, given, limiter, pause)
+                future.add_done_callback(
+                    lambda f, t=task: self._task_done(t, f, window, counted_bytes=True)
+                )
+
+            lane = Lane(
+                self,
+                slots=workers,
+                common=common,
+                window=window,
+                handoff=handoff,
+                checksum_of=lambda task: parse_checksum(task.checksum),
+            )
         where = "<manifest>"
         try:
             manifest.check()  # a manifest planted as a link would write elsewhere: refuse the job
@@ -341,6 +364,12 @@ class Job:
                     continue
                 if not self._acquire(window):
                     break
+                if lane is not None and lane.takes(task):
+                    with self._lock:
+                        self._scheduled += 1
+                        self._inflight += 1
+                    lane.put(task)
+                    continue
                 try:
                     if live:
                         future = executor.submit(self._execute, task, common, limiter)
@@ -366,10 +395,14 @@ class Job:
                 self._errors += 1
                 self._download_errors.append((where, _describe(exc, "")))
         finally:
+            if lane is not None:
+                lane.finish()
             with self._lock:
                 while self._inflight:
                     self._idle.wait(0.5)
                 complete = self._all_dispatched and not self._abort.is_set()
+            if lane is not None:
+                lane.join()
             if complete and self._sync is not None:
                 try:
                     self._sync(self, manifest)
@@ -414,8 +447,10 @@ class Job:
             return False
         return True
 
-    def _execute(self, task: _Task, common: dict[str, Any], limiter: Any) -> Fetched:
-        if self._abort.is_set():
+    def _execute(
+        self, task: _Task, common: dict[str, Any], limiter: Any, pause: float = 0.0
+    ) -> Fetched:
+        if self._abort.is_set() or (pause and self._abort.wait(pause)):
             raise DownloadAborted("job aborted before this object started")
         _raise_if_unusable(task)
         self._folders.prepare(task.name, task.path)
@@ -712,6 +747,20 @@ def _execute_elsewhere(
     finally:
         if abort is not None:
             abort.close()
+
+
+def _lane_suits(opts: Options) -> bool:
+    """Whether a job's small http(s) objects may go through a :class:`Lane` (libcurl)."""
+    if not _LANE:
+        return False
+    try:
+        return choose(opts.transport, session=opts.session) == "curl"
+    except InvalidInputError:
+        return False
+
+
+#: Small http(s) objects of a job go through one libcurl multi handle (see dlutils.jobs.lane).
+_LANE = True
 
 
 def _transport_timeout(limit: float | None) -> tuple[float, float] | None:
