@@ -454,7 +454,7 @@ class Lane:
                 ),
             )
             return
-        retryable, retry_after = small.s.remote.classify(error)
+        retryable, retry_after = small.transfer._classify(error)  # the engine's rule
         retries = self.policy.retries
         if not retryable or retries == 0:
             self._fail(small.task, error)
