@@ -177,3 +177,25 @@ def test_an_object_over_the_segment_threshold_goes_to_the_engine(tmp_path, place
     assert sha((tmp_path / "big.bin").read_bytes()) == sha(big)
     assert (tmp_path / "small.bin").read_bytes() == small
     assert placed == Counter({"lane": 1, "engine": 1})
+
+
+def test_a_part_file_another_process_holds_does_not_stall_the_other_objects(tmp_path):
+    fcntl = pytest.importorskip("fcntl")
+    objects = {f"f{i}.bin": bytes([i]) * 5000 for i in range(6)}
+    with LocalServer(objects) as server:
+        held = os.open(tmp_path / "f0.bin.part", os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(held, fcntl.LOCK_EX)  # as a second dlutils process downloading f0.bin
+        try:
+            job = dlutils.download(server.url + "/f{0..5}.bin", tmp_path, connections=2)
+            deadline = time.monotonic() + 30
+            while job.status().finished < 5:  # the others are placed while f0 waits
+                assert time.monotonic() < deadline, job.status()
+                time.sleep(0.01)
+            assert not job.status().done
+        finally:
+            fcntl.flock(held, fcntl.LOCK_UN)
+            os.close(held)
+        final = job.wait(30)
+    assert (final.finished, final.errors) == (6, 0)
+    for name, data in objects.items():
+        assert (tmp_path / name).read_bytes() == data

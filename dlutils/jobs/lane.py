@@ -87,6 +87,8 @@ class _Small:
         self.length: int | None = None
         self.refused: str | None = None  # why the answer is the engine's to handle
         self.failed = False  # the answer was an error status
+        self.headers: Any = None  # the answer's headers, once they qualified it
+        self.recorded = False  # a resume record was written for its .part
         self.received = 0
         self.started = time.monotonic()
 
@@ -99,9 +101,10 @@ class _Small:
         if self.refused is not None:
             return 0  # stop this transfer: the engine fetches the object
         self.progress.set_size(self.length)
-        validator = _validator(exchange.headers())
+        validator = _validator(self.headers)
         if validator and self.length > CHUNK_SIZE:  # as the engine: worth a resume record
             self.transfer._record({"validator": validator, "total": self.length})
+            self.recorded = True
         return None
 
     def _refusal(self) -> str | None:
@@ -111,7 +114,7 @@ class _Small:
             return f"status {exchange.status}"
         if exchange.status != 200:
             return f"status {exchange.status}"
-        headers = exchange.headers()
+        headers = self.headers = exchange.headers()
         encoding = headers.get("Content-Encoding", "").strip().lower()
         if encoding not in ("", "identity"):
             return f"Content-Encoding {encoding}"
@@ -344,7 +347,10 @@ class Lane:
                 fsync=self.fsync,
                 abort=job._abort,
             )
-            fd = _lock_part(settings)
+            fd = _lock_part(settings, wait=False)  # never wait in the lane's one thread
+        except BlockingIOError:  # another process downloads it: the engine waits for it
+            self.handoff(task, None, 0.0)
+            return None
         except Exception as exc:  # noqa: BLE001 - this object's error
             self._fail(task, exc)
             return None
@@ -387,7 +393,7 @@ class Lane:
         s = small.s
         transfer = small.transfer
         transfer.received = small.received
-        transfer.headers = headers = small.exchange.headers()
+        transfer.headers = headers = small.headers
         transfer.validator = _validator(headers)
         try:
             try:
@@ -474,7 +480,10 @@ class Lane:
     def _abandon(self, small: _Small) -> None:
         """Leave no ``.part`` of ours behind an answer the engine takes over."""
         try:
-            small.transfer._truncate()  # and its resume record forgotten
+            if small.recorded:
+                small.transfer._truncate()  # and its resume record forgotten
+            else:
+                os.ftruncate(small.fd, 0)
             _remove_if_empty(small.s.part, small.fd)
         except OSError:
             pass

@@ -80,8 +80,12 @@ def _open_part(s: _Settings) -> int:
             raise DownloadError(f"cannot write {s.part!r}: {exc.strerror or exc}") from exc
 
 
-def _lock_part(s: _Settings) -> int | None:
-    """Open and exclusively lock the ``.part`` file; ``None`` if another process placed it."""
+def _lock_part(s: _Settings, *, wait: bool = True) -> int | None:
+    """Open and exclusively lock the ``.part`` file; ``None`` if another process placed it.
+
+    With ``wait=False``, a ``.part`` another process holds raises :class:`BlockingIOError`
+    at once instead of being waited for.
+    """
     while True:
         fd = _open_part(s)
         if fcntl is None:
@@ -92,6 +96,9 @@ def _lock_part(s: _Settings) -> int | None:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
+                if not wait:
+                    os.close(fd)
+                    raise
                 if not waited:
                     log.debug("waiting for another process downloading %s", s.path)
                     waited = True
