@@ -553,9 +553,12 @@ def _cmd_download(args: argparse.Namespace, store: Any) -> int:
     if args.src is None or args.dst is None:
         parser.error("the following arguments are required: " + ("DST" if args.src else "SRC, DST"))
     if "://" in args.dst:
+        from .destinations import is_store
+
+        store = " (object-store destinations are taken from Python, not by the CLI yet)"
         parser.error(
             f"argument DST: {redact(args.dst)!r} is a link, but DST is a local folder"
-            + _template_hint([args.src, args.dst])
+            + (store if is_store(args.dst) else _template_hint([args.src, args.dst]))
         )
     from .errors import InvalidInputError
     from .sources.classify import check_template

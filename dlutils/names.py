@@ -177,7 +177,12 @@ def name_from_content_disposition(value: str | None) -> str | None:
     return name or None
 
 
-def check_name(name: str, *, what: str = "name", local: bool = True) -> str:
+#: Whether this system's paths take a backslash for a separator (Windows): there a bucket
+#: key's backslash must separate folders too, since it cannot be part of a file's name.
+BACKSLASH_SEPARATES = "\\" in (os.sep, os.altsep)
+
+
+def check_name(name: str, *, what: str = "name", local: bool = True, backslash: bool = True) -> str:
     """Check that ``name`` is a safe relative path and return it with ``/`` separators.
 
     Rejected, with :class:`~dlutils.UnsafePathError` (a ``ValueError``): an empty
@@ -190,7 +195,9 @@ def check_name(name: str, *, what: str = "name", local: bool = True) -> str:
     longer than 255 bytes in UTF-8 (250 for the file's own, which needs room for
     ``.part``), or a whole name longer than a path may be. With ``local=False`` (a
     path on a remote, saved under a name given elsewhere) these last two rules are
-    not applied.
+    not applied. With ``backslash=False`` (bucket keys, where ``a/b`` and ``a\\b``
+    are two objects) a ``\\`` is part of a name, not a separator, on a system whose
+    paths do not use it (:data:`BACKSLASH_SEPARATES`), as ``aws s3 sync`` keeps it.
 
     Examples
     --------
@@ -221,13 +228,14 @@ the suffix of the file where the bytes of 'model.bin' gather...
         raise bad("it is empty")
     if "\x00" in name:
         raise bad("it contains a NUL byte")
-    if name.endswith(("/", "\\")):
+    seps = "/\\" if backslash or BACKSLASH_SEPARATES else "/"
+    if name.endswith(tuple(seps)):
         raise bad("it ends with a separator, so it names a folder, not a file")
-    if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
+    if name.startswith(tuple(seps)) or re.match(r"^[A-Za-z]:", name):
         raise bad("it is an absolute path")
     if name.startswith("~"):
         raise bad("it starts with '~'")
-    segments = re.split(r"[/\\]", name)
+    segments = re.split(r"[/\\]", name) if len(seps) == 2 else name.split("/")
     for segment in segments:
         if segment == "..":
             raise bad("it has a '..' segment")
@@ -293,7 +301,9 @@ def _short(text: str) -> str:
     return text if len(text) <= 80 else f"{text[:50]}...{text[-20:]}"
 
 
-def join_inside(folder: str | os.PathLike, name: str, *, what: str = "name") -> str:
+def join_inside(
+    folder: str | os.PathLike, name: str, *, what: str = "name", backslash: bool = True
+) -> str:
     """Join a checked ``name`` under ``folder``; refuse anything that would land outside it.
 
     Besides :func:`check_name`, existing symbolic links along the way are resolved
@@ -307,7 +317,7 @@ def join_inside(folder: str | os.PathLike, name: str, *, what: str = "name") -> 
     >>> join_inside("data", "train/a.bin")
     'data/train/a.bin'
     """
-    clean = check_name(name, what=what)
+    clean = check_name(name, what=what, backslash=backslash)
     folder = os.fspath(folder)
     parts = clean.split("/")
     path = os.path.join(folder, *parts)

@@ -20,6 +20,7 @@ from typing import Any
 from .errors import InvalidInputError
 from .limits import parse_duration, parse_size
 from .sources._common import cache_mode
+from .transfer.options import TransferOptions
 from .transports import choose
 
 __all__ = ["Options", "OPTION_DOCS", "make_options", "from_keywords"]
@@ -129,11 +130,11 @@ class Options:
         """A copy with ``changes`` (checked as the constructor checks them)."""
         return make_options(changes, base=self)
 
-    def transfer(self) -> dict[str, Any]:
-        """The keywords every source's ``fetch_*`` takes from these options.
+    def transfer(self) -> TransferOptions:
+        """What every source's ``fetch_*`` takes from these options, as one object.
 
         Options of one scheme (``aws_profile``, ``token``...) are included when given;
-        :func:`dlutils.sources.fetch` passes each source only its own.
+        each source reads only its own.
         """
         given = {
             "cache": self.cache,
@@ -147,7 +148,7 @@ class Options:
             value = getattr(self, name)
             if value is not None:
                 given[name] = value
-        return given
+        return TransferOptions(**given)
 
 
 Options.__doc__ = (Options.__doc__ or "").replace(

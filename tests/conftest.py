@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 from collections.abc import Callable, Iterator
@@ -34,6 +35,16 @@ def http_server() -> Iterator[LocalServer]:
         yield server
 
 
+@pytest.fixture
+def tune() -> Iterator[Callable[..., object]]:
+    """``tune(min_segment_size=..., chunk_size=...)`` changes the engine's tunables for this
+    test (:func:`dlutils.transfer.tuned`); they come back when the test ends."""
+    from dlutils.transfer import tuned
+
+    with contextlib.ExitStack() as stack:
+        yield lambda **changes: stack.enter_context(tuned(**changes))
+
+
 @pytest.fixture(scope="session")
 def random_bytes() -> Callable[..., bytes]:
     """The :func:`make_random_bytes` helper: ``random_bytes(n, seed=0)``."""
@@ -58,19 +69,27 @@ def on_transport(monkeypatch, module: str, transport: str) -> None:
     """Make ``module``'s ``http_download``, ``fetch_http`` and ``HttpRemote`` use ``transport``.
 
     The names the test module imported are replaced by the same functions with
-    ``transport=`` given (and ``HttpRemote`` by :func:`~dlutils.sources.http.open_remote`),
+    ``transport=`` given (in ``fetch_http``'s options; ``HttpRemote`` becomes
+    :func:`~dlutils.sources.http.open_remote`),
     so its tests run unchanged on both transports, each against the real server.
     """
     import functools
     import sys
 
     from dlutils.sources import http
+    from dlutils.transfer import TransferOptions
+
+    def fetch_http(url, local_filepath=None, options=None):
+        options = (options or TransferOptions()).replace(transport=transport)
+        return http.fetch_http(url, local_filepath, options)
 
     namespace = sys.modules[module]
-    for name in ("http_download", "fetch_http"):
-        if hasattr(namespace, name):
-            function = getattr(http, name)
-            monkeypatch.setattr(namespace, name, functools.partial(function, transport=transport))
+    if hasattr(namespace, "http_download"):
+        monkeypatch.setattr(
+            namespace, "http_download", functools.partial(http.http_download, transport=transport)
+        )
+    if hasattr(namespace, "fetch_http"):
+        monkeypatch.setattr(namespace, "fetch_http", fetch_http)
     if hasattr(namespace, "HttpRemote"):
         monkeypatch.setattr(
             namespace, "HttpRemote", functools.partial(http.open_remote, transport=transport)

@@ -22,6 +22,7 @@ from dlutils.localserver import reset_after
 from dlutils.sandbox.aistore import AisStandIn
 from dlutils.sources.ais import ais_download, ais_url, fetch_ais, list_ais, parse_ais
 from dlutils.templates import expand
+from dlutils.transfer import TransferOptions
 
 MiB = 1 << 20
 
@@ -188,10 +189,12 @@ def test_a_changed_object_is_fetched_again(ais, tmp_path):
 def test_a_file_without_record_is_compared_by_size(ais, tmp_path):
     ais.put("b", "a.bin", b"12345")
     (tmp_path / "a.bin").write_bytes(b"54321")
-    assert fetch_ais(ais.link("b", "a.bin"), tmp_path, manifest=False).skipped
+    assert fetch_ais(ais.link("b", "a.bin"), tmp_path, TransferOptions(manifest=False)).skipped
     (tmp_path / "a.bin").write_bytes(b"123")
     with pytest.warns(CacheMismatchWarning, match="wrong size"):
-        assert not fetch_ais(ais.link("b", "a.bin"), tmp_path, manifest=False).skipped
+        assert not fetch_ais(
+            ais.link("b", "a.bin"), tmp_path, TransferOptions(manifest=False)
+        ).skipped
     assert (tmp_path / "a.bin").read_bytes() == b"12345"
 
 
@@ -288,20 +291,26 @@ def test_listed_attrs_skip_a_current_file_without_any_request(ais, tmp_path):
     ais.put("b", "xx.bin", b"two", checksum="xxhash")
     listed = dict(list_ais(ais.link("b")))
     for name in listed:
-        fetch_ais(ais.link("b", name), tmp_path, remote_attrs=listed[name])
+        fetch_ais(ais.link("b", name), tmp_path, TransferOptions(remote_attrs=listed[name]))
     ais.clear_logs()
 
     # md5 from the listing is trusted alone: no request at all
-    assert fetch_ais(ais.link("b", "md5.bin"), tmp_path, remote_attrs=listed["md5.bin"]).skipped
+    assert fetch_ais(
+        ais.link("b", "md5.bin"), tmp_path, TransferOptions(remote_attrs=listed["md5.bin"])
+    ).skipped
     assert ais.requests == [] and methods(ais) == []
     # an xxhash bucket lists size and version only, too little to decide: one HEAD
-    assert fetch_ais(ais.link("b", "xx.bin"), tmp_path, remote_attrs=listed["xx.bin"]).skipped
+    assert fetch_ais(
+        ais.link("b", "xx.bin"), tmp_path, TransferOptions(remote_attrs=listed["xx.bin"])
+    ).skipped
     assert methods(ais) == ["HEAD"]
 
     ais.put("b", "md5.bin", b"ONE", checksum="md5")
     ais.clear_logs()
     listed = dict(list_ais(ais.link("b")))
-    assert not fetch_ais(ais.link("b", "md5.bin"), tmp_path, remote_attrs=listed["md5.bin"]).skipped
+    assert not fetch_ais(
+        ais.link("b", "md5.bin"), tmp_path, TransferOptions(remote_attrs=listed["md5.bin"])
+    ).skipped
     assert methods(ais) == ["HEAD", "GET"]
     assert (tmp_path / "md5.bin").read_bytes() == b"ONE"
 
@@ -310,11 +319,11 @@ def test_listed_attrs_download_a_new_object_with_one_get_verified(ais, tmp_path)
     ais.put("b", "a.bin", b"abc", checksum="sha256")
     ((_, attrs),) = list_ais(ais.link("b"))
     ais.clear_logs()
-    fetch_ais(ais.link("b", "a.bin"), tmp_path, remote_attrs=attrs)
+    fetch_ais(ais.link("b", "a.bin"), tmp_path, TransferOptions(remote_attrs=attrs))
     assert methods(ais) == ["GET"]
     stale = ObjectAttrs(size=3, sha256="0" * 64, source=attrs.source)
     with pytest.raises(ChecksumMismatchError):
-        fetch_ais(ais.link("b", "a.bin"), tmp_path / "other", remote_attrs=stale)
+        fetch_ais(ais.link("b", "a.bin"), tmp_path / "other", TransferOptions(remote_attrs=stale))
 
 
 # --------------------------------------------------------------------------- templates
@@ -341,5 +350,5 @@ def test_a_given_checksum_holds_for_a_same_size_file_already_there(ais, tmp_path
     (tmp_path / "a.bin").write_bytes(b"54321")  # same size, no record: pyvo would keep it
     digest = "md5:" + hashlib.md5(b"12345").hexdigest()
     with pytest.warns(CacheMismatchWarning, match="md5"):
-        fetched = fetch_ais(ais.link("b", "a.bin"), tmp_path, checksum=digest)
+        fetched = fetch_ais(ais.link("b", "a.bin"), tmp_path, TransferOptions(checksum=digest))
     assert not fetched.skipped and (tmp_path / "a.bin").read_bytes() == b"12345"

@@ -306,6 +306,11 @@ def test_a_killed_worker_shows_interrupted_and_a_rerun_resumes_it(cli, http_serv
             "quote it: dlutils download 'URL/f{0..2}.bin' DST",
         ),
         (["download", "URL/f0.bin", "URL/f1.bin"], "argument DST: 'URL/f1.bin' is a link"),
+        (
+            ["download", "URL/f0.bin", "s3://bucket/p/"],
+            "'s3://bucket/p/' is a link, but DST is a local folder (object-store destinations "
+            "are taken from Python, not by the CLI yet)",
+        ),
         (["download", "ftp://host/f0.bin", "out"], "scheme 'ftp'"),
         (["download", "URL/f0.bin", "out", "--sync"], "sync apply to bucket links"),
         (["show", "download", "--regex", "("], "argument --regex: '(' is not a valid regex"),

@@ -7,6 +7,7 @@ link, which is a credential, never shows in a message, a log or a job's status.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import logging
 import os
@@ -35,7 +36,7 @@ from dlutils.sources.ais import fetch_ais
 from dlutils.sources.aws import aws_download, fetch_s3
 from dlutils.sources.gcs import fetch_gcs
 from dlutils.sources.hf import fetch_hf
-from dlutils.transfer import CHUNK_SIZE, AbortEvent
+from dlutils.transfer import CHUNK_SIZE, AbortEvent, TransferOptions
 
 pytest.importorskip("pycurl")
 boto3 = pytest.importorskip("boto3")
@@ -62,8 +63,8 @@ def fresh_clients(monkeypatch):
 
 
 @pytest.mark.parametrize("transport", [None, "requests", "curl"])
-def test_s3_objects_are_sha256_identical_on_every_path(s3, tmp_path, transport, monkeypatch):
-    monkeypatch.setattr(transfer_module, "MIN_SEGMENT_SIZE", 256 * 1024)
+def test_s3_objects_are_sha256_identical_on_every_path(s3, tmp_path, transport, monkeypatch, tune):
+    tune(min_segment_size=256 * 1024)
     small, large = make_random_bytes(70_000, seed=1), make_random_bytes(3 * MiB, seed=2)
     s3.put("d/small.bin", small)
     s3.put("d/large bin #1.bin", large)
@@ -80,7 +81,7 @@ def test_s3_objects_are_sha256_identical_on_every_path(s3, tmp_path, transport, 
 @pytest.mark.parametrize("transport", [None, "curl"])
 def test_s3_a_missing_key_is_the_same_client_error_on_both_paths(s3, tmp_path, transport):
     with pytest.raises(ClientError, match=rf"NoSuchKey.*\(for s3://{s3.name}/gone\.bin\)") as info:
-        fetch_s3(s3.uri("gone.bin"), tmp_path, transport=transport)
+        fetch_s3(s3.uri("gone.bin"), tmp_path, TransferOptions(transport=transport))
     assert type(info.value).__name__ == "NoSuchKey"  # the class boto3 models for the code
     assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
     assert files(tmp_path) == []
@@ -97,7 +98,9 @@ def test_s3_a_part_of_an_older_version_restarts_on_both_transports(s3, tmp_path,
     with Manifest(tmp_path) as manifest:
         manifest.put_partial(os.path.abspath(target), {"validator": old_etag, "total": len(old)})
     pauses: list[float] = []
-    fetched = fetch_s3(s3.uri("obj.bin"), target, transport=transport, sleep=pauses.append)
+    fetched = fetch_s3(
+        s3.uri("obj.bin"), target, TransferOptions(transport=transport, sleep=pauses.append)
+    )
     assert sha(target) == hashlib.sha256(new).hexdigest() and fetched.received == len(new)
     assert pauses == [] and not (tmp_path / "obj.bin.part").exists()
 
@@ -121,11 +124,11 @@ def test_s3_the_pinned_version_is_in_the_signed_link(s3, tmp_path):
 def faulty(http_server, moto_server):  # moto_server: for its fake credentials only
     """An S3-like endpoint on the local server, fetched through signed links over libcurl."""
 
-    def fetch(key: str, dest, **options):
-        options.setdefault("sleep", lambda seconds: None)
-        return fetch_s3(
-            f"s3://bkt/{key}", dest, endpoint_url=http_server.url, transport="curl", **options
-        )
+    def fetch(key: str, dest, options: TransferOptions | None = None):
+        options = options or TransferOptions()
+        sleep = options.sleep or (lambda seconds: None)
+        options = options.replace(endpoint_url=http_server.url, transport="curl", sleep=sleep)
+        return fetch_s3(f"s3://bkt/{key}", dest, options)
 
     return http_server, fetch
 
@@ -157,7 +160,7 @@ def test_s3_a_broken_body_resumes_with_if_match_over_curl(faulty, tmp_path):
     data = make_random_bytes(3 * MiB, seed=7)
     server.put("bkt/b.bin", data)
     server.add_fault("bkt/b.bin", reset_after(CHUNK_SIZE + 100))
-    fetch("b.bin", tmp_path, aws_profile="dlutils-test", segments=1)
+    fetch("b.bin", tmp_path, TransferOptions(aws_profile="dlutils-test", segments=1))
     assert sha(tmp_path / "b.bin") == hashlib.sha256(data).hexdigest()
     second = server.requests_for("/bkt/b.bin")[1]
     assert second.range.startswith("bytes=") and second.range != "bytes=0-"
@@ -181,10 +184,14 @@ def test_s3_abort_interrupts_a_blocked_read_over_curl(faulty, tmp_path):
     watcher = threading.Thread(target=abort_when_blocked)
     watcher.start()
     with pytest.raises(dlutils.DownloadAborted):
-        fetch("s.bin", tmp_path, abort=abort, timeout=600, aws_profile="dlutils-test", segments=1)
+        fetch(
+            "s.bin",
+            tmp_path,
+            TransferOptions(abort=abort, timeout=600, aws_profile="dlutils-test", segments=1),
+        )
     watcher.join()
     assert part.stat().st_size == 2 * MiB
-    fetch("s.bin", tmp_path, aws_profile="dlutils-test")
+    fetch("s.bin", tmp_path, TransferOptions(aws_profile="dlutils-test"))
     assert sha(tmp_path / "s.bin") == hashlib.sha256(data).hexdigest()
 
 
@@ -194,13 +201,18 @@ def test_s3_a_presigned_link_never_shows_in_messages_logs_or_status(faulty, tmp_
     server.add_fault("bkt/c.bin", reset_after(1000))
     caplog.set_level(logging.DEBUG, logger="dlutils")
     with pytest.raises(dlutils.DownloadError) as broken:  # the link is in libcurl's message
-        fetch("c.bin", tmp_path, aws_profile="dlutils-test", retries=0, segments=1)
+        fetch("c.bin", tmp_path, TransferOptions(aws_profile="dlutils-test", retries=0, segments=1))
     with socket.socket() as sock:  # a port nobody listens on: connection refused
         sock.bind(("127.0.0.1", 0))
         closed = f"http://127.0.0.1:{sock.getsockname()[1]}"
     with pytest.raises(requests.ConnectionError) as refused:
-        fetch_s3("s3://bkt/c.bin", tmp_path, endpoint_url=closed, aws_profile="dlutils-test",
-                 transport="curl", retries=0)  # fmt: skip
+        fetch_s3(
+            "s3://bkt/c.bin",
+            tmp_path,
+            TransferOptions(
+                endpoint_url=closed, aws_profile="dlutils-test", transport="curl", retries=0
+            ),
+        )
     job = Job.single(
         "s3://bkt/c.bin", tmp_path / "job", endpoint_url=closed, aws_profile="dlutils-test"
     ).start()
@@ -244,10 +256,10 @@ def test_s3_backend_job_over_curl_and_requests_gives_the_same_files(s3, tmp_path
 
 @pytest.mark.parametrize("transport", ["requests", "curl"])
 def test_gcs_media_over_both_transports_bearer_on_every_request(
-    fake_gcs: FakeGcs, tmp_path, transport, monkeypatch
+    fake_gcs: FakeGcs, tmp_path, transport, monkeypatch, tune
 ):
     monkeypatch.setattr(gcs, "_ADC", gcs._Adc())
-    monkeypatch.setattr(transfer_module, "MIN_SEGMENT_SIZE", 256 * 1024)
+    tune(min_segment_size=256 * 1024)
     fake_gcs.token = "ya29.fastsources-secret"
     small, large = make_random_bytes(1000, seed=9), make_random_bytes(2 * MiB, seed=10)
     fake_gcs.put("a/small.bin", small)
@@ -256,9 +268,7 @@ def test_gcs_media_over_both_transports_bearer_on_every_request(
         fetched = fetch_gcs(
             fake_gcs.uri(name),
             tmp_path,
-            token=fake_gcs.token,
-            transport=transport,
-            segment_threshold=MiB,
+            TransferOptions(token=fake_gcs.token, transport=transport, segment_threshold=MiB),
         )
         assert sha(fetched.path) == hashlib.sha256(data).hexdigest()
     media = [(q, h) for path, q, h in fake_gcs.seen if q.get("alt") == ["media"]]
@@ -274,7 +284,9 @@ def test_gcs_a_replaced_object_is_looked_up_again_over_curl(fake_gcs: FakeGcs, t
     listed = fake_gcs.resource("r.bin")
     fake_gcs.put("r.bin", data[::-1])  # replaced after the listing: a new generation
     attrs = gcs._attrs(fake_gcs.bucket, "r.bin", listed)
-    fetched = fetch_gcs(fake_gcs.uri("r.bin"), tmp_path, remote_attrs=attrs, transport="curl")
+    fetched = fetch_gcs(
+        fake_gcs.uri("r.bin"), tmp_path, TransferOptions(remote_attrs=attrs, transport="curl")
+    )
     assert sha(fetched.path) == hashlib.sha256(data[::-1]).hexdigest()
     statuses = [q.get("alt") for _, q, _ in fake_gcs.seen]
     assert statuses == [["media"], None, ["media"]]  # 412, metadata, media
@@ -288,12 +300,18 @@ def test_ais_objects_through_the_target_redirect_on_both_transports(tmp_path, tr
     data = make_random_bytes(200_000, seed=12)
     with AisStandIn() as cluster:
         cluster.put("bkt", "d/x.bin", data, checksum="md5")
-        fetched = fetch_ais(cluster.link("bkt", "d/x.bin"), tmp_path, transport=transport)
+        fetched = fetch_ais(
+            cluster.link("bkt", "d/x.bin"), tmp_path, TransferOptions(transport=transport)
+        )
         assert sha(fetched.path) == hashlib.sha256(data).hexdigest()
         assert [r.method for r in cluster.object_requests()] == ["HEAD", "GET"]
         cluster.put("bkt", "d/x.bin", data[::-1], checksum="md5", value="0" * 32)
         with pytest.raises(dlutils.ChecksumMismatchError):  # the cluster's md5 is checked
-            fetch_ais(cluster.link("bkt", "d/x.bin"), tmp_path / "y.bin", transport=transport)
+            fetch_ais(
+                cluster.link("bkt", "d/x.bin"),
+                tmp_path / "y.bin",
+                TransferOptions(transport=transport),
+            )
         assert not (tmp_path / "y.bin").exists()
 
 
@@ -316,7 +334,9 @@ def test_hf_the_token_reaches_the_hub_never_the_storage_host(hub, tmp_path, tran
     for name, data in hub.files.items():
         link = f"hf://datasets/acme/secret/{name}"
         fetched = fetch_hf(
-            link, tmp_path, token=TOKEN, headers={"X-Trace": "t1"}, transport=transport
+            link,
+            tmp_path,
+            TransferOptions(token=TOKEN, headers={"X-Trace": "t1"}, transport=transport),
         )
         assert sha(fetched.path) == hashlib.sha256(data).hexdigest()
     assert hub.requests and all(
@@ -329,15 +349,12 @@ def test_hf_the_token_reaches_the_hub_never_the_storage_host(hub, tmp_path, tran
         assert "Authorization" not in request.headers and "X-Trace" not in request.headers
 
 
-def test_hf_segments_over_curl_ask_the_hub_once(hub, tmp_path, monkeypatch):
-    monkeypatch.setattr(transfer_module, "MIN_SEGMENT_SIZE", 64 * 1024)
+def test_hf_segments_over_curl_ask_the_hub_once(hub, tmp_path, monkeypatch, tune):
+    tune(min_segment_size=64 * 1024)
     fetched = fetch_hf(
         "hf://datasets/acme/secret/w.bin",
         tmp_path,
-        token=TOKEN,
-        transport="curl",
-        segments=4,
-        segment_threshold=128 * 1024,
+        TransferOptions(token=TOKEN, transport="curl", segments=4, segment_threshold=128 * 1024),
     )
     assert sha(fetched.path) == hashlib.sha256(hub.files["w.bin"]).hexdigest()
     assert len([r for r in hub.storage.requests if r.range]) >= 2  # in parallel ranges...
@@ -347,7 +364,9 @@ def test_hf_segments_over_curl_ask_the_hub_once(hub, tmp_path, monkeypatch):
 def test_hf_an_expired_storage_link_is_asked_for_again_over_curl(hub, tmp_path):
     blob = f"lfs/{hashlib.sha256(hub.files['w.bin']).hexdigest()}"
     hub.storage.add_fault(blob, status(403))  # the link the HEAD gave has expired
-    fetch_hf("hf://datasets/acme/secret/w.bin", tmp_path, token=TOKEN, transport="curl")
+    fetch_hf(
+        "hf://datasets/acme/secret/w.bin", tmp_path, TransferOptions(token=TOKEN, transport="curl")
+    )
     assert [r.method for r in hub.requests_to("resolve")] == ["HEAD", "GET"]
     assert sha(tmp_path / "w.bin") == hashlib.sha256(hub.files["w.bin"]).hexdigest()
 
@@ -380,7 +399,7 @@ def test_s3_a_complete_part_is_placed_without_fetching_it_again_over_curl(s3, tm
     (tmp_path / "done.bin.part").write_bytes(data)  # every byte is here, not yet placed
     with Manifest(tmp_path) as manifest:
         manifest.put_partial(os.path.abspath(target), {"validator": etag, "total": len(data)})
-    fetched = fetch_s3(s3.uri("done.bin"), target, transport="curl")
+    fetched = fetch_s3(s3.uri("done.bin"), target, TransferOptions(transport="curl"))
     assert sha(target) == hashlib.sha256(data).hexdigest() and fetched.received == 0
 
 
@@ -390,8 +409,40 @@ def test_s3_a_wrong_checksum_places_nothing_on_both_transports(s3, tmp_path, tra
     s3.put("k.bin", data)
     wrong = "sha256:" + hashlib.sha256(data + b"x").hexdigest()
     with pytest.raises(dlutils.ChecksumMismatchError, match="k.bin"):
-        fetch_s3(s3.uri("k.bin"), tmp_path, transport=transport, checksum=wrong, retries=0)
+        fetch_s3(
+            s3.uri("k.bin"),
+            tmp_path,
+            TransferOptions(transport=transport, checksum=wrong, retries=0),
+        )
     assert files(tmp_path) == []
     right = "sha256:" + hashlib.sha256(data).hexdigest()
-    fetch_s3(s3.uri("k.bin"), tmp_path, transport=transport, checksum=right)
+    fetch_s3(s3.uri("k.bin"), tmp_path, TransferOptions(transport=transport, checksum=right))
     assert sha(tmp_path / "k.bin") == hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.parametrize("transport", [None, "requests", "curl"])
+def test_s3_an_object_stored_gzipped_is_kept_as_stored_on_every_path(s3, tmp_path, transport, tune):
+    # Uploaded with ContentEncoding=gzip, S3 serves the stored bytes with that header:
+    # they are the object (its size and ETag say so), as boto3, aws s3 cp and s5cmd keep it.
+    # Before: the http transports decoded them, and a re-run fetched the object again
+    # every time (the file's size never matched the listing's).
+    tune(min_segment_size=256 * 1024)
+    stored = gzip.compress(make_random_bytes(1 << 20, seed=5) * 3, mtime=0)
+    for key in ("g/small.json", "g/large.bin"):
+        body = stored[:5000] if key == "g/small.json" else stored
+        s3.client.put_object(Bucket=s3.name, Key=key, Body=body, ContentEncoding="gzip")
+    for key in ("g/small.json", "g/large.bin"):
+        want = stored[:5000] if key == "g/small.json" else stored
+        path = aws_download(
+            s3.uri(key), local_filepath=tmp_path / "one", transport=transport,
+            segment_threshold=MiB,
+        )  # fmt: skip
+        assert sha(path) == hashlib.sha256(want).hexdigest(), key
+    if transport is None:
+        return
+    dest = tmp_path / "job"
+    first = Job.backend(s3.uri("g/"), dest, transport=transport).start().wait(60)
+    assert (first.finished, first.skipped, first.errors) == (2, 0, 0), first
+    assert sha(dest / "large.bin") == hashlib.sha256(stored).hexdigest()
+    again = Job.backend(s3.uri("g/"), dest, transport=transport).start().wait(60)
+    assert (again.finished, again.skipped, again.errors) == (2, 2, 0), again

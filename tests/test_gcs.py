@@ -35,6 +35,7 @@ from dlutils.checksums import b64_to_hex
 from dlutils.freshness import Manifest
 from dlutils.sources import gcs
 from dlutils.sources.gcs import fetch_gcs, gcs_download, list_gcs
+from dlutils.transfer import TransferOptions
 
 MiB = 1 << 20
 SECRET = "ya29.secret-token-never-shown"
@@ -147,7 +148,9 @@ def test_cache_hit_makes_no_media_request(gcs_env, gcs_bucket, tmp_path, capsys)
     target = os.fspath(tmp_path / "k.bin")
     gcs_download(f"gs://{gcs_bucket}/k.bin", local_filepath=target)
     session = Recorder()
-    result = fetch_gcs(f"gs://{gcs_bucket}/k.bin", target, session=session, verbose=True)
+    result = fetch_gcs(
+        f"gs://{gcs_bucket}/k.bin", target, TransferOptions(session=session, verbose=True)
+    )
     assert result.skipped and result.received == 0
     assert session.media() == [] and len(session.sent) == 1  # the metadata only
     assert capsys.readouterr().out.strip() == f"Found cached file {target}."
@@ -167,7 +170,7 @@ def test_same_size_without_record_is_kept_as_pyvo_does(gcs_env, gcs_bucket, tmp_
     target = tmp_path / "k.bin"
     target.write_bytes(b"local!")
     session = Recorder()
-    assert fetch_gcs(f"gs://{gcs_bucket}/k.bin", target, session=session).skipped
+    assert fetch_gcs(f"gs://{gcs_bucket}/k.bin", target, TransferOptions(session=session)).skipped
     assert session.media() == []
 
 
@@ -189,11 +192,11 @@ def test_new_generation_is_fetched_again_and_unchanged_one_skipped(gcs_env, gcs_
     assert record.crc32c == b64_to_hex(first["crc32c"])
 
     session = Recorder()
-    assert fetch_gcs(uri, target, session=session).skipped
+    assert fetch_gcs(uri, target, TransferOptions(session=session)).skipped
     assert session.media() == []
 
     upload(gcs_env, gcs_bucket, "v.bin", b"version 2")  # same size: the generation decides
-    again = fetch_gcs(uri, target, session=session)
+    again = fetch_gcs(uri, target, TransferOptions(session=session))
     assert not again.skipped and again.received == 9
     assert target.read_bytes() == b"version 2"
 
@@ -203,7 +206,9 @@ def test_large_object_comes_in_ranges_pinned_to_its_generation(gcs_env, gcs_buck
     generation = upload(gcs_env, gcs_bucket, "big.bin", data)["generation"]
     session = Recorder()
     result = fetch_gcs(
-        f"gs://{gcs_bucket}/big.bin", tmp_path / "big.bin", session=session, segment_threshold=MiB
+        f"gs://{gcs_bucket}/big.bin",
+        tmp_path / "big.bin",
+        TransferOptions(session=session, segment_threshold=MiB),
     )
     ranged = [r for r in session.media() if "Range" in r.headers]
     assert len(ranged) >= 3
@@ -234,13 +239,13 @@ def test_partial_download_resumes_only_on_the_same_generation(
     upload(gcs_env, gcs_bucket, "r.bin", old)
     uri, target = f"gs://{gcs_bucket}/r.bin", tmp_path / "r.bin"
     with pytest.raises(DownloadAborted):
-        fetch_gcs(uri, target, limiter=StopAfter(2), abort=threading.Event())
+        fetch_gcs(uri, target, TransferOptions(limiter=StopAfter(2), abort=threading.Event()))
     kept = os.path.getsize(f"{target}.part")
     assert 0 < kept < len(old) and not target.exists()
     if replaced:
         upload(gcs_env, gcs_bucket, "r.bin", new)
     session = Recorder()
-    fetched = fetch_gcs(uri, target, session=session)
+    fetched = fetch_gcs(uri, target, TransferOptions(session=session))
     (media,) = session.media()
     if replaced:  # the part belongs to the old generation: started again from zero
         assert "Range" not in media.headers and fetched.received == len(new)
@@ -258,14 +263,18 @@ def test_listing_attrs_skip_unchanged_objects_with_no_request(gcs_env, gcs_bucke
     session = Recorder()
     for name, attrs in listed:
         path = tmp_path / os.path.basename(name)
-        fetched = fetch_gcs(f"gs://{gcs_bucket}/{name}", path, session=session, remote_attrs=attrs)
+        fetched = fetch_gcs(
+            f"gs://{gcs_bucket}/{name}", path, TransferOptions(session=session, remote_attrs=attrs)
+        )
         assert not fetched.skipped
     assert len(session.sent) == 3 and len(session.media()) == 3  # no metadata request
 
     session = Recorder()
     for name, attrs in list_gcs(f"gs://{gcs_bucket}/set/"):
         path = tmp_path / os.path.basename(name)
-        assert fetch_gcs(f"gs://{gcs_bucket}/{name}", path, session=session, remote_attrs=attrs)
+        assert fetch_gcs(
+            f"gs://{gcs_bucket}/{name}", path, TransferOptions(session=session, remote_attrs=attrs)
+        )
     assert session.sent == []
     assert files_in(tmp_path) == ["0.bin", "1.bin", "2.bin"]
 
@@ -345,7 +354,9 @@ def test_stale_listing_generation_is_looked_up_again(fake_gcs: FakeGcs, tmp_path
     fake_gcs.put("s.bin", b"old")
     (_, attrs), *_ = list_gcs(fake_gcs.uri())
     fake_gcs.put("s.bin", b"new content")
-    fetched = fetch_gcs(fake_gcs.uri("s.bin"), tmp_path / "s.bin", remote_attrs=attrs)
+    fetched = fetch_gcs(
+        fake_gcs.uri("s.bin"), tmp_path / "s.bin", TransferOptions(remote_attrs=attrs)
+    )
     assert (tmp_path / "s.bin").read_bytes() == b"new content" and not fetched.skipped
     calls = [(q.get("alt"), q.get("ifGenerationMatch")) for _, q, _ in fake_gcs.seen[1:]]
     new = str(fake_gcs.objects["s.bin"].generation)
@@ -419,7 +430,7 @@ def test_a_refused_token_is_not_replaced_nor_shown(fake_gcs: FakeGcs, tmp_path, 
 
 def test_extra_headers_go_with_every_request(fake_gcs: FakeGcs, tmp_path):
     fake_gcs.put("h.bin", b"headers")
-    fetch_gcs(fake_gcs.uri("h.bin"), tmp_path / "h.bin", headers={"X-Trace": "42"})
+    fetch_gcs(fake_gcs.uri("h.bin"), tmp_path / "h.bin", TransferOptions(headers={"X-Trace": "42"}))
     assert len(fake_gcs.seen) == 2  # metadata, media
     assert all(headers.get("X-Trace") == "42" for _, _, headers in fake_gcs.seen)
 

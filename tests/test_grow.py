@@ -170,8 +170,8 @@ def test_a_killed_download_resumes_from_its_split_plan(tmp_path):
     dest = tmp_path / "out"
     script = (
         "import sys, dlutils, dlutils.transfer as t\n"
-        "t.JOURNAL_INTERVAL = 0.1\n"
-        "dlutils.http_download(sys.argv[1], sys.argv[2], segment_threshold=32 << 20)"
+        "with t.tuned(journal_interval=0.1):\n"
+        "    dlutils.http_download(sys.argv[1], sys.argv[2], segment_threshold=32 << 20)"
     )
     env = {k: v for k, v in os.environ.items() if k != "XDG_STATE_HOME"}
     env["DLUTILS_HOME"] = str(tmp_path / "home")

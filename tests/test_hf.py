@@ -18,7 +18,6 @@ from dlutils import (
     UnsafePathError,
     UnsupportedSchemeError,
 )
-from dlutils import transfer as transfer_module
 from dlutils.freshness import Manifest
 from dlutils.localserver import LocalServer, status
 from dlutils.sandbox.hf_hub import HubStandIn, sha256
@@ -34,6 +33,7 @@ from dlutils.sources.hf import (
     resolve_url,
     stat_hf,
 )
+from dlutils.transfer import TransferOptions
 
 TOKEN = "hf_secret_token_never_shown"
 GATED_TOKEN = "hf_gated_token_never_shown"
@@ -314,7 +314,7 @@ def test_single_file_sends_a_head_only_when_the_listing_lacks_its_size(hub, tmp_
     assert read(tmp_path / "a.parquet") == TRAIN
     listed = dict(list_hf("hf://datasets/acme/speech"))
     hub.clear_logs()
-    fetch_hf(link, f"{tmp_path}/b/", remote_attrs=listed["data/train/0.parquet"])
+    fetch_hf(link, f"{tmp_path}/b/", TransferOptions(remote_attrs=listed["data/train/0.parquet"]))
     assert [r.method for r in hub.requests_to("resolve")] == ["GET"]
     assert read(tmp_path / "b/data/train/0.parquet") == TRAIN
 
@@ -328,7 +328,7 @@ def test_a_rerun_fetches_nothing_unchanged(hub, tmp_path):
         assert manifest.get("data/train/0.parquet").sha256 == sha256(TRAIN)
         assert manifest.get("README.md").source == "hf://datasets/acme/speech@main/README.md"
         fetched = [
-            fetch_hf(attrs.source, tmp_path, remote_attrs=attrs, manifest=manifest)
+            fetch_hf(attrs.source, tmp_path, TransferOptions(remote_attrs=attrs, manifest=manifest))
             for _, attrs in list_hf("hf://datasets/acme/speech")
         ]
     assert all(f.skipped for f in fetched)
@@ -445,7 +445,9 @@ def test_a_gated_repository_says_to_accept_its_conditions(hub, monkeypatch):
 
 def test_a_renamed_repository_keeps_the_token_on_the_hub_only(hub, tmp_path):
     hub.rename("acme/secret", "acme/secret-v2")
-    path = fetch_hf("hf://datasets/acme/secret/data.bin", tmp_path, token=TOKEN).path
+    path = fetch_hf(
+        "hf://datasets/acme/secret/data.bin", tmp_path, TransferOptions(token=TOKEN)
+    ).path
     assert read(path) == SECRET["data.bin"]
     moved = [r for r in hub.requests if "secret-v2" in r.path]
     assert moved and all(r.headers.get("Authorization") == f"Bearer {TOKEN}" for r in moved)
@@ -461,21 +463,24 @@ def test_an_expired_storage_link_is_asked_for_again(hub, tmp_path):
     hub.storage.add_fault(blob, status(403))
     hub.storage.add_fault(blob, status(403))
     with pytest.raises(requests.HTTPError) as refused:  # the storage refused, not the hub
-        fetch_hf("hf://datasets/acme/speech/data/train/0.parquet", tmp_path / "x", cache=False)
+        fetch_hf(
+            "hf://datasets/acme/speech/data/train/0.parquet",
+            tmp_path / "x",
+            TransferOptions(cache=False),
+        )
     assert not isinstance(refused.value, HfAuthError)
 
 
-def test_segments_go_straight_to_the_storage_host(hub, tmp_path, monkeypatch):
-    monkeypatch.setattr(transfer_module, "MIN_SEGMENT_SIZE", 64)
+def test_segments_go_straight_to_the_storage_host(hub, tmp_path, monkeypatch, tune):
+    tune(min_segment_size=64)
     listed = dict(list_hf("hf://acme/tiny-bert", token=TOKEN))
     hub.clear_logs()
     fetched = fetch_hf(
         "hf://acme/tiny-bert/model.safetensors",
         tmp_path,
-        remote_attrs=listed["model.safetensors"],
-        token=TOKEN,
-        segments=4,
-        segment_threshold=128,
+        TransferOptions(
+            remote_attrs=listed["model.safetensors"], token=TOKEN, segments=4, segment_threshold=128
+        ),
     )
     assert read(fetched.path) == WEIGHTS
     ranged = [r for r in hub.storage.requests if r.range]
@@ -539,16 +544,18 @@ def test_a_given_checksum_holds_for_a_file_changed_behind_its_record(hub, tmp_pa
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert fetch_hf(link, tmp_path / "t.parquet").skipped
     with pytest.warns(CacheMismatchWarning, match="sha256"):
-        fetched = fetch_hf(link, tmp_path / "t.parquet", checksum="sha256:" + sha256(TRAIN))
+        fetched = fetch_hf(
+            link, tmp_path / "t.parquet", TransferOptions(checksum="sha256:" + sha256(TRAIN))
+        )
     assert not fetched.skipped and read(path) == TRAIN
 
 
 def test_cache_verified_keeps_an_lfs_file_with_no_request(hub, tmp_path):
     link = "hf://datasets/acme/speech@main/data/train/0.parquet"
-    assert not fetch_hf(link, tmp_path / "a.parquet", cache="verified").skipped
+    assert not fetch_hf(link, tmp_path / "a.parquet", TransferOptions(cache="verified")).skipped
     with Manifest(tmp_path) as manifest:  # the Hub's sha256, checked against the bytes
         assert manifest.get("a.parquet").verified == "sha256"
     hub.clear_logs()
-    assert fetch_hf(link, tmp_path / "a.parquet", cache="verified").skipped
+    assert fetch_hf(link, tmp_path / "a.parquet", TransferOptions(cache="verified")).skipped
     assert hub.requests == [] and hub.storage.requests == []
     assert sha256(read(tmp_path / "a.parquet")) == sha256(TRAIN)

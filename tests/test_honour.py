@@ -1,6 +1,8 @@
 """Issue 14, "nothing dropped silently": what dlutils cannot honour is refused before it starts.
 
-Destinations that are URLs (object stores, ``file://``) are refused by every entry point;
+Destinations that are URLs dlutils does not write to (``gs://``, ``ftp://``...) are refused
+by every entry point (``s3://``, ``memory://`` and ``file://`` are destinations: see
+``test_destinations_fsspec.py``);
 on an executor of other processes, ``bytes_per_hour`` is refused, an option that does not
 pickle is named, the client's endpoint settings and folder travel with each task, and
 ``abort()`` cancels what has not started. The process pools here use the ``spawn`` context,
@@ -31,7 +33,7 @@ from dlutils.sources.http import http_download
 
 CLOSED = "127.0.0.1:9"  # nothing listens there: a request that slips through fails, locally
 
-NOT_LOCAL = r"is not a local folder: dlutils writes to local paths only for now"
+NOT_LOCAL = r"is not a destination dlutils writes to \(\w+:// is not supported.*\); use a local"
 
 
 def sha256(data: bytes) -> str:
@@ -62,8 +64,8 @@ def no_cloud(monkeypatch):
     monkeypatch.setenv("AIS_ENDPOINT", f"http://{CLOSED}")
 
 
-@pytest.mark.parametrize("dest", ["s3://bucket/prefix/", "gs://bucket/p", "memory://x/"])
-def test_an_object_store_destination_is_refused_by_every_entry_before_any_request(
+@pytest.mark.parametrize("dest", ["gs://bucket/p", "ftp://host/pub/", "hdfs://nn/data/"])
+def test_an_unsupported_destination_is_refused_by_every_entry_before_any_request(
     dest, http_server, tmp_path, monkeypatch, no_cloud
 ):
     monkeypatch.chdir(tmp_path)
@@ -97,21 +99,22 @@ def test_an_object_store_destination_is_refused_by_every_entry_before_any_reques
         with pytest.raises(InvalidInputError, match=f"{what} {dest!r} {NOT_LOCAL}"):
             call()
     assert http_server.requests == []
-    assert os.listdir(tmp_path) == []  # no folder named 's3:' or 'memory:'
+    assert os.listdir(tmp_path) == []  # no folder named 'gs:' or 'ftp:'
 
 
-def test_a_file_url_is_refused_with_the_path_it_names_and_a_drive_letter_is_a_path(
+def test_a_file_url_is_the_path_it_names_and_a_drive_letter_is_a_path(
     http_server, tmp_path, monkeypatch
 ):
     monkeypatch.chdir(tmp_path)
     http_server.put("a.txt", b"abc")
     link = http_server.url_for("a.txt")
     given = (tmp_path / "out").as_uri()
-    with pytest.raises(InvalidInputError, match=f"such as dest='{tmp_path}/out'"):
-        dlutils.download(link, given)
-    with pytest.raises(InvalidInputError, match=f"such as local_filepath='{tmp_path}/out'"):
-        http_download(link, given)
-    assert http_server.requests == [] and os.listdir(tmp_path) == []
+    assert dlutils.download(link, given).wait(timeout=60).finished == 1
+    assert file_sha256(tmp_path / "out" / "a.txt") == sha256(b"abc")
+    assert http_download(link, given + "/b.txt") == f"{tmp_path}/out/b.txt"
+    assert file_sha256(tmp_path / "out" / "b.txt") == sha256(b"abc")
+    with pytest.raises(InvalidInputError, match="names host 'elsewhere'"):
+        dlutils.download(link, "file://elsewhere/data/")
     # 'C:/data' is a Windows path (here: a folder 'C:' in the current one), never a URL
     status = dlutils.download(link, "C:/data/").wait(timeout=60)
     assert (status.finished, status.errors) == (1, 0)

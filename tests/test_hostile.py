@@ -25,6 +25,7 @@ from servers_s3 import moto_server_fixture, s3_fixture  # noqa: F401 - fixtures
 import dlutils
 from dlutils import Job
 from dlutils.localserver import LocalServer
+from dlutils.names import BACKSLASH_SEPARATES
 from dlutils.sandbox.aistore import AisStandIn
 from dlutils.sandbox.hf_hub import HubStandIn
 
@@ -35,13 +36,17 @@ MANIFEST = ".dlutils-manifest.sqlite"
 
 #: Names that must never be used as given: each one is an error for its object (the long
 #: one may instead be saved whole under a shorter name inside the destination).
+#: Traversal on Windows; on POSIX a bucket key's backslash is part of the file's name.
+BACKSLASHED = "a\\..\\..\\x"
+#: The sources whose names are a bucket's keys.
+BUCKET_LISTINGS = {"s3 key", "gcs name", "ais listing"}
 HOSTILE = [
     "../x",
     ABSOLUTE,
     "a/../../x",
     "~/x",
     "C:\\x",
-    "a\\..\\..\\x",
+    BACKSLASHED,
     "n\x00ul.bin",
     LONG,
     MANIFEST,
@@ -147,6 +152,11 @@ class Scene:
             path = self.dest / name
             if name == LONG and name not in failed:  # or saved whole under a shorter name
                 assert self.placed_anywhere(objects[name]), f"{source}: {name!r} is lost"
+            elif name == BACKSLASHED and source in BUCKET_LISTINGS and not BACKSLASH_SEPARATES:
+                # A bucket key's backslash is part of its name on POSIX (as aws s3 sync
+                # keeps it): one file, inside the destination, named as the key.
+                assert name not in failed, status.download_errors
+                assert sha(path.read_bytes()) == sha(objects[name]), name
             elif name in HOSTILE:
                 assert name in failed, f"{source}: hostile name {name!r} was not an error"
             elif name in GOOD and (strict or name not in failed):

@@ -37,7 +37,7 @@ from dlutils.localserver import (
     wrong_content_range,
 )
 from dlutils.sources.http import HttpRemote, fetch_http
-from dlutils.transfer import download
+from dlutils.transfer import TransferOptions, download
 
 MiB = 1 << 20
 
@@ -75,8 +75,7 @@ def test_an_unasked_gzip_body_is_stored_decoded_and_checked(http_server, tmp_pat
     fetched = fetch_http(
         http_server.url_for("a.bin"),
         tmp_path,
-        checksum="sha256:" + sha(data),
-        expected_size=len(data),
+        TransferOptions(checksum="sha256:" + sha(data), expected_size=len(data)),
     )
     assert file_sha(fetched.path) == sha(data) and fetched.size == len(data)
     (request,) = gets(http_server, "a.bin")

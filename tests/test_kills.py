@@ -140,9 +140,8 @@ def run_segmented_rounds(tmp_path, rounds: int, seed: int) -> dict:
     # a second, 1 MiB), so that a kill in a CI-fast window finds some of it recorded.
     script = (
         "import sys, dlutils, dlutils.transfer as t\n"
-        "assert hasattr(t, 'JOURNAL_INTERVAL') and hasattr(t, 'CHUNK_SIZE')\n"
-        "t.JOURNAL_INTERVAL, t.CHUNK_SIZE = 0.1, 256 * 1024\n"
-        f"dlutils.download(sys.argv[1], sys.argv[2], **{opts!r}).wait(120)"
+        "with t.tuned(journal_interval=0.1, chunk_size=256 * 1024):\n"
+        f"    dlutils.download(sys.argv[1], sys.argv[2], **{opts!r}).wait(120)"
     )
     missing_total = refetched_total = 0
     with LocalServer({"big/obj.bin": data}) as server:

@@ -16,6 +16,7 @@ import dlutils
 from dlutils import InvalidInputError, http_download, range_download
 from dlutils.localserver import stall, status
 from dlutils.sources.http import fetch_http
+from dlutils.transfer import TransferOptions
 from dlutils.transports import choose
 
 pytest.importorskip("pycurl")
@@ -71,7 +72,7 @@ def test_libcurl_reuses_one_connection_across_objects(http_server, tmp_path):
     for name, data in files.items():
         http_server.put(name, data)
     for name, data in files.items():
-        fetched = fetch_http(http_server.url_for(name), tmp_path, transport="curl")
+        fetched = fetch_http(http_server.url_for(name), tmp_path, TransferOptions(transport="curl"))
         assert sha(open(fetched.path, "rb").read()) == sha(data)
     assert agents(http_server) == {"libcurl"}
     assert len({r.connection for r in http_server.requests}) == 1
@@ -145,16 +146,15 @@ def test_headers_that_never_come_end_in_a_read_timeout_on_both_transports(
 ):
     http_server.put("a.bin", b"late")
     if reused:  # libcurl reports no connect time on a reused connection
-        fetch_http(http_server.url_for("a.bin"), tmp_path / "warm", transport=transport)
+        fetch_http(
+            http_server.url_for("a.bin"), tmp_path / "warm", TransferOptions(transport=transport)
+        )
     http_server.add_fault("a.bin", stall(60, before_headers=True))
     with pytest.raises(requests.ReadTimeout, match=r"127\.0\.0\.1"):
         fetch_http(
             http_server.url_for("a.bin"),
             tmp_path / "a.bin",
-            timeout=(30, 0.3),
-            retries=0,
-            manifest=False,
-            transport=transport,
+            TransferOptions(timeout=(30, 0.3), retries=0, manifest=False, transport=transport),
         )
     assert not (tmp_path / "a.bin").exists()
 
@@ -164,7 +164,9 @@ def test_a_link_with_non_ascii_and_spaces_is_sent_encoded_on_both_transports(
 ):
     data = make_random_bytes(5000, seed=7)
     http_server.put("données/été 2024.csv", data)
-    fetched = fetch_http(http_server.url + "/données/été 2024.csv", tmp_path, transport=transport)
+    fetched = fetch_http(
+        http_server.url + "/données/été 2024.csv", tmp_path, TransferOptions(transport=transport)
+    )
     assert fetched.path.endswith("été 2024.csv")
     assert sha(open(fetched.path, "rb").read()) == sha(data)
 
@@ -236,9 +238,9 @@ def test_a_header_with_a_line_break_is_refused_on_both_transports(http_server, t
         fetch_http(
             http_server.url_for("a.bin"),
             tmp_path,
-            headers={"X-Tag": "a\r\nX-Injected: yes"},
-            retries=0,
-            transport=transport,
+            TransferOptions(
+                headers={"X-Tag": "a\r\nX-Injected: yes"}, retries=0, transport=transport
+            ),
         )
     assert all("X-Injected" not in r.headers for r in http_server.requests)
 
@@ -249,10 +251,12 @@ def test_auth_and_headers_reach_the_server_as_requests_sends_them(http_server, t
     fetch_http(
         http_server.url_for("a.bin"),
         tmp_path,
-        auth=("us:er", "pässword"),
-        headers={"X-Team": "café"},
-        manifest=False,
-        transport=transport,
+        TransferOptions(
+            auth=("us:er", "pässword"),
+            headers={"X-Team": "café"},
+            manifest=False,
+            transport=transport,
+        ),
     )
     (request,) = http_server.requests
     assert request.headers["Authorization"] == "Basic dXM6ZXI6cORzc3dvcmQ="

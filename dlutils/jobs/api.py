@@ -9,7 +9,7 @@ from concurrent.futures import Executor
 from datetime import timedelta
 from typing import Any
 
-from ..destinations import check_local
+from ..destinations import resolve
 from ..errors import InvalidInputError, JobFailedError
 from ..names import redact
 from ..options import OPTION_DOCS, Options, from_keywords
@@ -109,7 +109,7 @@ def download(
     True finished 4 6
     ['four files']
     """
-    check_local(dest)  # before anything else: an object-store URL is never a folder
+    dest = resolve(dest)  # before anything else: a URL that is no destination is refused
     request = {"prefix": prefix, "suffix": suffix, "sync": sync}
     naming = {"object_name": object_name, "subdir": subdir}
     hub = {"parquet": parquet, "include": include, "exclude": exclude}

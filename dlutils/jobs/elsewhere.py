@@ -22,6 +22,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from ..errors import InvalidInputError
+from ..transfer.options import TransferOptions
 
 __all__ = ["WORKER_ENVIRONMENT", "check_sendable", "client_environment", "environment"]
 
@@ -47,9 +48,10 @@ _lock = threading.Lock()
 _applied: dict[str, list[Any]] = {}
 
 
-def check_sendable(options: Mapping[str, Any], executor: Any) -> None:
+def check_sendable(options: TransferOptions | Mapping[str, Any], executor: Any) -> None:
     """Raise :class:`~dlutils.InvalidInputError` naming an option that does not pickle."""
-    for name, value in options.items():
+    values = options if isinstance(options, Mapping) else vars(options)
+    for name, value in values.items():
         try:
             pickle.dumps(value)
         except Exception as exc:  # noqa: BLE001 - any failure means it cannot travel

@@ -41,14 +41,22 @@ import pycurl
 import requests
 
 from ..errors import DownloadAborted, DownloadTimeoutError, IncompleteDownloadError
+from ..freshness import Manifest, attrs_from_headers
 from ..names import redact, redact_text
 from ..retry import UNREACHABLE_DELAY, RetryPolicy, unreachable
 from ..sources import scheme_of
 from ..sources._common import record, with_verified
-from ..transfer import CHUNK_SIZE, SEGMENT_THRESHOLD, Fetched, _Transfer, part_path
+from ..transfer import (
+    SEGMENT_THRESHOLD,
+    Fetched,
+    TransferOptions,
+    _Transfer,
+    part_path,
+)
 from ..transfer.parts import _lock_part, _remove_if_empty
 from ..transfer.protocols import _Settings
 from ..transfer.retries import _quietly
+from ..transfer.tunables import current as current_tunables
 from ..transports._http import validator as _validator
 from ..transports.curl import (
     CurlRemote,
@@ -61,7 +69,6 @@ from ..transports.curl import (
 
 if TYPE_CHECKING:
     from ..checksums import Checksum
-    from ..freshness import Manifest
     from .runner import Job, _TaskProgress
     from .tasks import _Task
 
@@ -102,7 +109,7 @@ class _Small:
             return 0  # stop this transfer: the engine fetches the object
         self.progress.set_size(self.length)
         validator = _validator(self.headers)
-        if validator and self.length > CHUNK_SIZE:  # as the engine: worth a resume record
+        if validator and self.length > self.s.tunables.chunk_size:  # worth a resume record
             self.transfer._record({"validator": validator, "total": self.length})
             self.recorded = True
         return None
@@ -164,7 +171,7 @@ class Lane:
         job: Job,
         *,
         slots: int,
-        common: dict[str, Any],
+        common: TransferOptions,
         window: threading.BoundedSemaphore,
         handoff: Callable[[_Task, int | None, float], None],
         checksum_of: Callable[[_Task], Checksum | None],
@@ -174,16 +181,16 @@ class Lane:
         self.window = window
         self.handoff = handoff
         self.checksum_of = checksum_of
-        self.headers = dict(common.get("headers") or {})
-        self.policy = RetryPolicy(
-            retries=common.get("retries", 5), backoff=common.get("backoff", 0.5)
+        self.headers = dict(common.headers or {})
+        self.policy = RetryPolicy(retries=common.retries, backoff=common.backoff)
+        self.manifest: Manifest | None = (
+            common.manifest if isinstance(common.manifest, Manifest) else None
         )
-        self.manifest: Manifest | None = common.get("manifest")
-        self.verified = common.get("cache") == "verified"
-        self.fsync = bool(common.get("fsync", False))
-        self.threshold = common.get("segment_threshold") or SEGMENT_THRESHOLD
-        timeout = common.get("timeout")
-        self.timeout = timeout
+        self.verified = common.cache == "verified"
+        self.fsync = bool(common.fsync)
+        self.threshold = common.segment_threshold or SEGMENT_THRESHOLD
+        self.timeout = common.timeout
+        self.tunables = current_tunables()  # as a transfer reads them when it starts
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name=f"{job.id}-lane", daemon=True)
         self._thread.start()
@@ -346,6 +353,7 @@ class Lane:
                 segment_threshold=self.threshold,
                 fsync=self.fsync,
                 abort=job._abort,
+                tunables=self.tunables,
             )
             fd = _lock_part(settings, wait=False)  # never wait in the lane's one thread
         except BlockingIOError:  # another process downloads it: the engine waits for it
@@ -415,8 +423,6 @@ class Lane:
         )
         if self.manifest is not None:
             source = redact(small.task.link)
-            from ..freshness import attrs_from_headers
-
             attrs = attrs_from_headers(source, headers)
             record(
                 self.manifest,

@@ -21,7 +21,7 @@ from typing import Any
 
 from ..budget import ConnectionBudget
 from ..checksums import parse_checksum
-from ..destinations import check_local
+from ..destinations import is_store, resolve
 from ..errors import DownloadAborted, InvalidInputError, JobStateError, UnsafePathError
 from ..freshness import Manifest
 from ..limits import TokenBucket
@@ -29,7 +29,7 @@ from ..names import redact, redact_text
 from ..options import Options, make_options, runs_here
 from ..progress import Callback, TqdmCallback
 from ..sources import fetch
-from ..transfer import MAX_SEGMENTS, AbortEvent, Fetched
+from ..transfer import MAX_SEGMENTS, AbortEvent, Fetched, TransferOptions
 from ..transports import choose
 from . import tasks as plans
 from .elsewhere import check_sendable, client_environment, environment
@@ -76,7 +76,9 @@ class Job:
     """
 
     def __init__(self, plan: Plan, dest: str | os.PathLike, options: Options):
-        check_local(dest)
+        dest = resolve(dest)
+        #: An object-store destination (``s3://``, ``memory://``): no local manifest.
+        self._store = is_store(dest)
         self._opts = options
         self._tasks = plan.tasks
         self._sync = plan.sync
@@ -131,7 +133,7 @@ class Job:
         ``options`` and ``**opts``: the job's options, :class:`dlutils.Options` (its
         fields as keywords, such as ``connections=4, timeout="30s"``).
         """
-        check_local(dest)
+        dest = resolve(dest)
         return cls(plans.single(link, dest, object_name), dest, _options(options, opts))
 
     @classmethod
@@ -149,7 +151,7 @@ class Job:
         every clash (the AIStore downloader silently keeps the last one). ``options``
         and ``**opts``: the job's options (:class:`dlutils.Options`).
         """
-        check_local(dest)
+        dest = resolve(dest)
         return cls(plans.multi(objects, dest), dest, _options(options, opts))
 
     @classmethod
@@ -168,7 +170,7 @@ class Job:
         name of its own; ``subdir`` is joined in front of the names. ``options`` and
         ``**opts``: the job's options (:class:`dlutils.Options`).
         """
-        check_local(dest)
+        dest = resolve(dest)
         return cls(plans.range_(template, dest, subdir), dest, _options(options, opts))
 
     @classmethod
@@ -193,7 +195,7 @@ class Job:
         are gone are deleted; files from elsewhere, or changed by hand, are kept.
         ``options`` and ``**opts``: the job's options (:class:`dlutils.Options`).
         """
-        check_local(dest)
+        dest = _local_only(dest, "bucket listings (backend jobs, sync=)")
         options = _options(options, opts)
         plan = plans.backend(bucket_uri, dest, prefix, suffix, sync, options)
         return cls(plan, dest, options)
@@ -226,7 +228,7 @@ class Job:
         one at a time over several connections, the others together in the pool.
         ``options`` and ``**opts``: the job's options (:class:`dlutils.Options`).
         """
-        check_local(dest)
+        dest = _local_only(dest, "HuggingFace repositories")
         if token is not None:
             opts = {**opts, "token": token}
         options = _options(options, opts)
@@ -282,7 +284,20 @@ class Job:
     # -- running -----------------------------------------------------------------
 
     def start(self) -> Job:
-        """Start the job in the background and return it at once."""
+        """Start the job in the background and return it at once.
+
+        An object-store ``dest`` that cannot be written (no such bucket, no answer) is
+        refused here, before anything starts.
+        """
+        if self._store and self._state is State.PENDING:
+            from ..stores.objects import check_reachable
+
+            check_reachable(self.dest)
+            if self.dest.startswith("memory:") and not runs_here(self._opts.executor):
+                raise InvalidInputError(
+                    f"dest {redact(self.dest)!r} is this process's memory: an executor of other "
+                    "processes would write into its own; use an s3:// destination or threads"
+                )
         with self._lock:
             if self._state is not State.PENDING:
                 raise JobStateError(f"job {self.id} was already started ({self._state.value})")
@@ -305,32 +320,31 @@ class Job:
         window = threading.BoundedSemaphore(opts.connections or workers * 2)
         # another process has its own folder: it gets the path resolved here
         folder = (self.dest or ".") if live else os.path.join(self._cwd, self.dest or ".")
-        manifest = Manifest(folder)
+        manifest: Any = _NoManifest() if self._store else Manifest(folder)
         settings = {} if live else client_environment()
         limiter = TokenBucket.per_hour(opts.bytes_per_hour) if opts.bytes_per_hour else None
         # One budget for the files and the ranges of big files: connections= is a hard cap.
         self._budget = ConnectionBudget(opts.connections) if opts.connections else None
-        common = {
+        common = opts.transfer().replace(
             # Elsewhere (other processes) no budget reaches: one connection per object.
-            **({"segments": 1} if opts.connections and not live else {}),
-            **opts.transfer(),
-            "timeout": _transport_timeout(opts.timeout),
-            "manifest": manifest,
-        }
+            **({"segments": 1} if opts.connections and not live and opts.segments is None else {}),
+            timeout=_transport_timeout(opts.timeout),
+            manifest=None if self._store else manifest,
+        )
         big_lane: ThreadPoolExecutor | None = None
-        big_common = {**common, "segments": max(2, opts.segments or MAX_SEGMENTS)}
+        big_common = common.replace(segments=max(2, opts.segments or MAX_SEGMENTS))
         if self._blob_threshold is not None:
-            big_common["segment_threshold"] = max(1, self._blob_threshold)
+            big_common = big_common.replace(segment_threshold=max(1, self._blob_threshold))
         if opts.progress:
             self._open_bar()
         lane: Any = None
-        if live and own and limiter is None and _lane_suits(opts):
+        if live and own and limiter is None and not self._store and _lane_suits(opts):
             from .lane import Lane  # imports pycurl: only when it is the transport
 
             def handoff(task: _Task, retries: int | None, pause: float) -> None:
                 # the engine's, on the job's threads: after the lane's failed attempt, with
                 # the retries left and the pause before the next attempt
-                given = common if retries is None else {**common, "retries": retries}
+                given = common if retries is None else common.replace(retries=retries)
                 future = executor.submit(self._execute, task, given, limiter, pause)
                 future.add_done_callback(
                     lambda f, t=task: self._task_done(t, f, window, counted_bytes=True)
@@ -448,12 +462,13 @@ class Job:
         return True
 
     def _execute(
-        self, task: _Task, common: dict[str, Any], limiter: Any, pause: float = 0.0
+        self, task: _Task, common: TransferOptions, limiter: Any, pause: float = 0.0
     ) -> Fetched:
         if self._abort.is_set() or (pause and self._abort.wait(pause)):
             raise DownloadAborted("job aborted before this object started")
         _raise_if_unusable(task)
-        self._folders.prepare(task.name, task.path)
+        if not self._store:
+            self._folders.prepare(task.name, task.path)
         entry = [task.name, 0, task.size]
         with self._lock:
             self._current[task.name] = entry
@@ -467,11 +482,9 @@ class Job:
             return fetch(
                 task.link,
                 task.path,
-                **common,
-                **_task_extras(task),
-                progress=progress,
-                abort=abort,
-                limiter=limiter,
+                common.replace(
+                    **_task_extras(task), progress=progress, abort=abort, limiter=limiter
+                ),
             )
         finally:
             if held is not None:
@@ -514,14 +527,14 @@ class Job:
                 self._bar.set_postfix_str(f"{files}, {errors} errors", refresh=False)
 
     def _submit_elsewhere(
-        self, executor: Any, task: _Task, common: dict[str, Any], settings: dict[str, str]
+        self, executor: Any, task: _Task, common: TransferOptions, settings: dict[str, str]
     ) -> Future:
         """Send ``task`` to another process: its path absolute, the client's settings with it.
 
         It shows in ``current_tasks`` (0 bytes: its progress is known when it completes)
         until it is done.
         """
-        path = os.path.join(self._cwd, task.path)
+        path = task.path if self._store else os.path.join(self._cwd, task.path)
         sent = dataclasses.replace(task, path=path) if path != task.path else task
         with self._lock:  # before submit: a quick task may be done before it returns
             self._current[task.name] = [task.name, 0, task.size]
@@ -730,7 +743,7 @@ class _TaskProgress(Callback):
 
 def _execute_elsewhere(
     task: _Task,
-    common: dict[str, Any],
+    common: TransferOptions,
     time_limit: float | None,
     settings: Mapping[str, str] | None = None,
 ) -> Fetched:
@@ -743,7 +756,7 @@ def _execute_elsewhere(
     abort = AbortEvent(time_limit=time_limit) if time_limit else None
     try:
         with environment(settings or {}):
-            return fetch(task.link, task.path, **common, **_task_extras(task), abort=abort)
+            return fetch(task.link, task.path, common.replace(**_task_extras(task), abort=abort))
     finally:
         if abort is not None:
             abort.close()
@@ -761,6 +774,29 @@ def _lane_suits(opts: Options) -> bool:
 
 #: Small http(s) objects of a job go through one libcurl multi handle (see dlutils.jobs.lane).
 _LANE = True
+
+
+class _NoManifest:
+    """What a job into an object store keeps instead of a manifest: nothing (each object's
+    record is kept in the store, see :mod:`dlutils.stores`)."""
+
+    def check(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _local_only(dest: Any, what: str) -> Any:
+    """Refuse an object-store ``dest`` for a request dlutils cannot stream into one yet."""
+    dest = resolve(dest)
+    if is_store(dest):
+        raise InvalidInputError(
+            f"dest {redact(os.fspath(dest))!r}: {what} cannot be downloaded into an object "
+            "store yet (they are fetched through their own clients, with sync and a local "
+            "manifest); give a local folder"
+        )
+    return dest
 
 
 def _transport_timeout(limit: float | None) -> tuple[float, float] | None:

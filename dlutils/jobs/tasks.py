@@ -198,7 +198,7 @@ def backend(
             name = key[len(folder) :] if key.startswith(folder) else key
             if listed is not None:
                 listed.add(name)
-            yield _placed(name, root + key, dest, remote_attrs=attrs)
+            yield _placed(name, root + key, dest, backslash=False, remote_attrs=attrs)
 
     def synchronise(job: Job, manifest: Manifest) -> None:
         assert listed is not None
@@ -208,7 +208,7 @@ def backend(
             if record.source != root + folder + name:
                 continue  # not from this bucket: a web link, or another folder
             try:  # never through a link leading out of the destination
-                path = join_inside(manifest.root, name, what="file to delete")
+                path = join_inside(manifest.root, name, what="file to delete", backslash=False)
             except (UnsafePathError, OSError) as exc:
                 log.warning("%s: keeping %s, gone from %s: %s", job.id, name, root, exc)
                 continue
@@ -358,7 +358,12 @@ def read_request(body: Mapping[str, Any]) -> Callable[[type[Job], str | os.PathL
 
 
 def _placed(
-    name: str, link: str, dest: str | os.PathLike, what: str = "object name", **fields: Any
+    name: str,
+    link: str,
+    dest: str | os.PathLike,
+    what: str = "object name",
+    backslash: bool = True,
+    **fields: Any,
 ) -> _Task:
     """The task saving ``link`` as ``name`` under ``dest``.
 
@@ -366,7 +371,8 @@ def _placed(
     fails as soon as it runs: an error of that object only, the job goes on.
     """
     try:
-        return _Task(name, link, join_inside(dest, name, what=what), **fields)
+        path = join_inside(dest, name, what=what, backslash=backslash)
+        return _Task(name, link, path, **fields)
     except (DownloadError, OSError) as exc:
         return _refused(name, link, exc)
 

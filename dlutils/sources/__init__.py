@@ -11,10 +11,11 @@ import importlib
 from collections.abc import Iterator
 from typing import Any
 
+from ..destinations import is_store
 from ..errors import InvalidInputError, UnsupportedSchemeError
 from ..freshness import ObjectAttrs
 from ..names import redact
-from ..transfer import Fetched
+from ..transfer import Fetched, TransferOptions
 
 __all__ = [
     "fetch",
@@ -36,7 +37,7 @@ _SOURCES: dict[str, tuple[str, str, str | None]] = {
     "hf": ("hf", "fetch_hf", "list_hf"),
 }
 
-#: Options only one scheme understands; the others never see them, so one job can mix
+#: Options only one scheme understands; the others ignore them, so one job can mix
 #: ``https://`` and ``s3://`` links and still pass ``aws_profile=``. ``transport`` is
 #: every source's: S3, GCS, AIS and Hub objects are all fetched over http.
 SOURCE_OPTIONS: dict[str, frozenset[str]] = {
@@ -107,10 +108,17 @@ def require(scheme: str) -> None:
         getattr(importlib.import_module(f".{module_name}", __name__), function)()
 
 
-def fetch(link: str, path: str, **options: Any) -> Fetched:
-    """Download ``link`` to the file ``path`` with the source of its scheme."""
+def fetch(link: str, path: str, options: TransferOptions | None = None) -> Fetched:
+    """Download ``link`` to the file ``path`` with the source of its scheme.
+
+    Each source reads the ``options`` it understands (see :data:`SOURCE_OPTIONS`).
+    """
     scheme = scheme_of(check_link(link))
-    return _function(scheme, 1)(link, path, **_for_scheme(scheme, options))
+    if is_store(path):  # streamed into an object store (see dlutils.stores)
+        from ..stores import fetch_to_store
+
+        return fetch_to_store(link, path, options)
+    return _function(scheme, 1)(link, path, options)
 
 
 def list_objects(

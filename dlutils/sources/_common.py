@@ -5,12 +5,13 @@ Also the one way to wake a read blocked on a urllib3 response in another thread.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
 import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -18,7 +19,8 @@ from ..checksums import Checksum, file_digest, parse_checksum
 from ..destinations import check_local
 from ..errors import CacheMismatchWarning, InvalidInputError
 from ..freshness import Manifest, ObjectAttrs, only_size_compares, same_object
-from ..transfer import Fetched, TransferResult
+from ..progress import TqdmCallback
+from ..transfer import Fetched, TransferOptions, TransferResult
 
 __all__ = [
     "VERIFIED",
@@ -30,6 +32,7 @@ __all__ = [
     "hit",
     "with_verified",
     "record",
+    "keeping",
     "interrupt",
     "shutdown",
 ]
@@ -326,3 +329,27 @@ def shutdown(raw: Any) -> bool:
             except OSError:
                 pass
     return done
+
+
+@contextlib.contextmanager
+def keeping(
+    options: TransferOptions, folder: str, source: str
+) -> Iterator[tuple[Manifest | None, Any]]:
+    """The manifest and progress bar of one fetch, closed after it when made here.
+
+    The manifest is ``options.manifest`` (``False``: none), or the folder's own when it
+    is ``None``; the bar is ``options.progress``, or a bar named ``source`` when
+    ``options.verbose``.
+    """
+    own = options.manifest is None
+    manifest = Manifest(folder or ".") if own else options.manifest
+    keeper = manifest if isinstance(manifest, Manifest) else None
+    progress = options.progress
+    bar = progress if progress is not None else (TqdmCallback(source) if options.verbose else None)
+    try:
+        yield keeper, bar
+    finally:
+        if bar is not None and progress is None:
+            bar.close()
+        if own and keeper is not None:
+            keeper.close()

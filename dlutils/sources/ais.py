@@ -33,8 +33,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -42,14 +41,15 @@ from urllib.parse import quote, urlsplit
 import requests
 
 from ..checksums import parse_checksum
+from ..destinations import local_path
 from ..errors import DownloadError, InvalidInputError, UnsupportedSchemeError
-from ..freshness import Manifest, ObjectAttrs, attrs_from_headers
+from ..freshness import ObjectAttrs, attrs_from_headers
 from ..names import join_inside, redact
-from ..progress import Callback, TqdmCallback
 from ..redaction import redacting
 from ..retry import RetryPolicy
-from ..transfer import SEGMENT_THRESHOLD, Fetched, call_with_retries
-from ._common import cache_mode, hit, is_current, names_a_folder, trusted, verify_cached
+from ..transfer import Fetched, call_with_retries
+from ..transfer.options import TransferOptions, transfer_options
+from ._common import cache_mode, hit, is_current, keeping, names_a_folder, trusted, verify_cached
 from .http import HttpRemote, fetch_http
 
 __all__ = ["parse_ais", "ais_url", "fetch_ais", "ais_download", "list_ais", "DEFAULT_PORT"]
@@ -237,27 +237,7 @@ def _target(local_filepath: str | os.PathLike | None, name: str) -> str:
 def fetch_ais(
     link: str,
     local_filepath: str | os.PathLike | None = None,
-    cache: bool | str = True,
-    timeout: Any = None,
-    session: requests.Session | None = None,
-    verbose: bool = False,
-    *,
-    remote_attrs: ObjectAttrs | None = None,
-    headers: Mapping[str, str] | None = None,
-    checksum: str | None = None,
-    expected_size: int | None = None,
-    retries: int = 5,
-    backoff: float = 0.5,
-    progress: Callback | Callable[[int], Any] | None = None,
-    limiter: Any = None,
-    abort: threading.Event | None = None,
-    manifest: Manifest | bool | None = None,
-    segments: int = 32,
-    segment_threshold: int = SEGMENT_THRESHOLD,
-    fsync: bool = False,
-    sleep: Callable[[float], Any] | None = None,
-    endpoint: str | None = None,
-    transport: str = "requests",
+    options: TransferOptions | None = None,
 ) -> Fetched:
     """Download an AIStore object and say whether it was downloaded or already current.
 
@@ -274,6 +254,9 @@ def fetch_ais(
         A file path; or a folder (existing, or written with a trailing separator), or
         ``None`` for the current folder, in which the file is named after the last element
         of the object name (never after a ``Content-Disposition``).
+    options : TransferOptions, optional
+        The keywords below (default: their defaults); :func:`ais_download` takes them
+        as keywords.
     cache : bool or "verified"
         Keep a file already there when it is the object: by its manifest record (which
         names the ``ais://`` link as its ``source``), else by size as pyvo does.
@@ -307,21 +290,20 @@ def fetch_ais(
     dlutils.DownloadError
         Bad input, a checksum or size mismatch (nothing placed), an incomplete download.
     """
+    o = options if options is not None else TransferOptions()
+    checksum, remote_attrs, verbose = o.checksum, o.remote_attrs, o.verbose
+    abort, sleep, endpoint = o.abort, o.sleep, o.endpoint
     _, _, name = parse_ais(link, endpoint=endpoint)
     parse_checksum(checksum)  # bad input fails before any request
-    cache = cache_mode(cache)
+    cache = cache_mode(o.cache)
     if remote_attrs is not None and not isinstance(remote_attrs, ObjectAttrs):
         raise InvalidInputError(f"remote_attrs {remote_attrs!r} is not an ObjectAttrs")
     source = "ais://" + link.split("://", 1)[1]
     target = _target(local_filepath, name)
-    policy = RetryPolicy(retries=retries, backoff=backoff)
+    policy = o.retry_policy()
     url = ais_url(link, endpoint=endpoint)
-    remote = HttpRemote(url, session=session, headers=headers, timeout=timeout)
-    own = manifest is None
-    keeper = Manifest(os.path.dirname(target) or ".") if own else manifest
-    keeper = keeper if isinstance(keeper, Manifest) else None
-    bar = progress if progress is not None else (TqdmCallback(source) if verbose else None)
-    try:
+    remote = HttpRemote(url, session=o.session, headers=o.headers, timeout=o.timeout)
+    with keeping(o, os.path.dirname(target), source) as (keeper, bar):
         if trusted(cache, target, checksum, keeper, listed=remote_attrs is not None):
             return hit(target, verbose, target, how="is known good")
         known = None if remote_attrs is None else replace(remote_attrs, source=source)
@@ -343,31 +325,18 @@ def fetch_ais(
         fetched = fetch_http(
             remote.url,
             target,
-            False,  # freshness was decided above, with the ais-* attributes
-            timeout,
-            session,
-            headers=headers,
-            checksum=checksum or spec or _spec(known),
-            expected_size=known.size if expected_size is None else expected_size,
-            retries=retries,
-            backoff=backoff,
-            progress=bar,
-            limiter=limiter,
-            abort=abort,
-            manifest=keeper if keeper is not None else False,
-            segments=segments,
-            segment_threshold=segment_threshold,
-            fsync=fsync,
-            sleep=sleep,
-            source=source,
-            transport=transport,
+            o.replace(
+                cache=False,  # freshness was decided above, with the ais-* attributes
+                verbose=False,
+                checksum=checksum or spec or _spec(known),
+                expected_size=known.size if o.expected_size is None else o.expected_size,
+                progress=bar,
+                manifest=keeper if keeper is not None else False,
+                source=source,
+                remote_attrs=None,
+            ),
         )
         return fetched
-    finally:
-        if bar is not None and progress is None:
-            bar.close()
-        if own and keeper is not None:
-            keeper.close()
 
 
 @redacting  # no credential in what it raises, whichever library raised it
@@ -397,7 +366,8 @@ def ais_download(
     ...     print(os.path.basename(path), open(path).read().splitlines())
     t.csv ['a,b', '1,2']
     """
-    return fetch_ais(uri, local_filepath, cache, timeout, session, verbose, **options).path
+    where = local_path(local_filepath, "local_filepath")  # file:// is its path
+    return fetch_ais(uri, where, transfer_options(locals(), **options)).path
 
 
 def _entry_attrs(entry: Mapping[str, Any], source: str) -> ObjectAttrs:

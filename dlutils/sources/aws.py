@@ -16,20 +16,23 @@ from typing import Any
 
 from .._version import __version__
 from ..checksums import parse_checksum
+from ..destinations import local_path
 from ..errors import IncompleteDownloadError, InvalidInputError, RemoteChangedError, UnsafePathError
 from ..freshness import Manifest, ObjectAttrs, attrs_from_headers
 from ..limits import parse_timeout
 from ..names import join_inside, redact
-from ..progress import Callback, TqdmCallback
+from ..progress import Callback
 from ..redaction import redacting
 from ..retry import FATAL_STATUS, RETRYABLE_STATUS, RetryPolicy, parse_retry_after
 from ..transfer import SEGMENT_THRESHOLD, Body, Fetched, call_with_retries, download
+from ..transfer.options import TransferOptions, transfer_options
 from ._common import (
     VERIFIED,
     cache_mode,
     hit,
     interrupt,
     is_current,
+    keeping,
     names_a_folder,
     record,
     trusted,
@@ -320,6 +323,9 @@ class S3Remote:
         self.bucket, self.key = split_s3_uri(uri)
         self.version = version
         self.display = f"s3://{self.bucket}/{self.key}"
+        #: The object's stored (size, Content-Encoding), asked by HEAD only when an answer
+        #: comes encoded (see :meth:`as_stored`).
+        self.stored: tuple[int | None, str | None] | None = None
         self.access = _Access(
             self.bucket,
             session=session,
@@ -363,18 +369,50 @@ class S3Remote:
             first, last = int(match.group(1)), int(match.group(2))
             total = int(match.group(3)) if match.group(3) != "*" else None
         stream = response["Body"]
-        return Body(
-            status=status,
-            start=first,
-            end=last,
-            total=total,
-            validator=response.get("ETag") or None,
-            accepts_ranges=True,
-            headers=headers,
-            read=_reader(stream, self.display),
-            close=stream.close,
-            interrupt=lambda: interrupt(getattr(stream, "_raw_stream", None), stream.close),
+        return self.as_stored(
+            Body(
+                status=status,
+                start=first,
+                end=last,
+                total=total,
+                validator=response.get("ETag") or None,
+                accepts_ranges=True,
+                headers=headers,
+                read=_reader(stream, self.display),
+                close=stream.close,
+                interrupt=lambda: interrupt(getattr(stream, "_raw_stream", None), stream.close),
+                length=response.get("ContentLength"),
+                encoding=(response.get("ContentEncoding") or "").strip().lower() or None,
+            )
         )
+
+    def as_stored(self, body: Body) -> Body:
+        """Mark an encoded answer that is the object's bytes as stored, as S3 keeps them.
+
+        An object uploaded with ``ContentEncoding=gzip`` is served with that header and
+        its stored (compressed) bytes: those are the object, as boto3, ``aws s3 cp`` and
+        s5cmd keep them, and as its size and ETag describe them. A body encoded on the
+        way (a proxy compressing despite ``Accept-Encoding: identity``) is not: its
+        object is stored without that encoding, or with another size. Only an encoded
+        answer costs a HEAD to tell the two apart; the engine decodes (or refuses) what
+        is not the stored object.
+        """
+        if body.encoding in (None, "identity") or body.encoding_asked or body.status >= 300:
+            return body
+        if self.stored is None:
+            self.stored = self._stored()
+        size, encoding = self.stored
+        if encoding == body.encoding and size is not None and body.total == size:
+            return replace(body, encoding_asked=True)
+        return body
+
+    def _stored(self) -> tuple[int | None, str | None]:
+        params: dict[str, Any] = {"Bucket": self.bucket, "Key": self.key}
+        if self.version:
+            params["VersionId"] = self.version
+        head = self.access.call("head_object", **params)
+        encoding = (head.get("ContentEncoding") or "").strip().lower() or None
+        return head.get("ContentLength"), encoding
 
     def classify(self, exc: BaseException) -> tuple[bool, float | None]:
         return _classify(exc)
@@ -554,30 +592,8 @@ bucket_name= and key=; got bucket_name='my-bucket' and no key
     >>> aws_download("s3://noaa-ghcn-pds/csv/by_year/1763.csv")  # doctest: +SKIP
     '1763.csv'
     """
-    return fetch_s3(
-        _uri_of(uri, bucket_name, key),
-        local_filepath,
-        cache,
-        timeout,
-        session,
-        verbose,
-        aws_profile=aws_profile,
-        endpoint_url=endpoint_url,
-        region=region,
-        checksum=checksum,
-        expected_size=expected_size,
-        retries=retries,
-        backoff=backoff,
-        progress=progress,
-        limiter=limiter,
-        abort=abort,
-        manifest=manifest,
-        segments=segments,
-        segment_threshold=segment_threshold,
-        fsync=fsync,
-        sleep=sleep,
-        transport=transport,
-    ).path
+    where = local_path(local_filepath, "local_filepath")  # file:// is its path
+    return fetch_s3(_uri_of(uri, bucket_name, key), where, transfer_options(locals())).path
 
 
 def _uri_of(uri: Any, bucket_name: Any, key: Any) -> str:
@@ -599,63 +615,40 @@ def _uri_of(uri: Any, bucket_name: Any, key: Any) -> str:
 def fetch_s3(
     uri: str,
     local_filepath: str | os.PathLike | None = None,
-    cache: bool | str = True,
-    timeout: Any = None,
-    session: Any = None,
-    verbose: bool = False,
-    *,
-    remote_attrs: ObjectAttrs | None = None,
-    aws_profile: str | None = None,
-    endpoint_url: str | None = None,
-    region: str | None = None,
-    headers: Mapping[str, str] | None = None,
-    checksum: str | None = None,
-    expected_size: int | None = None,
-    retries: int = 5,
-    backoff: float = 0.5,
-    progress: Callback | Callable[[int], Any] | None = None,
-    limiter: Any = None,
-    abort: threading.Event | None = None,
-    manifest: Manifest | bool | None = None,
-    segments: int = 32,
-    segment_threshold: int = SEGMENT_THRESHOLD,
-    fsync: bool = False,
-    sleep: Callable[[float], Any] | None = None,
-    transport: str | None = None,
+    options: TransferOptions | None = None,
 ) -> Fetched:
     """Like :func:`aws_download` for an ``s3://`` link, but say whether it was downloaded.
 
-    ``remote_attrs`` (from :func:`list_s3`) replaces the HEAD request: a local copy
-    current by those attributes costs no request at all. ``headers`` (HTTP headers a
-    job passes to every source) are ignored.
+    ``options`` holds :func:`aws_download`'s keywords (default: its defaults, but
+    ``cache=True``). ``options.remote_attrs`` (from :func:`list_s3`) replaces the HEAD
+    request: a local copy current by those attributes costs no request at all.
+    ``options.headers`` (HTTP headers a job passes to every source) are ignored.
     """
+    o = options if options is not None else TransferOptions()
+    cache, verbose, abort, sleep = o.cache, o.verbose, o.abort, o.sleep
+    remote_attrs, transport = o.remote_attrs, o.transport
     bucket, key = split_s3_uri(uri)
     if remote_attrs is not None and not isinstance(remote_attrs, ObjectAttrs):
         raise InvalidInputError(f"remote_attrs={remote_attrs!r} is not valid: use ObjectAttrs")
     source = f"s3://{bucket}/{key}"
-    checksum = parse_checksum(checksum)
+    checksum = parse_checksum(o.checksum)
     mode = cache_mode(cache)
-    policy = RetryPolicy(retries=retries, backoff=backoff)
+    policy = o.retry_policy()
     target = _target(key, local_filepath)  # an unsafe name fails before any request
     s3 = S3Remote(
         source,
-        session=session,
-        aws_profile=aws_profile,
-        endpoint_url=endpoint_url,
-        region=region,
-        timeout=timeout,
+        session=o.session,
+        aws_profile=o.aws_profile,
+        endpoint_url=o.endpoint_url,
+        region=o.region,
+        timeout=o.timeout,
     )
     fetched: Any = s3
     if transport is not None:
         from .s3link import S3LinkRemote
 
         fetched = S3LinkRemote(s3, transport)
-    own_manifest = manifest is None
-    if manifest is None:
-        manifest = Manifest(os.path.dirname(target) or ".")
-    keeper = manifest if isinstance(manifest, Manifest) else None
-    bar = progress if progress is not None else (TqdmCallback(source) if verbose else None)
-    try:
+    with keeping(o, os.path.dirname(target), source) as (keeper, bar):
         if trusted(mode, target, checksum, keeper, listed=remote_attrs is not None):
             return hit(target, verbose, target, how="is known good")
         remote = None if remote_attrs is None else _s3_attrs(replace(remote_attrs, source=source))
@@ -675,16 +668,10 @@ def fetch_s3(
             fetched,
             target,
             checksum=checksum,
-            expected_size=expected_size,
+            expected_size=o.expected_size,
             progress=bar,
-            limiter=limiter,
-            abort=abort,
             journal=keeper,
-            retry=policy,
-            segments=segments,
-            segment_threshold=segment_threshold,
-            fsync=fsync,
-            **({"sleep": sleep} if sleep is not None else {}),
+            **o.engine(policy),
         )
         if result.outcome != "downloaded":
             return hit(target, False, target)
@@ -696,11 +683,6 @@ def fetch_s3(
                 keeper, target, with_verified(attrs, result, path=target, confirm=mode == VERIFIED)
             )
         return Fetched(target, False, result.size, result.received)
-    finally:
-        if bar is not None and progress is None:
-            bar.close()
-        if own_manifest and keeper is not None:
-            keeper.close()
 
 
 def _head(s3: S3Remote, policy: RetryPolicy, abort: Any, sleep: Any) -> ObjectAttrs:

@@ -17,6 +17,7 @@ from urllib.parse import quote, urlencode
 import requests
 
 from ..checksums import b64_to_hex, parse_checksum
+from ..destinations import local_path
 from ..errors import (
     DownloadError,
     IncompleteDownloadError,
@@ -27,7 +28,7 @@ from ..errors import (
 )
 from ..freshness import Manifest, ObjectAttrs
 from ..names import join_inside
-from ..progress import Callback, TqdmCallback
+from ..progress import Callback
 from ..redaction import redacting
 from ..retry import RetryPolicy
 from ..transfer import (
@@ -39,10 +40,12 @@ from ..transfer import (
     download,
     resume_point,
 )
+from ..transfer.options import TransferOptions, transfer_options
 from ._common import (
     cache_mode,
     hit,
     is_current,
+    keeping,
     names_a_folder,
     record,
     trusted,
@@ -435,6 +438,7 @@ def gcs_download(
     dlutils.errors.InvalidInputError: gcs_download needs uri='gs://bucket/key', or both \
 bucket_name= and key=; got uri=None, bucket_name='my-bucket', key=None
     """
+    options = transfer_options(locals())  # before any other name is defined
     if uri is not None and (bucket_name is not None or key is not None):
         raise InvalidInputError(
             f"give uri={uri!r} or bucket_name= and key=, not both (got bucket_name="
@@ -447,60 +451,21 @@ bucket_name= and key=; got uri=None, bucket_name='my-bucket', key=None
                 f"got uri={uri!r}, bucket_name={bucket_name!r}, key={key!r}"
             )
         uri = f"gs://{bucket_name}/{key}"
-    return fetch_gcs(
-        uri,
-        local_filepath,
-        cache,
-        timeout,
-        session,
-        verbose,
-        token=token,
-        checksum=checksum,
-        expected_size=expected_size,
-        retries=retries,
-        backoff=backoff,
-        progress=progress,
-        limiter=limiter,
-        abort=abort,
-        manifest=manifest,
-        segments=segments,
-        segment_threshold=segment_threshold,
-        fsync=fsync,
-        sleep=sleep,
-        transport=transport,
-    ).path
+    where = local_path(local_filepath, "local_filepath")  # file:// is its path
+    return fetch_gcs(uri, where, options).path
 
 
 def fetch_gcs(
     uri: str,
     local_filepath: str | os.PathLike | None = None,
-    cache: bool | str = True,
-    timeout: Any = None,
-    session: requests.Session | None = None,
-    verbose: bool = False,
-    *,
-    remote_attrs: ObjectAttrs | None = None,
-    token: str | None = None,
-    headers: Mapping[str, str] | None = None,
-    checksum: str | None = None,
-    expected_size: int | None = None,
-    retries: int = 5,
-    backoff: float = 0.5,
-    progress: Callback | Callable[[int], Any] | None = None,
-    limiter: Any = None,
-    abort: threading.Event | None = None,
-    manifest: Manifest | bool | None = None,
-    segments: int = 32,
-    segment_threshold: int = SEGMENT_THRESHOLD,
-    fsync: bool = False,
-    sleep: Callable[[float], Any] | None = None,
-    transport: str = "requests",
+    options: TransferOptions | None = None,
 ) -> Fetched:
     """Like :func:`gcs_download`, but say whether the file was downloaded or was current.
 
-    ``remote_attrs`` (what a :func:`list_gcs` listing said of the object) replaces the
-    metadata request: an object it shows unchanged costs no request at all. ``headers``
-    are added to every request.
+    ``options`` holds :func:`gcs_download`'s keywords (default: its defaults).
+    ``options.remote_attrs`` (what a :func:`list_gcs` listing said of the object)
+    replaces the metadata request: an object it shows unchanged costs no request at all.
+    ``options.headers`` are added to every request.
 
     Examples
     --------
@@ -511,9 +476,11 @@ def fetch_gcs(
     dlutils.errors.InvalidInputError: uri 'gs://my-bucket/train/' names a folder, not an \
 object; write it as 'gs://bucket/path/to/object.bin' (list a folder with list_gcs)
     """
+    o = options if options is not None else TransferOptions()
+    verbose, abort, sleep = o.verbose, o.abort, o.sleep
     bucket, key = _split(uri)
-    user_checksum = parse_checksum(checksum)  # bad input fails before any request
-    cache = cache_mode(cache)
+    user_checksum = parse_checksum(o.checksum)  # bad input fails before any request
+    cache = cache_mode(o.cache)
     source = f"gs://{bucket}/{key}"
     explicit = local_filepath is not None and not names_a_folder(local_filepath)
     if explicit:
@@ -522,26 +489,21 @@ object; write it as 'gs://bucket/path/to/object.bin' (list a folder with list_gc
     else:
         folder = os.fspath(local_filepath) if local_filepath is not None else ""
         target = shown = join_inside(folder, _local_name(key), what="name derived from the key")
-    policy = RetryPolicy(retries=retries, backoff=backoff)
+    policy = o.retry_policy()
     client = _Client(
         bucket,
-        token=token,
-        headers=headers,
-        session=session,
-        timeout=timeout,
+        token=o.token,
+        headers=o.headers,
+        session=o.session,
+        timeout=o.timeout,
         retry=policy,
         abort=abort,
         sleep=sleep,
-        transport=transport,
+        transport=o.transport or "requests",
     )
-    own_manifest = manifest is None
-    if manifest is None:
-        manifest = Manifest(folder or ".")
-    keeper = manifest if isinstance(manifest, Manifest) else None
-    bar = progress if progress is not None else (TqdmCallback(source) if verbose else None)
-    attrs = None if remote_attrs is None else replace(remote_attrs, source=source)
+    attrs = None if o.remote_attrs is None else replace(o.remote_attrs, source=source)
     listed, replaced = attrs is not None, 0
-    try:
+    with keeping(o, folder, source) as (keeper, bar):
         if trusted(cache, target, user_checksum, keeper, listed=listed):
             return hit(target, verbose, shown, how="is known good")
         while True:
@@ -565,15 +527,9 @@ object; write it as 'gs://bucket/path/to/object.bin' (list a folder with list_gc
                     target,
                     keeper,
                     checksum=user_checksum or _checksum_of(attrs),
-                    expected_size=expected_size if expected_size is not None else attrs.size,
+                    expected_size=o.expected_size if o.expected_size is not None else attrs.size,
                     progress=bar,
-                    limiter=limiter,
-                    abort=abort,
-                    retry=policy,
-                    segments=segments,
-                    segment_threshold=segment_threshold,
-                    fsync=fsync,
-                    sleep=sleep,
+                    **o.engine(policy),
                 )
             except _GenerationChanged as exc:
                 replaced += 1
@@ -590,11 +546,6 @@ object; write it as 'gs://bucket/path/to/object.bin' (list a folder with list_gc
             if keeper is not None:
                 record(keeper, target, with_verified(attrs, result))
             return Fetched(shown, False, result.size, result.received)
-    finally:
-        if bar is not None and progress is None:
-            bar.close()
-        if own_manifest and keeper is not None:
-            keeper.close()
 
 
 def _checksum_of(attrs: ObjectAttrs) -> str | None:
@@ -610,8 +561,6 @@ def _transfer(
     offset, validator = resume_point(target, keeper) or (0, None)
     start = offset if validator is not None and validator == remote.validator else 0
     first = remote.client.call(lambda: remote.open(start), remote.http, remote.display)
-    if options["sleep"] is None:
-        del options["sleep"]
     return download(remote, target, first=first, journal=keeper, **options)
 
 

@@ -21,6 +21,7 @@ from urllib3.util.connection import allowed_gai_family
 from .._version import __version__
 from ..checksums import parse_checksum
 from ..control import register_socket
+from ..destinations import is_store, resolve
 from ..errors import (
     IncompleteDownloadError,
     InvalidInputError,
@@ -38,9 +39,8 @@ from ..names import (
     redact,
     redact_text,
 )
-from ..progress import Callback, TqdmCallback
+from ..progress import Callback
 from ..redaction import raise_clean, redacted, redacting
-from ..retry import RetryPolicy
 from ..transfer import (
     SEGMENT_THRESHOLD,
     Body,
@@ -50,6 +50,7 @@ from ..transfer import (
     object_headers,
     resume_point,
 )
+from ..transfer.options import TransferOptions, transfer_options
 from ..transports import choose
 from ..transports._http import (
     DEFAULT_TIMEOUT,
@@ -68,6 +69,7 @@ from ._common import (
     hit,
     interrupt,
     is_current,
+    keeping,
     names_a_folder,
     record,
     trusted,
@@ -592,71 +594,39 @@ def http_download(
     ...     print(os.path.basename(path), open(path).read().splitlines())
     table.csv ['a,b', '1,2']
     """
-    return fetch_http(
-        url,
-        local_filepath,
-        cache,
-        timeout,
-        session,
-        auth,
-        verbose,
-        headers=headers,
-        checksum=checksum,
-        expected_size=expected_size,
-        retries=retries,
-        backoff=backoff,
-        progress=progress,
-        limiter=limiter,
-        abort=abort,
-        manifest=manifest,
-        segments=segments,
-        segment_threshold=segment_threshold,
-        fsync=fsync,
-        sleep=sleep,
-        transport=transport,
-    ).path
+    return fetch_http(url, local_filepath, transfer_options(locals())).path
 
 
 def fetch_http(
     url: str,
     local_filepath: str | os.PathLike | None = None,
-    cache: bool | str = True,
-    timeout: Any = None,
-    session: requests.Session | None = None,
-    auth: Any = None,
-    verbose: bool = False,
-    *,
-    headers: Mapping[str, str] | None = None,
-    checksum: str | None = None,
-    expected_size: int | None = None,
-    retries: int = 5,
-    backoff: float = 0.5,
-    progress: Callback | Callable[[int], Any] | None = None,
-    limiter: Any = None,
-    abort: threading.Event | None = None,
-    manifest: Manifest | bool | None = None,
-    segments: int = 32,
-    segment_threshold: int = SEGMENT_THRESHOLD,
-    fsync: bool = False,
-    sleep: Callable[[float], Any] | None = None,
-    source: str | None = None,
-    transport: str = "requests",
+    options: TransferOptions | None = None,
 ) -> Fetched:
     """Like :func:`http_download`, but say whether the file was downloaded or was current.
 
-    ``source`` is what the manifest records as the file's origin and messages show
-    (default: the link, credentials removed); a source that reads through HTTP, such
-    as ``ais://``, names its own link there.
+    ``options`` holds :func:`http_download`'s keywords (default: its defaults).
+    ``options.source`` is what the manifest records as the file's origin and messages
+    show (default: the link, credentials removed); a source that reads through HTTP,
+    such as ``ais://``, names its own link there.
     """
+    o = options if options is not None else TransferOptions()
+    verbose, abort, sleep = o.verbose, o.abort, o.sleep
     check_http_url(url)
+    local_filepath = resolve(local_filepath, "local_filepath")  # file:// is its path
+    if is_store(local_filepath):  # streamed into an object store instead
+        from ..stores import fetch_to_store
+
+        return fetch_to_store(url, local_filepath, o)
+    cache = o.cache
     cache_mode(cache)  # bad input fails before any request
-    checksum = parse_checksum(checksum)
-    timeout = parse_timeout(timeout)  # "30s" as a job reads it, on either transport
-    policy = RetryPolicy(retries=retries, backoff=backoff)
+    checksum = parse_checksum(o.checksum)
+    timeout = parse_timeout(o.timeout)  # "30s" as a job reads it, on either transport
+    policy = o.retry_policy()
+    transport = o.transport or "requests"
     remote = open_remote(
-        url, transport=transport, session=session, headers=headers, timeout=timeout, auth=auth
+        url, transport=transport, session=o.session, headers=o.headers, timeout=timeout, auth=o.auth
     )
-    source = source or redact(url)
+    source = o.source or redact(url)
     explicit = local_filepath is not None and not names_a_folder(local_filepath)
     if explicit:
         target: str | None = os.fspath(local_filepath)  # type: ignore[arg-type]
@@ -670,17 +640,12 @@ def fetch_http(
         candidate = (
             join_inside(folder, url_name, what="name derived from the url") if url_name else None
         )
-    own_manifest = manifest is None
-    if manifest is None:
-        manifest = Manifest(folder or ".")
-    record_keeper = manifest if isinstance(manifest, Manifest) else None
-    bar = progress if progress is not None else (TqdmCallback(source) if verbose else None)
 
     def returned(path: str) -> str:
         """The path as the caller wrote it (pyvo returns ``local_filepath`` itself)."""
         return os.fspath(local_filepath) if explicit else path  # type: ignore[arg-type]
 
-    try:
+    with keeping(o, folder, source) as (record_keeper, bar):
         if candidate is not None and trusted(cache, candidate, checksum, record_keeper):
             return hit(candidate, verbose, returned(candidate), how="is known good")
         cached_record = None
@@ -726,16 +691,10 @@ def fetch_http(
             target,
             first=first,
             checksum=checksum,
-            expected_size=expected_size,
+            expected_size=o.expected_size,
             progress=bar,
-            limiter=limiter,
-            abort=abort,
             journal=record_keeper,
-            retry=policy,
-            segments=segments,
-            segment_threshold=segment_threshold,
-            fsync=fsync,
-            **({"sleep": sleep} if sleep is not None else {}),
+            **o.engine(policy),
         )
         if result.outcome == "downloaded" and record_keeper is not None:
             attrs = attrs_from_headers(source, result.headers)
@@ -746,11 +705,6 @@ def fetch_http(
         if verbose and first is None and result.size == 0:
             _warn_empty(source)
         return Fetched(returned(target), False, result.size, result.received)
-    finally:
-        if bar is not None and progress is None:
-            bar.close()
-        if own_manifest and record_keeper is not None:
-            record_keeper.close()
 
 
 def _warn_empty(source: str) -> None:

@@ -117,7 +117,7 @@ class S3LinkRemote:
             # S3 names the size in its XML error (ActualObjectSize), which the transport
             # does not keep: botocore reads it, so that a complete .part is placed as it is.
             return self.s3.open(start, end, if_range=headers.get("If-Match"))
-        return body
+        return self.s3.as_stored(body)  # an object stored gzipped stays as stored
 
     def _answer(
         self, exc: requests.HTTPError, start: int, end: int | None, if_range: str | None

@@ -1,4 +1,6 @@
-"""The ``.part`` file: locked by one process at a time, checked before it is placed."""
+"""The ``.part`` file, the engine's whole write side: opened and locked by one process at a
+time (:func:`_lock_part`), written, emptied, hashed, verified and placed under its final
+name (:class:`_Writes`, a side of the transfer), or left for resume."""
 
 from __future__ import annotations
 
@@ -7,10 +9,17 @@ import logging
 import os
 import time
 
-from ..checksums import file_digest
-from ..errors import ChecksumMismatchError, DownloadAborted, DownloadError, SizeMismatchError
+from ..checksums import file_digest, new_hasher
+from ..errors import (
+    ChecksumMismatchError,
+    DownloadAborted,
+    DownloadError,
+    IncompleteDownloadError,
+    SizeMismatchError,
+)
 from ..workfiles import open_working_file
-from .protocols import _Settings
+from .protocols import TransferResult, _Settings
+from .retries import _quietly
 
 try:
     import fcntl
@@ -140,4 +149,79 @@ def _check_still_ours(part: str, fd: int, path: str) -> None:
             f"{part!r} is no longer the file dlutils wrote (it was "
             f"{'removed' if found is None else 'replaced'} during the download); nothing was "
             f"moved to {path!r}. Check what else writes in that folder, then download again."
+        )
+
+
+class _Writes:
+    """The write side of :class:`~dlutils.transfer.engine._Transfer`: the one place bytes go
+    into its ``.part`` (:meth:`_write`), it is emptied, hashed, verified and placed
+    (:meth:`_finish`, ``os.replace``)."""
+
+    def _truncate(self) -> None:
+        if os.fstat(self.fd).st_size:
+            self.discards += 1  # bytes thrown away: the attempt after this is no resume
+        os.ftruncate(self.fd, 0)
+        self._forget()
+        self.hasher = None
+        self.hashed = 0
+        self.generation += 1
+
+    def _write(self, data: bytes, position: int) -> None:
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.pwrite(self.fd, view, position)
+                view = view[written:]
+                position += written
+        except OSError as exc:
+            raise DownloadError(f"cannot write {self.s.part!r}: {exc.strerror or exc}") from exc
+
+    def _hash_file(self, start: int, stop: int) -> None:
+        position = start
+        while position < stop:
+            block = os.pread(self.fd, min(self.s.tunables.chunk_size, stop - position), position)
+            if not block:
+                break
+            self.hasher.update(block)
+            position += len(block)
+        self.hashed = position
+
+    def _finish(self, total: int | None) -> TransferResult:
+        s = self.s
+        size = os.fstat(self.fd).st_size
+        if total is not None and size != total:
+            raise IncompleteDownloadError(
+                f"{s.part!r} holds {size} bytes, {total} expected", received=size, expected=total
+            )
+        self._check_size(size)
+        if s.checksum is not None:
+            if self.hasher is None or self.hashed != size:
+                self.hasher = new_hasher(s.checksum.algorithm)
+                self.hashed = 0
+                self._hash_file(0, size)
+            actual = self.hasher.hexdigest()
+            if actual != s.checksum.hexdigest:
+                self._truncate()
+                _quietly(lambda: os.unlink(s.part))
+                raise ChecksumMismatchError(
+                    f"{s.remote.display} does not have the expected {s.checksum.algorithm}: "
+                    f"expected {s.checksum.hexdigest}, got {actual}; the file was not kept. "
+                    "Check the checksum, or whether the server now holds another version.",
+                    algorithm=s.checksum.algorithm,
+                    expected=s.checksum.hexdigest,
+                    actual=actual,
+                )
+        if s.fsync:
+            os.fsync(self.fd)
+        _check_still_ours(s.part, self.fd, s.path)
+        os.replace(s.part, s.path)
+        return TransferResult(
+            path=s.path,
+            size=size,
+            received=self.received,
+            resumed_from=self.resumed_from,
+            segments=self.segments_used,
+            validator=self.validator,
+            headers=self.headers or {},
+            checksum=s.checksum,
         )

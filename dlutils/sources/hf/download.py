@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import replace
 from typing import Any
@@ -14,7 +13,7 @@ from typing import Any
 import requests
 
 from ...checksums import parse_checksum
-from ...destinations import check_local
+from ...destinations import local_path
 from ...errors import (
     DownloadAborted,
     InvalidInputError,
@@ -23,15 +22,15 @@ from ...errors import (
 )
 from ...freshness import Manifest, ObjectAttrs
 from ...names import check_name, join_inside
-from ...progress import Callback, TqdmCallback
 from ...redaction import redacting
-from ...retry import RetryPolicy
-from ...transfer import SEGMENT_THRESHOLD, Fetched, download
+from ...transfer import Fetched, download
+from ...transfer.options import TransferOptions
 from ...transports import choose
 from .._common import (
     cache_mode,
     hit,
     is_current,
+    keeping,
     names_a_folder,
     record,
     trusted,
@@ -56,28 +55,7 @@ def _refused(exc: requests.HTTPError, hub: _Hub, ref: HfRef) -> Exception:
 def fetch_hf(
     link: str | HfRef,
     local_filepath: str | os.PathLike | None = None,
-    cache: bool | str = True,
-    timeout: Any = None,
-    session: requests.Session | None = None,
-    verbose: bool = False,
-    *,
-    remote_attrs: ObjectAttrs | None = None,
-    token: str | bool | None = None,
-    headers: Mapping[str, str] | None = None,
-    checksum: str | None = None,
-    expected_size: int | None = None,
-    retries: int = 5,
-    backoff: float = 0.5,
-    progress: Callback | Callable[[int], Any] | None = None,
-    limiter: Any = None,
-    abort: threading.Event | None = None,
-    manifest: Manifest | bool | None = None,
-    segments: int = 32,
-    segment_threshold: int = SEGMENT_THRESHOLD,
-    fsync: bool = False,
-    sleep: Callable[[float], Any] | None = None,
-    endpoint: str | None = None,
-    transport: str = "requests",
+    options: TransferOptions | None = None,
 ) -> Fetched:
     """Download one file of a Hub repository and say whether it was downloaded or current.
 
@@ -90,6 +68,8 @@ def fetch_hf(
         A file path; or a folder (existing, or written with a trailing separator), or
         ``None`` for the current folder, in which the file keeps its folders
         (``folder/data/train.csv``). A path with ``..`` is refused before any request.
+    options : TransferOptions, optional
+        The keywords below (default: their defaults).
     cache : bool or "verified"
         Keep a file already there when it is the Hub's: by its manifest record (whose
         ``source`` is the ``hf://`` link; a matching sha256 decides alone), else by size
@@ -147,6 +127,9 @@ def fetch_hf(
 has a '..' segment; a name must be a relative path inside the destination, such as \
 'train/shard-0001.tar'
     """
+    o = options if options is not None else TransferOptions()
+    remote_attrs, verbose = o.remote_attrs, o.verbose
+    abort, session = o.abort, o.session
     ref = link if isinstance(link, HfRef) else parse_hf(link)
     if not ref.path or ref.path.endswith("/"):
         raise InvalidInputError(
@@ -154,8 +137,8 @@ has a '..' segment; a name must be a relative path inside the destination, such 
             f"{_FORM}, for instance {_EXAMPLE}"
         )
     check_name(ref.path, what="path in the repository", local=False)  # the local name: below
-    user_checksum = parse_checksum(checksum)  # bad input fails before any request
-    cache = cache_mode(cache)
+    user_checksum = parse_checksum(o.checksum)  # bad input fails before any request
+    cache = cache_mode(o.cache)
     if remote_attrs is not None and not isinstance(remote_attrs, ObjectAttrs):
         raise InvalidInputError(f"remote_attrs {remote_attrs!r} is not an ObjectAttrs")
     source = ref.link
@@ -165,14 +148,10 @@ has a '..' segment; a name must be a relative path inside the destination, such 
     else:
         folder = os.fspath(local_filepath) if local_filepath is not None else ""
         target = join_inside(folder, ref.path, what="path in the repository")
-    policy = RetryPolicy(retries=retries, backoff=backoff)
-    hub = _Hub(endpoint, token, headers, session, timeout, policy, abort, sleep)
+    policy = o.retry_policy()
+    hub = _Hub(o.endpoint, o.token, o.headers, session, o.timeout, policy, abort, o.sleep)
     url = resolve_url(ref, endpoint=hub.endpoint)
-    own = manifest is None
-    keeper = Manifest(folder or ".") if own else manifest
-    keeper = keeper if isinstance(keeper, Manifest) else None
-    bar = progress if progress is not None else (TqdmCallback(source) if verbose else None)
-    try:
+    with keeping(o, folder, source) as (keeper, bar):
         if trusted(cache, target, user_checksum, keeper, listed=remote_attrs is not None):
             return hit(target, verbose, target, how="is known good")
         known = None if remote_attrs is None else replace(remote_attrs, source=source)
@@ -187,22 +166,16 @@ has a '..' segment; a name must be a relative path inside the destination, such 
             and verify_cached(target, user_checksum)
         ):
             return hit(target, verbose, target)
-        remote = _file_remote(hub, url, location, headers, session, transport)
+        remote = _file_remote(hub, url, location, o.headers, session, o.transport or "requests")
         try:
             result = download(
                 remote,
                 target,
                 checksum=user_checksum or (f"sha256:{known.sha256}" if known.sha256 else None),
-                expected_size=known.size if expected_size is None else expected_size,
+                expected_size=known.size if o.expected_size is None else o.expected_size,
                 progress=bar,
-                limiter=limiter,
-                abort=abort,
                 journal=keeper,
-                retry=policy,
-                segments=segments,
-                segment_threshold=segment_threshold,
-                fsync=fsync,
-                **({"sleep": sleep} if sleep is not None else {}),
+                **o.engine(policy),
             )
         except requests.HTTPError as exc:
             refused = _refused(exc, hub, ref)
@@ -214,11 +187,6 @@ has a '..' segment; a name must be a relative path inside the destination, such 
         if keeper is not None:
             record(keeper, target, with_verified(known, result))
         return Fetched(target, False, result.size, result.received)
-    finally:
-        if bar is not None and progress is None:
-            bar.close()
-        if own and keeper is not None:
-            keeper.close()
 
 
 def _file_remote(
@@ -360,20 +328,20 @@ def hf_download(
         raise InvalidInputError(
             f"{', '.join(sorted(single))} describe one file: give filename= with them"
         )
-    check_local(local_dir, "local_dir")
+    local_dir = local_path(local_dir, "local_dir")  # file:// is its path
     folder = os.fspath(local_dir) if local_dir is not None else ""
     given = options.pop("manifest", None)
-    keeper = Manifest(folder or ".") if given is None else given
-    common = dict(
+    common = TransferOptions(
         cache=cache,
         timeout=timeout,
         session=session,
         verbose=verbose,
         token=token,
         endpoint=endpoint,
-        manifest=keeper,
         **options,
     )
+    keeper = Manifest(folder or ".") if given is None else given
+    common = common.replace(manifest=keeper)
     try:
         if filename is not None:
             if include is not None or exclude is not None or parquet:
@@ -383,7 +351,7 @@ def hf_download(
                 )
             check_name(filename, what="filename")
             target = join_inside(folder, filename, what="filename")
-            return fetch_hf(replace(ref, path=filename), target, **common).path
+            return fetch_hf(replace(ref, path=filename), target, common).path
         listing = list_hf(
             ref,
             token=token,
@@ -392,10 +360,10 @@ def hf_download(
             parquet=parquet,
             include=include,
             exclude=exclude,
-            headers=options.get("headers"),
+            headers=common.headers,
             endpoint=endpoint,
         )
-        return _download_all(listing, folder, workers, common, options.get("abort"))
+        return _download_all(listing, folder, workers, common)
     finally:
         if given is None and isinstance(keeper, Manifest):
             keeper.close()
@@ -405,10 +373,10 @@ def _download_all(
     listing: Iterator[tuple[str, ObjectAttrs]],
     folder: str,
     workers: int,
-    common: dict[str, Any],
-    abort: threading.Event | None,
+    common: TransferOptions,
 ) -> list[str]:
     """Every listed file through a pool; at most ``2 * workers`` submitted at once."""
+    abort = common.abort
     failures: list[tuple[str, str]] = []
     done: list[tuple[str, Future[Fetched]]] = []
     pending: set[Future[Fetched]] = set()
@@ -422,7 +390,9 @@ def _download_all(
                 except UnsafePathError as exc:
                     failures.append((path, f"{type(exc).__name__}: {exc}"))
                     continue
-                future = pool.submit(fetch_hf, attrs.source, target, remote_attrs=attrs, **common)
+                future = pool.submit(
+                    fetch_hf, attrs.source, target, common.replace(remote_attrs=attrs)
+                )
                 done.append((path, future))
                 pending.add(future)
                 if len(pending) >= 2 * workers:

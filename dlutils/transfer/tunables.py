@@ -1,0 +1,82 @@
+"""The engine's tunables: chunk size, segment sizes, growth and journal rhythm, in one object.
+
+Every transfer reads :func:`current` once, when it starts, and uses that
+:class:`Tunables` throughout. Tests and benchmarks change them with :func:`tuned`
+(process-wide, restored on exit) instead of patching module globals; the module
+constants of :mod:`dlutils.transfer` (``CHUNK_SIZE``, ``MIN_SEGMENT_SIZE``...) are the
+defaults.
+
+Examples
+--------
+>>> from dlutils.transfer import tunables
+>>> with tunables.tuned(min_segment_size=64 * 1024):
+...     tunables.current().min_segment_size
+65536
+>>> tunables.current().min_segment_size == tunables.Tunables().min_segment_size
+True
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["Tunables", "current", "tuned"]
+
+
+@dataclass(frozen=True)
+class Tunables:
+    """How the engine reads, splits, grows and records; the defaults suit real links."""
+
+    #: Bytes asked for per read: large reads keep Python's per-chunk cost negligible.
+    chunk_size: int = 1 << 20
+    #: No segment of the first plan is smaller than this.
+    min_segment_size: int = 16 << 20
+    #: Ranges a segmented download starts with; it adds more while its throughput rises.
+    initial_segments: int = 8
+    #: A range is split in two (to grow, or to help a straggler) only with this much left.
+    split_min: int = 4 << 20
+    #: How often a segmented download measures its throughput to decide whether to grow.
+    grow_interval: float = 0.1
+    #: Throughput must have risen by this factor since the last growth to grow again.
+    grow_gain: float = 1.10
+    #: How often a segmented download records its progress for resume.
+    journal_interval: float = 1.0
+    #: Restarts from zero one object may take because an answer did not hold together (a
+    #: range of another version, a contradictory Content-Range, a body longer than
+    #: announced); the next such answer ends its download with an error instead of looping.
+    max_restarts: int = 1
+    #: Seconds an interrupted segmented download waits for its threads before it returns.
+    stop_grace: float = 2.0
+
+
+_DEFAULT = Tunables()
+_lock = threading.Lock()
+_now = _DEFAULT
+
+
+def current() -> Tunables:
+    """The tunables a transfer starting now uses."""
+    return _now
+
+
+@contextlib.contextmanager
+def tuned(**changes: Any) -> Iterator[Tunables]:
+    """Use :class:`Tunables` with ``changes`` for every transfer started inside the block.
+
+    Process-wide (a job's worker threads see it too); the previous values come back on
+    exit. An unknown name raises :class:`TypeError`.
+    """
+    global _now
+    with _lock:
+        before = _now
+        _now = dataclasses.replace(before, **changes)
+    try:
+        yield _now
+    finally:
+        with _lock:
+            _now = before
