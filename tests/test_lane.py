@@ -153,6 +153,7 @@ def test_abort_ends_the_lane_transfers_and_keeps_no_empty_part(tmp_path):
     assert final.state is State.ABORTED
     assert final.errors == 0 and final.finished == 0
     assert not [n for n in os.listdir(tmp_path) if n.endswith(".part")]
+    assert job._budget.in_use == 0  # every connection given back
 
 
 def test_the_time_limit_of_one_attempt_holds_and_is_not_retried(tmp_path):
@@ -199,3 +200,13 @@ def test_a_part_file_another_process_holds_does_not_stall_the_other_objects(tmp_
     assert (final.finished, final.errors) == (6, 0)
     for name, data in objects.items():
         assert (tmp_path / name).read_bytes() == data
+
+
+def test_connections_is_a_hard_cap_in_the_lane_counted_at_the_server(tmp_path):
+    objects = {f"f{i:02d}.bin": bytes([i]) * 20_000 for i in range(40)}
+    with LocalServer(objects) as server:
+        server.rate_limit = 400_000  # slow enough that transfers overlap
+        result = dlutils.download(server.url + "/f{00..39}.bin", tmp_path, connections=3)
+        final = result.wait(60)
+        assert 1 <= server.max_concurrent <= 3
+    assert (final.finished, final.errors) == (40, 0)

@@ -241,6 +241,8 @@ class Lane:
                     for easy in list(active):
                         multi.remove_handle(easy)
                         self._stopped(active.pop(easy))
+                        if budget is not None:
+                            budget.release()
                     while waiting:
                         self._fail(waiting.popleft(), DownloadAborted("job aborted"))
                     if ending:
@@ -292,6 +294,8 @@ class Lane:
             log.exception("job %s: the lane of small objects failed", self.job.id)
             for easy, small in list(active.items()):
                 _quietly(lambda easy=easy: multi.remove_handle(easy))
+                if budget is not None:
+                    budget.release()
                 self._abandon(small)
                 self._fail(small.task, exc)
             while waiting:
