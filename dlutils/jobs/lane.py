@@ -79,6 +79,9 @@ log = logging.getLogger("dlutils")
 #: Longest wait of the driving thread: how soon an abort stops every transfer.
 POLL = 0.1
 _END = object()
+#: Bodies up to this size are kept in memory until complete and written at once: at most
+#: ``slots`` of them at a time. Larger ones are written as they come.
+HELD_MAX = 256 * 1024
 
 
 class _Small:
@@ -96,6 +99,7 @@ class _Small:
         self.failed = False  # the answer was an error status
         self.headers: Any = None  # the answer's headers, once they qualified it
         self.recorded = False  # a resume record was written for its .part
+        self.held: bytearray | None = None  # a small body, kept until it is complete
         self.received = 0
         self.started = time.monotonic()
 
@@ -108,6 +112,8 @@ class _Small:
         if self.refused is not None:
             return 0  # stop this transfer: the engine fetches the object
         self.progress.set_size(self.length)
+        if self.length <= HELD_MAX:  # one write instead of one per piece libcurl hands over
+            self.held = bytearray()
         validator = _validator(self.headers)
         if validator and self.length > self.s.tunables.chunk_size:  # worth a resume record
             self.transfer._record({"validator": validator, "total": self.length})
@@ -141,13 +147,25 @@ class _Small:
         if self.length is None or self.received + len(data) > self.length:
             self.refused = self.refused or "more bytes than announced"
             return 0
-        view = memoryview(data)
-        while view:
-            written = os.write(self.fd, view)
-            view = view[written:]
+        if self.held is not None:  # a small body: written once, whole
+            self.held += data
+        else:
+            _write_all(self.fd, data)
         self.received += len(data)
         self.progress.update(len(data))
         return None
+
+    def write_held(self) -> None:
+        """Write what was held back to the ``.part`` (before the engine checks it)."""
+        if self.held:
+            _write_all(self.fd, self.held)
+        self.held = None
+
+
+def _write_all(fd: int, data: bytes | bytearray) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 class _Reading:
@@ -336,13 +354,12 @@ class Lane:
 
     def _start(self, task: _Task) -> _Small | None:
         """The object made ready (folder, locked ``.part``), or ``None``: failed or handed off."""
-        from .runner import _raise_if_unusable, _TaskProgress
+        from .runner import _TaskProgress
 
         job = self.job
         try:
-            _raise_if_unusable(task)
             job._folders.prepare(task.name, task.path)
-            if os.path.lexists(task.path):  # whether it is current is the engine's question
+            if os.path.lexists(task.path):  # current? a folder? the engine's questions
                 self.handoff(task, None, 0.0)
                 return None
             remote = CurlRemote(task.link, headers=self.headers, timeout=self.timeout)
@@ -409,6 +426,7 @@ class Lane:
         transfer.validator = _validator(headers)
         try:
             try:
+                small.write_held()
                 transfer._check_size(small.length)
                 result = transfer._finish(small.length)
             finally:
