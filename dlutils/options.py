@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import difflib
+import sys
 from collections.abc import Mapping
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -55,13 +56,21 @@ cache : bool or "verified"
 progress : bool
     Show a progress bar of the job's bytes (and one per big file). ``verbose`` is the
     same, under pyvo's name.
-executor : concurrent.futures.Executor, optional
-    Run the transfers there (a Dask client's executor, say) instead of a thread pool.
-    One that is not a ``ThreadPoolExecutor`` runs them in other processes: there
-    ``bytes_per_hour`` is refused, progress counts completed files and ``abort()``
-    cancels only what has not started (see :doc:`/jobs`, "Executors and destinations").
+executor : concurrent.futures.Executor or distributed.Client, optional
+    Run the transfers there instead of a thread pool. A Dask ``Client`` (or its
+    ``get_executor()``) gets batches of objects, with live progress, abort, and
+    ``connections`` and ``bytes_per_hour`` held across the cluster (see
+    :doc:`/scaling`). Any other executor that is not a ``ThreadPoolExecutor`` runs one
+    object per task in other processes: there ``bytes_per_hour`` is refused, progress
+    counts completed files and ``abort()`` cancels only what has not started (see
+    :doc:`/jobs`, "Executors and destinations").
 session : requests.Session, optional
     The session http(s) links are fetched with (default: a pooled one per thread).
+    It cannot travel to the workers of a cluster: give ``session_factory`` there.
+session_factory : callable, optional
+    A function of no arguments returning a ``requests.Session``, called where the
+    transfers run (once per job on threads, once per batch on a Dask worker), so that
+    each process makes its own; it must pickle for a cluster (a module-level function).
 segments : int, optional
     Connections one big object may use (ranges fetched in parallel); default 32.
     It starts with 8 and adds more while the throughput rises.
@@ -112,8 +121,9 @@ class Options:
     headers: Mapping[str, str] | None = None
     cache: bool | str = True
     progress: bool = False
-    executor: Executor | None = None
+    executor: Executor | Any = None
     session: Any = None
+    session_factory: Any = None
     segments: int | None = None
     segment_threshold: int | str | None = None
     transport: str = "auto"
@@ -130,15 +140,19 @@ class Options:
         """A copy with ``changes`` (checked as the constructor checks them)."""
         return make_options(changes, base=self)
 
-    def transfer(self) -> TransferOptions:
+    def transfer(self, *, make_session: bool = True) -> TransferOptions:
         """What every source's ``fetch_*`` takes from these options, as one object.
 
         Options of one scheme (``aws_profile``, ``token``...) are included when given;
-        each source reads only its own.
+        each source reads only its own. A ``session_factory`` is called here for the
+        session, unless ``make_session`` is false (a cluster calls it on each worker).
         """
+        session = self.session
+        if session is None and self.session_factory is not None and make_session:
+            session = self.session_factory()
         given = {
             "cache": self.cache,
-            "session": self.session,
+            "session": session,
             "headers": self.headers,
             "retries": self.retries,
             "backoff": self.backoff,
@@ -193,8 +207,19 @@ def _checked(options: Options) -> dict[str, Any]:
         value = getattr(options, name)
         if value is not None and not isinstance(value, str):
             raise InvalidInputError(f"{name}={value!r} is not valid: use a string")
+    if options.session_factory is not None:
+        if not callable(options.session_factory):
+            raise InvalidInputError(
+                f"session_factory={options.session_factory!r} is not valid: use a function "
+                "of no arguments returning a requests.Session, such as requests.Session"
+            )
+        if options.session is not None:
+            raise InvalidInputError(
+                "session= and session_factory= were both given: give one (session_factory "
+                "for a cluster, whose workers each make their own)"
+            )
     # "auto" is decided where each object is fetched (another process may lack pycurl)
-    choose(options.transport, session=options.session)
+    choose(options.transport, session=options.session or options.session_factory)
     out["connections"] = _count(options.connections, "connections", 0, "8") or None
     out["segments"] = _count(options.segments, "segments", 1, "8")
     if not _is_int(options.retries) or options.retries < 0:
@@ -229,12 +254,13 @@ def _checked(options: Options) -> dict[str, Any]:
     if not isinstance(value, (bool, int)) or value not in (0, 1):
         raise InvalidInputError(f"progress={value!r} is not valid: use True or False")
     out["progress"] = bool(value)
-    if options.executor is not None and not isinstance(options.executor, Executor):
+    cluster = dask_client(options.executor) is not None
+    if options.executor is not None and not cluster and not isinstance(options.executor, Executor):
         raise InvalidInputError(
             f"executor={options.executor!r} is not valid: use a concurrent.futures.Executor, "
-            "such as ThreadPoolExecutor(8) or a Dask client's get_executor()"
+            "such as ThreadPoolExecutor(8), or a Dask Client"
         )
-    if out["bytes_per_hour"] and not runs_here(options.executor):
+    if out["bytes_per_hour"] and not runs_here(options.executor) and not cluster:
         # the limiter is a lock in this process: another process's workers never see it
         raise InvalidInputError(
             f"bytes_per_hour={options.bytes_per_hour!r} cannot be honoured on executor="
@@ -250,6 +276,23 @@ def runs_here(executor: Executor | None) -> bool:
     Only there do the job's byte limit, live progress and abort reach each transfer.
     """
     return executor is None or isinstance(executor, ThreadPoolExecutor)
+
+
+def dask_client(executor: Any) -> Any:
+    """The ``distributed.Client`` behind ``executor`` (a Client or its ``get_executor()``).
+
+    ``None`` for anything else; ``distributed`` is never imported here (a client given
+    means it already is).
+    """
+    module = sys.modules.get("distributed")
+    if module is None or executor is None:
+        return None
+    if isinstance(executor, module.Client):
+        return executor
+    cf = sys.modules.get("distributed.cfexecutor")
+    if cf is not None and isinstance(executor, cf.ClientExecutor):
+        return executor._client
+    return None
 
 
 def _is_int(value: Any) -> bool:

@@ -23,10 +23,9 @@ from ..budget import ConnectionBudget
 from ..checksums import parse_checksum
 from ..destinations import is_store, resolve
 from ..errors import DownloadAborted, InvalidInputError, JobStateError, UnsafePathError
-from ..freshness import Manifest
 from ..limits import TokenBucket
 from ..names import redact, redact_text
-from ..options import Options, make_options, runs_here
+from ..options import Options, dask_client, make_options, runs_here
 from ..progress import Callback, TqdmCallback
 from ..sources import fetch
 from ..transfer import MAX_SEGMENTS, AbortEvent, Fetched, TransferOptions
@@ -34,6 +33,7 @@ from ..transports import choose
 from . import tasks as plans
 from .elsewhere import check_sendable, client_environment, environment
 from .folders import Folders
+from .records import open_manifest
 from .registry import given_id, register
 from .status import JobStatus, State, TaskInfo
 from .tasks import Plan, _Task
@@ -302,7 +302,17 @@ class Job:
             if self._state is not State.PENDING:
                 raise JobStateError(f"job {self.id} was already started ({self._state.value})")
             if not runs_here(self._opts.executor):  # what cannot travel, named before it starts
-                check_sendable(self._opts.transfer(), self._opts.executor)
+                sent = self._opts.transfer(make_session=False)
+                check_sendable(
+                    {**vars(sent), "session_factory": self._opts.session_factory},
+                    self._opts.executor,
+                )
+                client = dask_client(self._opts.executor)
+                if client is not None:  # workers, and the same dest on each, or refused
+                    from .cluster import check_cluster
+
+                    local = None if self._store else os.path.join(self._cwd, self.dest or ".")
+                    check_cluster(client, local, self.id)
             self._state = State.RUNNING
             self._started = time.time()
         log.info("job %s started: %s", self.id, self.description)
@@ -313,6 +323,11 @@ class Job:
 
     def _run(self) -> None:
         opts = self._opts
+        client = dask_client(opts.executor)
+        if client is not None:  # batches on a Dask cluster: see dlutils.jobs.cluster
+            from .cluster import run_on_cluster
+
+            return run_on_cluster(self, client)
         own = opts.executor is None
         workers = opts.connections or DEFAULT_WORKERS
         executor = opts.executor or ThreadPoolExecutor(workers, thread_name_prefix=self.id)
@@ -320,12 +335,13 @@ class Job:
         window = threading.BoundedSemaphore(opts.connections or workers * 2)
         # another process has its own folder: it gets the path resolved here
         folder = (self.dest or ".") if live else os.path.join(self._cwd, self.dest or ".")
-        manifest: Any = _NoManifest() if self._store else Manifest(folder)
+        # (a local folder's manifest reads a cluster job's records too, if it left some)
+        manifest: Any = _NoManifest() if self._store else open_manifest(folder)
         settings = {} if live else client_environment()
         limiter = TokenBucket.per_hour(opts.bytes_per_hour) if opts.bytes_per_hour else None
         # One budget for the files and the ranges of big files: connections= is a hard cap.
         self._budget = ConnectionBudget(opts.connections) if opts.connections else None
-        common = opts.transfer().replace(
+        common = opts.transfer(make_session=live).replace(
             # Elsewhere (other processes) no budget reaches: one connection per object.
             **({"segments": 1} if opts.connections and not live and opts.segments is None else {}),
             timeout=_transport_timeout(opts.timeout),
@@ -338,7 +354,7 @@ class Job:
         if opts.progress:
             self._open_bar()
         lane: Any = None
-        if live and own and limiter is None and not self._store and _lane_suits(opts):
+        if live and own and limiter is None and not self._store and _lane_suits(opts, common):
             from .lane import Lane  # imports pycurl: only when it is the transport
 
             def handoff(task: _Task, retries: int | None, pause: float) -> None:
@@ -762,12 +778,12 @@ def _execute_elsewhere(
             abort.close()
 
 
-def _lane_suits(opts: Options) -> bool:
+def _lane_suits(opts: Options, common: TransferOptions) -> bool:
     """Whether a job's small http(s) objects may go through a :class:`Lane` (libcurl)."""
     if not _LANE:
         return False
     try:
-        return choose(opts.transport, session=opts.session) == "curl"
+        return choose(opts.transport, session=common.session) == "curl"
     except InvalidInputError:
         return False
 

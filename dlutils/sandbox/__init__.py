@@ -122,7 +122,8 @@ def demo_files() -> dict[str, bytes]:
 
 
 def files(folder: str | os.PathLike = ".") -> list[str]:
-    """Every file under ``folder``: relative, ``/``-separated, sorted; manifests left out.
+    """Every file under ``folder``: relative, ``/``-separated, sorted; manifests and a
+    cluster job's records (``.dlutils-records/``) left out.
 
     Examples
     --------
@@ -135,6 +136,7 @@ def files(folder: str | os.PathLike = ".") -> list[str]:
         for root, _, names in os.walk(folder)
         for name in names
         if not name.startswith(".dlutils-manifest")
+        and ".dlutils-records" not in os.path.relpath(root, folder).split(os.sep)
     )
 
 
