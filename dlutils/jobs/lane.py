@@ -42,7 +42,7 @@ import requests
 
 from ..errors import DownloadAborted, DownloadTimeoutError, IncompleteDownloadError
 from ..freshness import Manifest, attrs_from_headers
-from ..names import redact, redact_text
+from ..names import redact_text
 from ..retry import UNREACHABLE_DELAY, RetryPolicy, unreachable
 from ..sources import scheme_of
 from ..sources._common import record, with_verified
@@ -444,7 +444,7 @@ class Lane:
             "placed %s (%d bytes in %.2f s)", s.path, result.size, time.monotonic() - small.started
         )
         if self.manifest is not None:
-            source = redact(small.task.link)
+            source = s.remote.display  # redact(link), as fetch_http records it
             attrs = attrs_from_headers(source, headers)
             record(
                 self.manifest,
