@@ -552,13 +552,18 @@ def _cmd_download(args: argparse.Namespace, store: Any) -> int:
     _hf_source(args, parser)
     if args.src is None or args.dst is None:
         parser.error("the following arguments are required: " + ("DST" if args.src else "SRC, DST"))
-    if "://" in args.dst:
-        from .destinations import is_store
+    from .destinations import is_store
 
-        store = " (object-store destinations are taken from Python, not by the CLI yet)"
+    into_store = is_store(args.dst)  # s3://: streamed into the store (credentials: s3fs's)
+    if into_store and args.dst.strip().lower().startswith("memory:"):
         parser.error(
-            f"argument DST: {redact(args.dst)!r} is a link, but DST is a local folder"
-            + (store if is_store(args.dst) else _template_hint([args.src, args.dst]))
+            f"argument DST: {redact(args.dst)!r} is the memory of one process, gone when the "
+            "command ends: give a local folder or an s3:// prefix"
+        )
+    if "://" in args.dst and not into_store:
+        parser.error(
+            f"argument DST: {redact(args.dst)!r} is a link, but DST is a local folder or an "
+            "s3:// prefix" + _template_hint([args.src, args.dst])
         )
     from .errors import InvalidInputError
     from .sources.classify import check_template
@@ -573,12 +578,19 @@ def _cmd_download(args: argparse.Namespace, store: Any) -> int:
             objects = _read_object_list(args.object_list, args.src)
         except (OSError, ValueError) as exc:
             parser.error(f"argument --object-list: {exc}")
-    dest = os.path.abspath(os.path.expanduser(args.dst))
+    if into_store:
+        dest = args.dst.strip()
+    else:
+        dest = os.path.abspath(os.path.expanduser(args.dst))
     source: Any = objects or args.src
     folder = dest
     if objects is None and _one_object(args.src, args.dst):
         # AIStore: for a single file, DST names the object (unless it names a folder)
-        folder, name = os.path.split(dest)
+        if into_store:
+            folder, _, name = dest.rpartition("/")
+            folder += "/"
+        else:
+            folder, name = os.path.split(dest)
         source = {name: args.src}
     headers = dict(args.header or [])
     if objects is not None:
@@ -636,6 +648,7 @@ def _one_object(src: str, dst: str) -> bool:
 
     ``dst`` names a folder when it ends with a separator or is an existing folder.
     """
+    from .destinations import is_store
     from .errors import InvalidInputError
     from .sources._common import names_a_folder
     from .sources.classify import classify_source
@@ -645,6 +658,8 @@ def _one_object(src: str, dst: str) -> bool:
             return False
     except InvalidInputError:
         return False  # refused later, with the job's own words
+    if is_store(dst):
+        return not dst.strip().endswith("/")
     return not names_a_folder(os.path.expanduser(dst))
 
 

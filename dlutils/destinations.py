@@ -149,9 +149,8 @@ def check_local(dest: Any, what: str = "dest") -> None:
     if scheme in STORE_SCHEMES:
         raise InvalidInputError(
             f"{what} {redact(text)!r} is not a local folder: here dlutils writes to local paths "
-            "only (object-store destinations take http(s) links, through http_download, "
-            "range_download, multi_download or a single/multi/range job); download to a "
-            "local folder, then upload"
+            "only (every pure function and every job streams into a store when given one "
+            "as its destination: http_download(link, 's3://bucket/prefix/'))"
         )
     resolve(text, what)  # raises, naming what is supported
 
@@ -159,8 +158,7 @@ def check_local(dest: Any, what: str = "dest") -> None:
 def local_path(dest: Any, what: str = "dest") -> Any:
     """``dest`` as a local path (a ``file://`` URL becomes its path); refuse any other URL.
 
-    For the functions that write local files only (``aws_download``, ``gcs_download``,
-    ``ais_download``, ``hf_download``).
+    For code that writes local files only.
 
     Examples
     --------

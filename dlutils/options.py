@@ -15,7 +15,7 @@ import difflib
 import sys
 from collections.abc import Mapping
 from concurrent.futures import Executor, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import InvalidInputError
@@ -84,6 +84,10 @@ aws_profile, endpoint_url, region : str, optional
 token : str, optional
     For ``gs://`` and ``hf://`` links only: the access token (never shown, never sent
     elsewhere).
+storage_options : mapping, optional
+    For an object-store ``dest`` only: what its fsspec filesystem is made with, such as
+    ``{"endpoint_url": ..., "key": ..., "secret": ...}`` for ``s3://`` (default: s3fs
+    reads the environment). It may hold credentials: never shown, logged or stored.
 """
 
 
@@ -131,6 +135,7 @@ class Options:
     endpoint_url: str | None = None
     region: str | None = None
     token: str | None = None
+    storage_options: Mapping[str, Any] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         for name, value in _checked(self).items():
@@ -158,7 +163,7 @@ class Options:
             "backoff": self.backoff,
             "transport": self.transport,
         }
-        for name in ("segments", "segment_threshold", *_SCHEME_ONLY):
+        for name in ("segments", "segment_threshold", "storage_options", *_SCHEME_ONLY):
             value = getattr(self, name)
             if value is not None:
                 given[name] = value
@@ -250,6 +255,16 @@ def _checked(options: Options) -> dict[str, Any]:
             )
         out["headers"] = dict(headers) or None
     out["cache"] = cache_mode(options.cache)
+    given = options.storage_options
+    if given is not None:
+        if not isinstance(given, Mapping) or not all(isinstance(k, str) for k in given):
+            kind = type(given).__name__  # never its values: they may be credentials
+            raise InvalidInputError(
+                f"storage_options (a {kind}) is not valid: use a mapping of the fsspec "
+                "filesystem's keywords, such as storage_options={'endpoint_url': "
+                "'http://127.0.0.1:9000', 'key': ..., 'secret': ...}"
+            )
+        out["storage_options"] = dict(given) or None
     value = options.progress
     if not isinstance(value, (bool, int)) or value not in (0, 1):
         raise InvalidInputError(f"progress={value!r} is not valid: use True or False")

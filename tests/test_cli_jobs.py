@@ -307,9 +307,12 @@ def test_a_killed_worker_shows_interrupted_and_a_rerun_resumes_it(cli, http_serv
         ),
         (["download", "URL/f0.bin", "URL/f1.bin"], "argument DST: 'URL/f1.bin' is a link"),
         (
-            ["download", "URL/f0.bin", "s3://bucket/p/"],
-            "'s3://bucket/p/' is a link, but DST is a local folder (object-store destinations "
-            "are taken from Python, not by the CLI yet)",
+            ["download", "URL/f0.bin", "memory://bucket/p/"],
+            "'memory://bucket/p/' is the memory of one process, gone when the command ends",
+        ),
+        (
+            ["download", "URL/f0.bin", "gs://bucket/p/"],
+            "'gs://bucket/p/' is a link, but DST is a local folder or an s3:// prefix",
         ),
         (["download", "ftp://host/f0.bin", "out"], "scheme 'ftp'"),
         (["download", "URL/f0.bin", "out", "--sync"], "sync apply to bucket links"),

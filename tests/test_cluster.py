@@ -503,6 +503,18 @@ def test_a_cluster_job_streams_into_an_s3_prefix(s3, tmp_path):
         status = again.start().wait(timeout=60)
         assert (status.finished, status.skipped) == (40, 40)
         assert sum(r.bytes_sent for r in server.requests) == 0  # asked; no body came
+        # a bucket prefix into another prefix, then synchronised: on the cluster too
+        for i in range(3):
+            s3.client.put_object(Bucket=s3.name, Key=f"src/{i}.bin", Body=files[f"d/f{i:03d}.bin"])
+        copy = Job.backend(s3.uri("src/"), s3.uri("shards/"), executor=own).start()
+        assert (copy.wait(timeout=60).finished, copy.status().errors) == (3, 0)
+        s3.client.delete_object(Bucket=s3.name, Key="src/1.bin")
+        synced = Job.backend(s3.uri("src/"), s3.uri("shards/"), sync=True, executor=own)
+        status = synced.start().wait(timeout=60)
+        assert (status.finished, status.skipped, status.deleted) == (3, 2, 1)
+        listing = s3.client.list_objects_v2(Bucket=s3.name, Prefix="shards/")["Contents"]
+        keys = {item["Key"] for item in listing}
+        assert "shards/1.bin" not in keys and {"shards/0.bin", "shards/f001.bin"} <= keys
     assert not os.listdir(tmp_path)  # nothing local: no records beside a store
 
 

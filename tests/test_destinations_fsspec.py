@@ -31,7 +31,6 @@ from dlutils.errors import (
 )
 from dlutils.localserver import ignore_if_range, stall, truncate
 from dlutils.sources.aws import aws_download
-from dlutils.sources.hf.download import hf_download
 from dlutils.sources.http import http_download
 from dlutils.stores import fetch_to_store, objects
 
@@ -239,14 +238,6 @@ def test_unsupported_destinations_and_requests_are_refused_naming_them(
     with pytest.raises(InvalidInputError, match="ftp://user:REDACTED@host/") as caught:
         dlutils.download(link, "ftp://user:hunter2@host/pub/")
     assert "hunter2" not in str(caught.value)
-    with pytest.raises(InvalidInputError, match="bucket listings .* cannot be downloaded into"):
-        Job.backend("s3://src/", "memory://bk/")
-    with pytest.raises(InvalidInputError, match="HuggingFace repositories cannot be downloaded"):
-        Job.hf("memory://bk/", model="org/tiny")
-    with pytest.raises(InvalidInputError, match="'memory://bk/' is not a local folder"):
-        aws_download("s3://src/k.bin", local_filepath="memory://bk/")
-    with pytest.raises(InvalidInputError, match="'memory://bk/' is not a local folder"):
-        hf_download("org/tiny", "a.txt", "memory://bk/", retries=0)
     assert http_server.requests == [] and os.listdir(tmp_path) == []
 
 

@@ -52,6 +52,7 @@ def download(
     endpoint_url: str | None = None,
     region: str | None = None,
     token: str | None = None,
+    storage_options: Mapping[str, Any] | None = None,
     options: Options | None = None,
 ) -> Job:
     """Start a job for ``source`` and return it at once.
@@ -75,7 +76,8 @@ def download(
         A link, a brace template, a bucket link, an ``hf://`` link, a list of links or
         a dict name -> link (see :func:`dlutils.sources.classify.classify_source`).
     dest : str or PathLike
-        The local folder the objects go to.
+        The local folder the objects go to, or an object-store prefix (``s3://bucket/p/``,
+        ``memory://p/``; see :doc:`/destinations`).
     object_name : str, optional
         One link only: the name to save it as (default: the link's last path element).
     subdir : str, optional
@@ -209,6 +211,7 @@ def range_download(
     endpoint_url: str | None = None,
     region: str | None = None,
     token: str | None = None,
+    storage_options: Mapping[str, Any] | None = None,
     options: Options | None = None,
 ) -> list[str]:
     """Download every link of a brace template into a folder; return the paths.
@@ -265,6 +268,7 @@ def multi_download(
     endpoint_url: str | None = None,
     region: str | None = None,
     token: str | None = None,
+    storage_options: Mapping[str, Any] | None = None,
     options: Options | None = None,
 ) -> list[str]:
     """Download a list of links (or a dict name -> link) into a folder; return the paths.

@@ -465,7 +465,8 @@ class _ClusterRun:
             log.warning("job %s: cannot gather its records in %s: %s", job.id, root, exc)
         complete = job._all_dispatched and not job._abort.is_set()
         if complete and job._sync is not None:
-            after = RecordsView(root, job.id)  # what the batches wrote
+            # what the batches wrote (a store keeps its records itself)
+            after: Any = None if spec.store else RecordsView(root, job.id)
             try:
                 job._sync(job, after)
             except Exception as exc:
@@ -474,7 +475,8 @@ class _ClusterRun:
                     job._errors += 1
                     job._download_errors.append(("<sync>", _describe(exc, "")))
             finally:
-                after.close()
+                if after is not None:
+                    after.close()
 
     def _known(self, view: RecordsView | None, root: str, task: _Task) -> tuple[Any, Any]:
         if view is None:

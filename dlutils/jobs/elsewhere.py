@@ -41,6 +41,7 @@ _INSTEAD = {
     "session": "leave session= unset (each worker makes its own; for S3 credentials "
     "give aws_profile= instead)",
     "headers": "give headers as a dict of strings",
+    "storage_options": "give storage_options as a dict of plain values (strings, numbers)",
 }
 
 _lock = threading.Lock()

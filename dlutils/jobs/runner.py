@@ -195,7 +195,7 @@ class Job:
         are gone are deleted; files from elsewhere, or changed by hand, are kept.
         ``options`` and ``**opts``: the job's options (:class:`dlutils.Options`).
         """
-        dest = _local_only(dest, "bucket listings (backend jobs, sync=)")
+        dest = resolve(dest)
         options = _options(options, opts)
         plan = plans.backend(bucket_uri, dest, prefix, suffix, sync, options)
         return cls(plan, dest, options)
@@ -228,7 +228,7 @@ class Job:
         one at a time over several connections, the others together in the pool.
         ``options`` and ``**opts``: the job's options (:class:`dlutils.Options`).
         """
-        dest = _local_only(dest, "HuggingFace repositories")
+        dest = resolve(dest)
         if token is not None:
             opts = {**opts, "token": token}
         options = _options(options, opts)
@@ -292,7 +292,7 @@ class Job:
         if self._store and self._state is State.PENDING:
             from ..stores.objects import check_reachable
 
-            check_reachable(self.dest)
+            check_reachable(self.dest, self._opts.storage_options)
             if self.dest.startswith("memory:") and not runs_here(self._opts.executor):
                 raise InvalidInputError(
                     f"dest {redact(self.dest)!r} is this process's memory: an executor of other "
@@ -801,18 +801,6 @@ class _NoManifest:
 
     def close(self) -> None:
         pass
-
-
-def _local_only(dest: Any, what: str) -> Any:
-    """Refuse an object-store ``dest`` for a request dlutils cannot stream into one yet."""
-    dest = resolve(dest)
-    if is_store(dest):
-        raise InvalidInputError(
-            f"dest {redact(os.fspath(dest))!r}: {what} cannot be downloaded into an object "
-            "store yet (they are fetched through their own clients, with sync and a local "
-            "manifest); give a local folder"
-        )
-    return dest
 
 
 def _transport_timeout(limit: float | None) -> tuple[float, float] | None:

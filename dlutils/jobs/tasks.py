@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .. import templates
+from ..destinations import is_store
 from ..errors import DownloadError, InvalidInputError, UnsafePathError, UnsupportedSchemeError
 from ..freshness import Manifest, ObjectAttrs
 from ..limits import parse_size
@@ -202,6 +203,9 @@ def backend(
 
     def synchronise(job: Job, manifest: Manifest) -> None:
         assert listed is not None
+        if is_store(dest):
+            _synchronise_store(job, os.fspath(dest), listed, root + folder, prefix, suffix)
+            return
         for name, record in manifest.records(prefix):
             if name in listed or not name.endswith(suffix):
                 continue
@@ -225,6 +229,29 @@ def backend(
         root + folder + prefix + ("*" + suffix if suffix else ""),
         sync=synchronise if sync else None,
     )
+
+
+def _synchronise_store(
+    job: Job, dest: str, listed: set[str], origin: str, prefix: str, suffix: str
+) -> None:
+    """:func:`backend`'s sync into an object store: delete the objects under ``dest`` whose
+    record (kept in the store) names ``origin`` + their name, gone from the listing.
+
+    Objects with no record, or a record of another source, are kept, as the local sync
+    keeps files its manifest does not name.
+    """
+    from ..stores.objects import remove, stored
+
+    for name, obj, size, record in stored(dest, job._opts.storage_options):
+        if name in listed or not name.startswith(prefix) or not name.endswith(suffix):
+            continue
+        if record is None or record.source != origin + name:
+            continue  # not from this bucket folder: another source's, or put there by hand
+        if record.size not in (None, size):
+            continue  # changed since it was recorded: keep it
+        remove(obj)
+        log.info("%s: %s is gone from %s; deleted %s", job.id, name, origin, redact(obj.url))
+        job._record_deletion(name)
 
 
 def hub(

@@ -121,6 +121,18 @@ def fetch(link: str, path: str, options: TransferOptions | None = None) -> Fetch
     return _function(scheme, 1)(link, path, options)
 
 
+#: scheme -> the module whose ``source_object`` opens its objects for the store path.
+_STORE_SOURCES = {"s3": "aws", "gs": "gcs", "ais": "ais", "hf": "hf.download"}
+
+
+def source_object(link: str, options: TransferOptions | None = None) -> Any:
+    """The :class:`~dlutils.sources._common.SourceObject` of a non-http(s) ``link``: what
+    :mod:`dlutils.stores` streams into a store, opened by the link's own source."""
+    scheme = scheme_of(check_link(link))
+    module = importlib.import_module(f".{_STORE_SOURCES[scheme]}", __name__)
+    return module.source_object(link, options)
+
+
 def list_objects(
     uri: str, prefix: str = "", suffix: str = "", **options: Any
 ) -> Iterator[tuple[str, ObjectAttrs]]:

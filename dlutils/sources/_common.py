@@ -12,11 +12,11 @@ import socket
 import threading
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..checksums import Checksum, file_digest, parse_checksum
-from ..destinations import check_local
+from ..destinations import check_local, is_store, resolve
 from ..errors import CacheMismatchWarning, InvalidInputError
 from ..freshness import Manifest, ObjectAttrs, only_size_compares, same_object
 from ..progress import TqdmCallback
@@ -35,6 +35,8 @@ __all__ = [
     "keeping",
     "interrupt",
     "shutdown",
+    "SourceObject",
+    "place",
 ]
 
 log = logging.getLogger("dlutils")
@@ -43,6 +45,49 @@ log = logging.getLogger("dlutils")
 VERIFIED = "verified"
 #: Digests a manifest record can hold, strongest first.
 _RECORDED = ("sha256", "md5", "crc32c")
+
+
+@dataclass
+class SourceObject:
+    """One object of a source, as the store path (:mod:`dlutils.stores`) streams it.
+
+    Each source builds it with the same function its own ``fetch_*`` uses to open the
+    object, so one place per source knows how: ``remote(attrs)`` is the
+    :class:`~dlutils.transfer.Remote` (pinned to ``attrs`` where the source can pin),
+    ``stat()`` asks the source for the object's attributes (one HEAD or metadata
+    request), ``checksum(attrs)`` is the digest the source vouches for (``"md5:..."``,
+    or ``None``), and ``compared(attrs)`` what of them is compared and recorded.
+    """
+
+    #: The link as records name it (no credential).
+    source: str
+    #: The object's own name (last path element): its name in a destination folder.
+    name: str
+    #: What a listing said of it (``None``: unknown until :attr:`stat` is called).
+    known: ObjectAttrs | None
+    stat: Callable[[], ObjectAttrs]
+    remote: Callable[[ObjectAttrs | None], Any]
+    checksum: Callable[[ObjectAttrs | None], str | None] = lambda attrs: None
+    compared: Callable[[ObjectAttrs], ObjectAttrs] = lambda attrs: attrs
+    #: Whether the remote must be pinned to attributes asked first (a GCS generation).
+    needs_attrs: bool = False
+
+
+def place(
+    link: str,
+    local_filepath: Any,
+    options: TransferOptions,
+    fetch_local: Callable[[str, Any, TransferOptions], Fetched],
+) -> str:
+    """What a pure function (``aws_download``...) returns: ``link`` fetched by its source's
+    ``fetch_local`` into a local path (a ``file://`` URL is its path), or streamed into an
+    object store (:func:`dlutils.stores.fetch_to_store`) when ``local_filepath`` is one."""
+    where = resolve(local_filepath, "local_filepath")
+    if is_store(where):
+        from ..stores import fetch_to_store
+
+        return fetch_to_store(link, where, options).path
+    return fetch_local(link, where, options).path
 
 
 def cache_mode(cache: Any) -> bool | str:

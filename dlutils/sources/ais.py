@@ -41,7 +41,6 @@ from urllib.parse import quote, urlsplit
 import requests
 
 from ..checksums import parse_checksum
-from ..destinations import local_path
 from ..errors import DownloadError, InvalidInputError, UnsupportedSchemeError
 from ..freshness import ObjectAttrs, attrs_from_headers
 from ..names import join_inside, redact
@@ -49,7 +48,17 @@ from ..redaction import redacting
 from ..retry import RetryPolicy
 from ..transfer import Fetched, call_with_retries
 from ..transfer.options import TransferOptions, transfer_options
-from ._common import cache_mode, hit, is_current, keeping, names_a_folder, trusted, verify_cached
+from ._common import (
+    SourceObject,
+    cache_mode,
+    hit,
+    is_current,
+    keeping,
+    names_a_folder,
+    place,
+    trusted,
+    verify_cached,
+)
 from .http import HttpRemote, fetch_http
 
 __all__ = ["parse_ais", "ais_url", "fetch_ais", "ais_download", "list_ais", "DEFAULT_PORT"]
@@ -227,6 +236,36 @@ def _head(
     return _attrs(source, headers)
 
 
+def _remote(link: str, o: TransferOptions) -> HttpRemote:
+    """The cluster's ``/v1/objects`` URL of ``link`` as a remote: the one place that knows
+    how an AIStore object is opened (its HEAD, its bytes), for local files and stores."""
+    url = ais_url(link, endpoint=o.endpoint)
+    return HttpRemote(url, session=o.session, headers=o.headers, timeout=o.timeout)
+
+
+def source_object(link: str, options: TransferOptions | None = None) -> SourceObject:
+    """The ``ais://`` object ``link`` for the store path (:mod:`dlutils.stores`): attributes
+    from the listing or one HEAD, its checksum (md5, crc32c, sha256) verified."""
+    o = options if options is not None else TransferOptions()
+    _, _, name = parse_ais(link, endpoint=o.endpoint)
+    source = "ais://" + link.split("://", 1)[1]
+    remote = _remote(link, o)
+    specs: dict[str, str | None] = {}
+
+    def stat() -> ObjectAttrs:
+        attrs, specs["spec"] = _head(remote, source, o.retry_policy(), o.abort, o.sleep)
+        return attrs
+
+    def checksum(attrs: ObjectAttrs | None) -> str | None:
+        return specs.get("spec") or (_spec(attrs) if attrs is not None else None)
+
+    known = None if o.remote_attrs is None else replace(o.remote_attrs, source=source)
+    return SourceObject(
+        source, name.rsplit("/", 1)[-1], known, stat, lambda attrs: remote, checksum,
+        needs_attrs=True,  # its size and checksum, as fetch_ais asks them first
+    )  # fmt: skip
+
+
 def _target(local_filepath: str | os.PathLike | None, name: str) -> str:
     if local_filepath is not None and not names_a_folder(local_filepath):
         return os.fspath(local_filepath)
@@ -301,8 +340,7 @@ def fetch_ais(
     source = "ais://" + link.split("://", 1)[1]
     target = _target(local_filepath, name)
     policy = o.retry_policy()
-    url = ais_url(link, endpoint=endpoint)
-    remote = HttpRemote(url, session=o.session, headers=o.headers, timeout=o.timeout)
+    remote = _remote(link, o)
     with keeping(o, os.path.dirname(target), source) as (keeper, bar):
         if trusted(cache, target, checksum, keeper, listed=remote_attrs is not None):
             return hit(target, verbose, target, how="is known good")
@@ -366,8 +404,7 @@ def ais_download(
     ...     print(os.path.basename(path), open(path).read().splitlines())
     t.csv ['a,b', '1,2']
     """
-    where = local_path(local_filepath, "local_filepath")  # file:// is its path
-    return fetch_ais(uri, where, transfer_options(locals(), **options)).path
+    return place(uri, local_filepath, transfer_options(locals(), **options), fetch_ais)
 
 
 def _entry_attrs(entry: Mapping[str, Any], source: str) -> ObjectAttrs:

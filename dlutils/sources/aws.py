@@ -16,7 +16,6 @@ from typing import Any
 
 from .._version import __version__
 from ..checksums import parse_checksum
-from ..destinations import local_path
 from ..errors import IncompleteDownloadError, InvalidInputError, RemoteChangedError, UnsafePathError
 from ..freshness import Manifest, ObjectAttrs, attrs_from_headers
 from ..limits import parse_timeout
@@ -28,12 +27,14 @@ from ..transfer import SEGMENT_THRESHOLD, Body, Fetched, call_with_retries, down
 from ..transfer.options import TransferOptions, transfer_options
 from ._common import (
     VERIFIED,
+    SourceObject,
     cache_mode,
     hit,
     interrupt,
     is_current,
     keeping,
     names_a_folder,
+    place,
     record,
     trusted,
     verify_cached,
@@ -592,8 +593,8 @@ bucket_name= and key=; got bucket_name='my-bucket' and no key
     >>> aws_download("s3://noaa-ghcn-pds/csv/by_year/1763.csv")  # doctest: +SKIP
     '1763.csv'
     """
-    where = local_path(local_filepath, "local_filepath")  # file:// is its path
-    return fetch_s3(_uri_of(uri, bucket_name, key), where, transfer_options(locals())).path
+    options = transfer_options(locals())
+    return place(_uri_of(uri, bucket_name, key), local_filepath, options, fetch_s3)
 
 
 def _uri_of(uri: Any, bucket_name: Any, key: Any) -> str:
@@ -626,7 +627,7 @@ def fetch_s3(
     """
     o = options if options is not None else TransferOptions()
     cache, verbose, abort, sleep = o.cache, o.verbose, o.abort, o.sleep
-    remote_attrs, transport = o.remote_attrs, o.transport
+    remote_attrs = o.remote_attrs
     bucket, key = split_s3_uri(uri)
     if remote_attrs is not None and not isinstance(remote_attrs, ObjectAttrs):
         raise InvalidInputError(f"remote_attrs={remote_attrs!r} is not valid: use ObjectAttrs")
@@ -635,19 +636,7 @@ def fetch_s3(
     mode = cache_mode(cache)
     policy = o.retry_policy()
     target = _target(key, local_filepath)  # an unsafe name fails before any request
-    s3 = S3Remote(
-        source,
-        session=o.session,
-        aws_profile=o.aws_profile,
-        endpoint_url=o.endpoint_url,
-        region=o.region,
-        timeout=o.timeout,
-    )
-    fetched: Any = s3
-    if transport is not None:
-        from .s3link import S3LinkRemote
-
-        fetched = S3LinkRemote(s3, transport)
+    s3, fetched = _remotes(source, o)
     with keeping(o, os.path.dirname(target), source) as (keeper, bar):
         if trusted(mode, target, checksum, keeper, listed=remote_attrs is not None):
             return hit(target, verbose, target, how="is known good")
@@ -683,6 +672,47 @@ def fetch_s3(
                 keeper, target, with_verified(attrs, result, path=target, confirm=mode == VERIFIED)
             )
         return Fetched(target, False, result.size, result.received)
+
+
+def _remotes(source: str, o: TransferOptions) -> tuple[S3Remote, Any]:
+    """The object's :class:`S3Remote` (for HEAD), and the remote its bytes come through:
+    itself (boto3), or its presigned link over ``o.transport``. The one place that
+    knows how an S3 object is opened, for local files and for stores alike."""
+    s3 = S3Remote(
+        source,
+        session=o.session,
+        aws_profile=o.aws_profile,
+        endpoint_url=o.endpoint_url,
+        region=o.region,
+        timeout=o.timeout,
+    )
+    if o.transport is None:
+        return s3, s3
+    from .s3link import S3LinkRemote
+
+    return s3, S3LinkRemote(s3, o.transport)
+
+
+def source_object(uri: str, options: TransferOptions | None = None) -> SourceObject:
+    """The ``s3://`` object ``uri`` for the store path (:mod:`dlutils.stores`).
+
+    Its attributes come from ``options.remote_attrs`` (a listing) or one HEAD; its bytes
+    from :func:`_remotes`, pinned to the listed version when there is one.
+    """
+    o = options if options is not None else TransferOptions()
+    bucket, key = split_s3_uri(uri)
+    source = f"s3://{bucket}/{key}"
+    s3, fetched = _remotes(source, o)
+
+    def stat() -> ObjectAttrs:
+        return _s3_attrs(_head(s3, o.retry_policy(), o.abort, o.sleep))
+
+    def remote(attrs: ObjectAttrs | None) -> Any:
+        s3.version = attrs.version if attrs is not None else None
+        return fetched
+
+    known = None if o.remote_attrs is None else replace(o.remote_attrs, source=source)
+    return SourceObject(source, key.rsplit("/", 1)[-1], known, stat, remote, compared=_s3_attrs)
 
 
 def _head(s3: S3Remote, policy: RetryPolicy, abort: Any, sleep: Any) -> ObjectAttrs:

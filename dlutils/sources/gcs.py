@@ -17,7 +17,6 @@ from urllib.parse import quote, urlencode
 import requests
 
 from ..checksums import b64_to_hex, parse_checksum
-from ..destinations import local_path
 from ..errors import (
     DownloadError,
     IncompleteDownloadError,
@@ -42,11 +41,13 @@ from ..transfer import (
 )
 from ..transfer.options import TransferOptions, transfer_options
 from ._common import (
+    SourceObject,
     cache_mode,
     hit,
     is_current,
     keeping,
     names_a_folder,
+    place,
     record,
     trusted,
     verify_cached,
@@ -451,8 +452,7 @@ bucket_name= and key=; got uri=None, bucket_name='my-bucket', key=None
                 f"got uri={uri!r}, bucket_name={bucket_name!r}, key={key!r}"
             )
         uri = f"gs://{bucket_name}/{key}"
-    where = local_path(local_filepath, "local_filepath")  # file:// is its path
-    return fetch_gcs(uri, where, options).path
+    return place(uri, local_filepath, options, fetch_gcs)
 
 
 def fetch_gcs(
@@ -477,7 +477,7 @@ def fetch_gcs(
 object; write it as 'gs://bucket/path/to/object.bin' (list a folder with list_gcs)
     """
     o = options if options is not None else TransferOptions()
-    verbose, abort, sleep = o.verbose, o.abort, o.sleep
+    verbose = o.verbose
     bucket, key = _split(uri)
     user_checksum = parse_checksum(o.checksum)  # bad input fails before any request
     cache = cache_mode(o.cache)
@@ -490,17 +490,7 @@ object; write it as 'gs://bucket/path/to/object.bin' (list a folder with list_gc
         folder = os.fspath(local_filepath) if local_filepath is not None else ""
         target = shown = join_inside(folder, _local_name(key), what="name derived from the key")
     policy = o.retry_policy()
-    client = _Client(
-        bucket,
-        token=o.token,
-        headers=o.headers,
-        session=o.session,
-        timeout=o.timeout,
-        retry=policy,
-        abort=abort,
-        sleep=sleep,
-        transport=o.transport or "requests",
-    )
+    client = _client(bucket, o)
     attrs = None if o.remote_attrs is None else replace(o.remote_attrs, source=source)
     listed, replaced = attrs is not None, 0
     with keeping(o, folder, source) as (keeper, bar):
@@ -508,8 +498,7 @@ object; write it as 'gs://bucket/path/to/object.bin' (list a folder with list_gc
             return hit(target, verbose, shown, how="is known good")
         while True:
             if attrs is None:
-                url = f"{_object_url(client.endpoint, bucket, key)}?fields={_OBJECT_FIELDS}"
-                attrs = _attrs(bucket, key, client.get_json(url, source))
+                attrs = _metadata(client, key)
             if (
                 cache
                 and os.path.isfile(target)
@@ -546,6 +535,48 @@ object; write it as 'gs://bucket/path/to/object.bin' (list a folder with list_gc
             if keeper is not None:
                 record(keeper, target, with_verified(attrs, result))
             return Fetched(shown, False, result.size, result.received)
+
+
+def _client(bucket: str, o: TransferOptions) -> _Client:
+    """The requests to ``bucket`` with ``o``'s token, headers, session and retries."""
+    return _Client(
+        bucket,
+        token=o.token,
+        headers=o.headers,
+        session=o.session,
+        timeout=o.timeout,
+        retry=o.retry_policy(),
+        abort=o.abort,
+        sleep=o.sleep,
+        transport=o.transport or "requests",
+    )
+
+
+def _metadata(client: _Client, key: str) -> ObjectAttrs:
+    """The object's attributes (generation, size, md5, crc32c): one metadata request."""
+    url = f"{_object_url(client.endpoint, client.bucket, key)}?fields={_OBJECT_FIELDS}"
+    return _attrs(client.bucket, key, client.get_json(url, f"gs://{client.bucket}/{key}"))
+
+
+def source_object(uri: str, options: TransferOptions | None = None) -> SourceObject:
+    """The ``gs://`` object ``uri`` for the store path (:mod:`dlutils.stores`): its bytes
+    through :class:`GcsRemote`, pinned to the generation listed or asked first."""
+    o = options if options is not None else TransferOptions()
+    bucket, key = _split(uri)
+    source = f"gs://{bucket}/{key}"
+    client = _client(bucket, o)
+    known = None if o.remote_attrs is None else replace(o.remote_attrs, source=source)
+    if known is not None and not known.version:
+        known = None  # a listing that cannot pin: ask the object itself
+    return SourceObject(
+        source,
+        key.rsplit("/", 1)[-1],
+        known,
+        stat=lambda: _metadata(client, key),
+        remote=lambda attrs: GcsRemote(client, key, attrs or ObjectAttrs()),
+        checksum=lambda attrs: _checksum_of(attrs) if attrs is not None else None,
+        needs_attrs=True,
+    )
 
 
 def _checksum_of(attrs: ObjectAttrs) -> str | None:

@@ -1,12 +1,18 @@
-"""Stream one http(s) object straight into an object store: verified, then made visible.
+"""Stream one object straight into an object store: verified, then made visible.
 
-The bytes go from the response to the store as they arrive (no local copy): into a
-multipart upload on S3, a hidden key elsewhere (:mod:`dlutils.stores.objects`). Every
-claim of the server is checked as the engine does for local files (a body never runs
-past its size, a range answer must belong to the version the upload is pinned to,
-a given size and checksum must hold) before the object appears under its final key;
-on any failure the upload is discarded, nothing is left under the final key and no
-multipart upload stays open. Only an abort keeps the parts sent, for a later run.
+An http(s) link is opened here (conditional requests decide a re-run); any other link
+(``s3://``, ``gs://``, ``ais://``, ``hf://``) by its own source, through the
+:class:`~dlutils.transfer.Remote` that source builds for local files too
+(:func:`dlutils.sources.source_object`), its freshness decided by comparing the
+listing's or one HEAD's attributes with the store's record, as the local path compares
+them with the folder's manifest. The bytes go from the response to the store as they
+arrive (no local copy): into a multipart upload on S3, a hidden key elsewhere
+(:mod:`dlutils.stores.objects`). Every claim of the server is checked as the engine does
+for local files (a body never runs past its size, a range answer must belong to the
+version the upload is pinned to, a given size and checksum must hold) before the object
+appears under its final key; on any failure the upload is discarded, nothing is left
+under the final key and no multipart upload stays open. Only an abort keeps the parts
+sent, for a later run.
 
 An S3 object of at least ``segment_threshold`` bytes, with no checksum to compute,
 goes as parts over several connections instead (:mod:`dlutils.stores.parts`).
@@ -62,9 +68,11 @@ _RECORDED = ("sha256", "md5", "crc32c")
 
 
 def fetch_to_store(link: str, url: str, options: TransferOptions | None = None) -> Fetched:
-    """Fetch the http(s) object ``link`` into the store object ``url`` (a folder if it ends in /).
+    """Fetch the object ``link`` into the store object ``url`` (a folder if it ends in /).
 
-    ``options`` holds :func:`dlutils.http_download`'s keywords (default: its defaults). An
+    ``link`` is an http(s), ``s3://``, ``gs://``, ``ais://`` or ``hf://`` link.
+    ``options`` holds the source's keywords (default: their defaults; ``remote_attrs``
+    from a listing spares the HEAD), ``storage_options`` the store's filesystem's. An
     object of at least ``segment_threshold`` bytes goes into S3 as parts over up to
     ``segments`` connections (at most :data:`dlutils.stores.parts.MAX_CONNECTIONS`)
     unless a checksum is given. An :class:`~dlutils.transfer.AbortEvent` as ``abort``
@@ -89,28 +97,27 @@ def _fetch_to_store(link: str, url: str, o: TransferOptions) -> Fetched:
     retries, progress, limiter, abort, sleep = o.retries, o.progress, o.limiter, o.abort, o.sleep
     remote_attrs, segments, segment_threshold = o.remote_attrs, o.segments, o.segment_threshold
     from ..limits import parse_timeout
-    from ..sources import scheme_of
+    from ..sources import scheme_of, source_object
     from ..sources._common import VERIFIED, cache_mode
     from ..sources.http import open_remote
 
-    if scheme_of(link) not in ("http", "https"):
-        raise InvalidInputError(
-            f"link {redact(link)!r} cannot be streamed into {redact(url)!r}: object-store "
-            "destinations take http(s) links for now; download it to a local folder, then upload"
-        )
     mode = cache_mode(cache)
-    url = _object_url(link, url)
-    source = redact(link)
     expected = parse_checksum(checksum)
-    remote = open_remote(
-        link,
-        transport=o.transport or "requests",
-        session=o.session,
-        headers=o.headers,
-        timeout=parse_timeout(o.timeout),
-        auth=o.auth,
-    )
-    obj = open_object(url)
+    web = scheme_of(link) in ("http", "https")
+    src = None if web else source_object(link, o)  # the link's own source opens it
+    url = _object_url(link, url, None if src is None else src.name)
+    source = redact(link) if src is None else src.source
+    remote: Any = None
+    if src is None:
+        remote = open_remote(
+            link,
+            transport=o.transport or "requests",
+            session=o.session,
+            headers=o.headers,
+            timeout=parse_timeout(o.timeout),
+            auth=o.auth,
+        )
+    obj = open_object(url, o.storage_options)
     policy = o.retry_policy()
 
     bar = as_callback(progress)
@@ -129,8 +136,9 @@ def _fetch_to_store(link: str, url: str, o: TransferOptions) -> Fetched:
         )
 
     def opened(start: int, validator: str | None, conditional: Mapping[str, str]) -> Body:
+        extra = {"headers": conditional} if conditional else {}  # only HttpRemote takes them
         return call_with_retries(
-            lambda: opening_one(start, None, if_range=validator, headers=conditional or None),
+            lambda: opening_one(start, None, if_range=validator, **extra),
             classify=remote.classify,
             retry=policy,
             abort=abort,
@@ -139,6 +147,19 @@ def _fetch_to_store(link: str, url: str, o: TransferOptions) -> Fetched:
 
     found = obj.record() if mode else None
     record = found[1] if found is not None else None
+    known = None
+    if src is not None:
+        if found is not None and _current(src, found, expected, mode == VERIFIED, url):
+            return _hit(url, found[0], verbose)
+        known = src.known
+        if known is None and (src.needs_attrs or found is not None):
+            known = src.known = src.stat()
+        remote = src.remote(known)
+        if expected is None:
+            expected = parse_checksum(src.checksum(known))
+        if expected_size is None and src.needs_attrs and known is not None:
+            expected_size = known.size  # asked just now, or pinned: as fetch_gcs/ais/hf check it
+        found = None  # decided: fetch it
     if found is not None and record is not None and record.size in (None, found[0]):
         if _known_good(record, expected, remote_attrs, mode == VERIFIED):
             return _hit(url, found[0], verbose)
@@ -179,6 +200,8 @@ def _fetch_to_store(link: str, url: str, o: TransferOptions) -> Fetched:
     if upload is None:
         upload = obj.upload(ObjectAttrs())
     stream = _Stream(obj, remote, upload, first, source, expected, expected_size, bar, limiter)
+    if src is not None:
+        stream.known, stream.compared = known, src.compared
     stream.abort, stream.opened, stream.retries = abort, opened, retries
     stream.opened_range = opened_range
     stream.connections, stream.segment_threshold = segments, segment_threshold
@@ -233,10 +256,50 @@ def _continue(
     return opened(0, None, {}), 0, None, None
 
 
-def _object_url(link: str, url: str) -> str:
-    """The object's URL: ``url``, or ``url`` + the link's name when ``url`` ends in ``/``."""
+def _current(
+    src: Any, found: tuple[int, ObjectAttrs | None], expected: Any, verified_mode: bool, url: str
+) -> bool:
+    """Whether the stored object is ``src``'s current version, as the local path decides
+    (:func:`dlutils.sources._common.is_current`): the store's record against the listing's
+    attributes (or one request to the source for them); a given checksum must be recorded
+    as verified; an object dlutils did not store is compared by size. Sets ``src.known``."""
+    size, record = found
+    if record is not None and record.size not in (None, size):
+        return False  # replaced by hand since it was recorded
+    if record is not None and _known_good(record, expected, None, verified_mode):
+        return True
+    if record is not None and expected is not None:
+        return False  # the given checksum is not the one recorded as verified
+    known = src.known
+    if known is None:
+        known = src.known = src.stat()
+    if record is not None:
+        if same_object(src.compared(record), src.compared(known)):
+            return True
+        if record.source and record.source != src.source:
+            warnings.warn(
+                f"{redact(url)} was downloaded from {record.source}, not from {src.source}. "
+                "Overwriting ...",
+                CacheMismatchWarning,
+                stacklevel=4,
+            )
+        return False
+    if expected is None and known.size in (None, size):
+        return True  # an object dlutils did not store: compared by size alone, as pyvo does
+    warnings.warn(
+        f"Found cached file but it has the wrong size. Overwriting ... ({redact(url)} has "
+        f"{size} bytes, {src.source} has {known.size})",
+        CacheMismatchWarning,
+        stacklevel=4,
+    )
+    return False
+
+
+def _object_url(link: str, url: str, name: str | None = None) -> str:
+    """The object's URL: ``url``, or ``url`` + the object's name when ``url`` ends in ``/``
+    (``name``, else the link's last path element)."""
     if url.endswith("/"):
-        name = name_from_url(link)
+        name = name or name_from_url(link)
         if not name:
             raise InvalidInputError(
                 f"cannot derive an object name from {redact(link)!r}: give the object's URL "
@@ -298,6 +361,10 @@ class _Stream:
         self.progress, self.limiter = progress, limiter
         self.received = 0
         self.restarts = 0
+        #: What the source's listing or HEAD said (merged into the record), and what of
+        #: the attributes the source compares (S3: not the date).
+        self.known: ObjectAttrs | None = None
+        self.compared: Callable[[ObjectAttrs], ObjectAttrs] | None = None
         self.retries = 5
         self.connections = 1
         self.segment_threshold = SEGMENT_THRESHOLD
@@ -311,6 +378,16 @@ class _Stream:
                 "to be; compressed bytes are never stored as the object"
             )
         attrs = attrs_from_headers(self.source, object_headers(body))
+        if self.compared is not None:
+            attrs = self.compared(attrs)
+        known = self.known
+        if known is not None and known.size in (None, body.total):
+            # what the listing or HEAD said is recorded (as the local path records it), so
+            # that the next listing compares with it; an ETag that moved since (no sha256
+            # naming the content) means another version: then the answer's own win
+            base = self.compared(known) if self.compared else known
+            moved = None not in (base.etag, attrs.etag) and base.etag != attrs.etag
+            attrs = attrs.merged(base) if moved and base.sha256 is None else base.merged(attrs)
         if self.expected is not None and self.expected.algorithm in _RECORDED:
             attrs = replace(
                 attrs,
@@ -328,6 +405,7 @@ class _Stream:
         if self.restarts >= MAX_RESTARTS:
             raise RemoteChangedError(f"{self.source}: {why}, again after a restart from zero")
         self.restarts += 1
+        self.known = None  # what was listed is of another version
         log.warning("%s: %s; restarting from zero", self.source, why)
         self.upload.discard()
         self.upload = self.obj.upload(ObjectAttrs())

@@ -20,6 +20,7 @@ import logging
 import posixpath
 import threading
 import uuid
+from collections.abc import Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
@@ -42,10 +43,10 @@ WORK = ".dlutils"
 META_KEY = "dlutils"
 
 
-def _fs_and_path(url: str) -> tuple[Any, str]:
+def _fs_and_path(url: str, storage_options: Mapping[str, Any] | None = None) -> tuple[Any, str]:
     from fsspec.core import url_to_fs
 
-    fs, path = url_to_fs(url)
+    fs, path = url_to_fs(url, **dict(storage_options or {}))
     return fs, path
 
 
@@ -377,7 +378,7 @@ def _attrs(text: str | None) -> ObjectAttrs | None:
         return None
 
 
-def check_reachable(url: str) -> None:
+def check_reachable(url: str, storage_options: Mapping[str, Any] | None = None) -> None:
     """Raise :class:`~dlutils.InvalidInputError` unless the store ``url`` names can be written.
 
     S3: the bucket must exist and answer (``HeadBucket``); other stores are local to
@@ -386,7 +387,7 @@ def check_reachable(url: str) -> None:
     from ..errors import InvalidInputError
     from ..names import redact, redact_text
 
-    obj = open_object(url.rstrip("/") + "/x")
+    obj = open_object(url.rstrip("/") + "/x", storage_options)
     if not obj.is_s3:
         return
     bucket = obj.path.partition("/")[0]
@@ -400,7 +401,40 @@ def check_reachable(url: str) -> None:
         ) from exc
 
 
-def open_object(url: str) -> StoreObject:
-    """The object a store URL names (``s3://bucket/key``, ``memory://folder/name``)."""
-    fs, path = _fs_and_path(url)
+def open_object(url: str, storage_options: Mapping[str, Any] | None = None) -> StoreObject:
+    """The object a store URL names (``s3://bucket/key``, ``memory://folder/name``).
+
+    ``storage_options`` go to the fsspec filesystem (``endpoint_url``, ``key``,
+    ``secret``, ``anon``...); they may hold credentials and are never shown.
+    """
+    fs, path = _fs_and_path(url, storage_options)
     return StoreObject(fs, path, url)
+
+
+def stored(
+    url: str, storage_options: Mapping[str, Any] | None = None
+) -> Iterator[tuple[str, StoreObject, int, ObjectAttrs | None]]:
+    """Every object under the store folder ``url``: ``(name relative to it, object, size,
+    record)``; dlutils's own working objects (under ``.dlutils/``) are not listed."""
+    folder = url if url.endswith("/") else url + "/"
+    fs, root = _fs_and_path(folder, storage_options)
+    root = root.rstrip("/")
+    try:
+        paths = fs.find(root)
+    except FileNotFoundError:
+        return
+    for path in paths:
+        name = path[len(root) :].lstrip("/") if path.startswith(root) else path
+        if not name or WORK in name.split("/"):
+            continue
+        obj = StoreObject(fs, path, folder + name)
+        found = obj.record()
+        if found is not None:
+            yield name, obj, found[0], found[1]
+
+
+def remove(obj: StoreObject) -> None:
+    """Delete ``obj`` and the record kept beside it (where there is one)."""
+    obj.fs.rm_file(obj.path)
+    if not obj.is_s3:
+        _quiet_rm(obj.fs, obj._beside(".json"))

@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..retry import RetryPolicy
@@ -76,6 +76,9 @@ class TransferOptions:
     region: str | None = None
     token: str | bool | None = None
     endpoint: str | None = None
+    #: What an object-store destination's fsspec filesystem is made with (``endpoint_url``,
+    #: ``key``/``secret``, ``anon``...): a credential carrier, never shown.
+    storage_options: Mapping[str, Any] | None = field(default=None, repr=False)
 
     def replace(self, **changes: Any) -> TransferOptions:
         """A copy with ``changes``."""

@@ -13,7 +13,7 @@ from typing import Any
 import requests
 
 from ...checksums import parse_checksum
-from ...destinations import local_path
+from ...destinations import is_store, resolve
 from ...errors import (
     DownloadAborted,
     InvalidInputError,
@@ -27,6 +27,7 @@ from ...transfer import Fetched, download
 from ...transfer.options import TransferOptions
 from ...transports import choose
 from .._common import (
+    SourceObject,
     cache_mode,
     hit,
     is_current,
@@ -156,7 +157,7 @@ has a '..' segment; a name must be a relative path inside the destination, such 
             return hit(target, verbose, target, how="is known good")
         known = None if remote_attrs is None else replace(remote_attrs, source=source)
         location = None
-        if known is None or known.size is None or (known.sha256 is None and known.etag is None):
+        if not _enough(known):
             asked, location = _stat(hub, ref, url)
             known = asked if known is None else known.merged(asked)
         if (
@@ -187,6 +188,50 @@ has a '..' segment; a name must be a relative path inside the destination, such 
         if keeper is not None:
             record(keeper, target, with_verified(known, result))
         return Fetched(target, False, result.size, result.received)
+
+
+def _enough(known: ObjectAttrs | None) -> bool:
+    """Whether a listing's attributes need no HEAD: a size, and a sha256 or ETag."""
+    return known is not None and known.size is not None and bool(known.sha256 or known.etag)
+
+
+def source_object(link: str | HfRef, options: TransferOptions | None = None) -> SourceObject:
+    """The ``hf://`` file ``link`` for the store path (:mod:`dlutils.stores`): attributes from
+    the listing (one HEAD when it lacks a size or a sha256), bytes through
+    :func:`_file_remote`, its LFS sha256 verified."""
+    o = options if options is not None else TransferOptions()
+    ref = link if isinstance(link, HfRef) else parse_hf(link)
+    if not ref.path or ref.path.endswith("/"):
+        raise InvalidInputError(
+            f"hf link {ref.link!r} names no file (list a folder with list_hf); write it as "
+            f"{_FORM}, for instance {_EXAMPLE}"
+        )
+    check_name(ref.path, what="path in the repository", local=False)
+    hub = _Hub(
+        o.endpoint, o.token, o.headers, o.session, o.timeout, o.retry_policy(), o.abort, o.sleep
+    )
+    url = resolve_url(ref, endpoint=hub.endpoint)
+    where: dict[str, str | None] = {}
+    known = None if o.remote_attrs is None else replace(o.remote_attrs, source=ref.link)
+    if not _enough(known):
+        known = None  # asked with stat()
+
+    def stat() -> ObjectAttrs:
+        asked, where["location"] = _stat(hub, ref, url)
+        listed = None if o.remote_attrs is None else replace(o.remote_attrs, source=ref.link)
+        return asked if listed is None else listed.merged(asked)
+
+    def remote(attrs: ObjectAttrs | None) -> Any:
+        transport = o.transport or "requests"
+        return _file_remote(hub, url, where.get("location"), o.headers, o.session, transport)
+
+    def checksum(attrs: ObjectAttrs | None) -> str | None:
+        return f"sha256:{attrs.sha256}" if attrs is not None and attrs.sha256 else None
+
+    return SourceObject(
+        ref.link, ref.path.rsplit("/", 1)[-1], known, stat, remote, checksum,
+        needs_attrs=True,  # its size and sha256, as fetch_hf asks them first
+    )  # fmt: skip
 
 
 def _file_remote(
@@ -328,9 +373,11 @@ def hf_download(
         raise InvalidInputError(
             f"{', '.join(sorted(single))} describe one file: give filename= with them"
         )
-    local_dir = local_path(local_dir, "local_dir")  # file:// is its path
+    local_dir = resolve(local_dir, "local_dir")  # file:// is its path
     folder = os.fspath(local_dir) if local_dir is not None else ""
     given = options.pop("manifest", None)
+    if is_store(folder):  # each file streamed into the store, its record kept there
+        given = False
     common = TransferOptions(
         cache=cache,
         timeout=timeout,
@@ -351,7 +398,7 @@ def hf_download(
                 )
             check_name(filename, what="filename")
             target = join_inside(folder, filename, what="filename")
-            return fetch_hf(replace(ref, path=filename), target, common).path
+            return _fetch(replace(ref, path=filename).link, target, common).path
         listing = list_hf(
             ref,
             token=token,
@@ -367,6 +414,15 @@ def hf_download(
     finally:
         if given is None and isinstance(keeper, Manifest):
             keeper.close()
+
+
+def _fetch(link: str, target: str, options: TransferOptions) -> Fetched:
+    """One file of :func:`hf_download`: to a local path, or streamed into a store."""
+    if is_store(target):
+        from ...stores import fetch_to_store
+
+        return fetch_to_store(link, target, options)
+    return fetch_hf(link, target, options)
 
 
 def _download_all(
@@ -391,7 +447,7 @@ def _download_all(
                     failures.append((path, f"{type(exc).__name__}: {exc}"))
                     continue
                 future = pool.submit(
-                    fetch_hf, attrs.source, target, common.replace(remote_attrs=attrs)
+                    _fetch, attrs.source, target, common.replace(remote_attrs=attrs)
                 )
                 done.append((path, future))
                 pending.add(future)
