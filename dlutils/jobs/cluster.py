@@ -54,12 +54,7 @@ from ..sources import fetch
 from ..transfer import MAX_SEGMENTS, AbortEvent, Fetched, TransferOptions
 from .elsewhere import client_environment, environment
 from .records import FOLDER, BatchRecords, RecordsView, compact
-from .runner import (
-    _describe,
-    _raise_if_unusable,
-    _task_extras,
-    _transport_timeout,
-)
+from .shared import _describe, _raise_if_unusable, _task_extras, _transport_timeout
 from .status import State, TaskInfo
 from .tasks import _Task
 
