@@ -26,11 +26,11 @@ from ..errors import DownloadAborted, InvalidInputError, JobStateError
 from ..limits import TokenBucket
 from ..names import redact, redact_text
 from ..options import Options, dask_client, runs_here
-from ..progress import Callback, TqdmCallback
 from ..sources import fetch
 from ..transfer import MAX_SEGMENTS, AbortEvent, Fetched, TransferOptions
 from ..transports import choose
-from . import constructors
+from . import bars, constructors
+from .bars import _TaskProgress
 from .elsewhere import check_sendable, client_environment, environment
 from .folders import Folders
 from .records import open_manifest
@@ -49,8 +49,6 @@ DEFAULT_WORKERS = 8
 _STOP_WAIT = 2.0
 #: How many finished tasks a status keeps (the counters cover all of them).
 RECENT_TASKS = 32
-#: Files at least this big get a progress bar of their own.
-FILE_BAR_THRESHOLD = 16 << 20
 
 
 class Job:
@@ -407,43 +405,16 @@ class Job:
             self._elsewhere[future] = task.name
         return future
 
+    _open_bar = bars._open_bar
+    _bar_bytes = bars._bar_bytes
+    _close_bar = bars._close_bar
+
     def _record_deletion(self, name: str) -> None:
         with self._lock:
             self._deleted += 1
             self._finished_cnt += 1
             self._total = (self._total or 0) + 1
             self._recent.append(TaskInfo(name, 0, 0))
-
-    def _open_bar(self) -> None:
-        """One bar of bytes for the job (files done as its postfix): it moves during a large
-        file. Its total grows as the objects' sizes become known."""
-        from tqdm.auto import tqdm
-
-        self._bar = tqdm(
-            total=0,
-            unit="B",
-            unit_scale=True,
-            unit_divisor=1024,
-            desc=self.id,
-            dynamic_ncols=True,
-        )
-
-    def _bar_bytes(self, expected: int = 0, received: int = 0) -> None:
-        """``expected`` more bytes to come (negative: fewer than said), ``received`` came."""
-        bar = self._bar
-        if bar is None or not (expected or received):
-            return
-        with self._bar_lock:
-            if expected:
-                bar.total = max(bar.total + expected, bar.n + received)
-            if received:
-                bar.update(received)  # tqdm redraws at most every 0.1 s
-
-    def _close_bar(self) -> None:
-        if self._bar is not None:
-            with self._bar_lock:
-                self._bar.total = self._bar.n  # what was not received will not come
-                self._bar.close()
 
     # -- control and status ------------------------------------------------------
 
@@ -538,66 +509,6 @@ class Job:
     def __repr__(self) -> str:
         status = self.status()
         return f"<Job {self.id} {status.state.value} {self.description!r}>"
-
-
-class _TaskProgress(Callback):
-    """Counts one task's bytes and feeds them, for big files, to a bar of its own.
-
-    The bytes go to the task's entry in the job's ``_current`` under a lock of this
-    task only (the status adds the entries up); the job's lock is taken once, when the
-    task closes and its bytes join the job's count. Bytes delivered after that (a late
-    delivery of the throttled callback) go to the job's count directly.
-    """
-
-    def __init__(self, job: Job, entry: list[Any]):
-        self.job = job
-        self.entry = entry
-        self.bar: TqdmCallback | None = None
-        self.announced = 0  # bytes this task added to the job bar's total
-        self.closed = False
-        self._lock = threading.Lock()
-
-    def set_size(self, size: int | None) -> None:
-        expected = 0
-        with self._lock:
-            self.entry[2] = size
-            if size is not None:  # a restart announces the size again: count it once
-                expected = max(size, self.entry[1]) - self.announced
-                self.announced += expected
-        self.job._bar_bytes(expected=expected)
-        if self.job._opts.progress and size and size >= FILE_BAR_THRESHOLD and self.bar is None:
-            self.bar = TqdmCallback(self.entry[0], leave=False)
-            self.bar.set_size(size)
-
-    def update(self, nbytes: int) -> None:
-        with self._lock:
-            late = self.closed
-            if not late:
-                self.entry[1] += nbytes
-                # more than announced (or nothing was): the total grows with what came
-                expected = max(0, self.entry[1] - self.announced)
-                self.announced += expected
-        if late:
-            with self.job._lock:
-                self.job._bytes += nbytes
-            expected = nbytes
-        self.job._bar_bytes(expected=expected, received=nbytes)
-        if self.bar is not None:
-            self.bar.update(nbytes)
-
-    def close(self) -> None:
-        # resumed, skipped or failed: its share of the total is what it received
-        with self._lock:
-            self.closed = True
-            expected, self.announced = self.entry[1] - self.announced, self.entry[1]
-        job = self.job
-        with job._lock:  # one step: the status counts these bytes once, before or after
-            if job._current.get(self.entry[0]) is self.entry:
-                del job._current[self.entry[0]]
-            job._bytes += self.entry[1]
-        job._bar_bytes(expected=expected)
-        if self.bar is not None:
-            self.bar.close()
 
 
 def _execute_elsewhere(
