@@ -8,13 +8,11 @@ and reports. All transfer logic lives below it.
 from __future__ import annotations
 
 import collections
-import dataclasses
 import logging
 import os
 import secrets
 import threading
 import time
-from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any
@@ -29,9 +27,9 @@ from ..options import Options, dask_client, runs_here
 from ..sources import fetch
 from ..transfer import MAX_SEGMENTS, AbortEvent, Fetched, TransferOptions
 from ..transports import choose
-from . import bars, constructors
+from . import bars, constructors, elsewhere
 from .bars import _TaskProgress
-from .elsewhere import check_sendable, client_environment, environment
+from .elsewhere import check_sendable, client_environment
 from .folders import Folders
 from .records import open_manifest
 from .registry import given_id, register
@@ -383,31 +381,11 @@ class Job:
             with self._bar_lock:
                 self._bar.set_postfix_str(f"{files}, {errors} errors", refresh=False)
 
-    def _submit_elsewhere(
-        self, executor: Any, task: _Task, common: TransferOptions, settings: dict[str, str]
-    ) -> Future:
-        """Send ``task`` to another process: its path absolute, the client's settings with it.
-
-        It shows in ``current_tasks`` (0 bytes: its progress is known when it completes)
-        until it is done.
-        """
-        path = task.path if self._store else os.path.join(self._cwd, task.path)
-        sent = dataclasses.replace(task, path=path) if path != task.path else task
-        with self._lock:  # before submit: a quick task may be done before it returns
-            self._current[task.name] = [task.name, 0, task.size]
-        try:
-            future = executor.submit(_execute_elsewhere, sent, common, self._opts.timeout, settings)
-        except BaseException:
-            with self._lock:
-                self._current.pop(task.name, None)
-            raise
-        with self._lock:  # _task_done (its callback, added next) removes both entries
-            self._elsewhere[future] = task.name
-        return future
-
     _open_bar = bars._open_bar
     _bar_bytes = bars._bar_bytes
     _close_bar = bars._close_bar
+
+    _submit_elsewhere = elsewhere._submit_elsewhere
 
     def _record_deletion(self, name: str) -> None:
         with self._lock:
@@ -509,27 +487,6 @@ class Job:
     def __repr__(self) -> str:
         status = self.status()
         return f"<Job {self.id} {status.state.value} {self.description!r}>"
-
-
-def _execute_elsewhere(
-    task: _Task,
-    common: TransferOptions,
-    time_limit: float | None,
-    settings: Mapping[str, str] | None = None,
-) -> Fetched:
-    """The task run by an executor of other processes: no shared progress, abort or limiter.
-
-    ``settings``: the client's environment settings the sources read (endpoints),
-    applied while the task runs.
-    """
-    _raise_if_unusable(task)
-    abort = AbortEvent(time_limit=time_limit) if time_limit else None
-    try:
-        with environment(settings or {}):
-            return fetch(task.link, task.path, common.replace(**_task_extras(task), abort=abort))
-    finally:
-        if abort is not None:
-            abort.close()
 
 
 def _lane_suits(opts: Options, common: TransferOptions) -> bool:
