@@ -148,7 +148,7 @@ class Job:
                 )
                 client = dask_client(self._opts.executor)
                 if client is not None:  # workers, and the same dest on each, or refused
-                    from .cluster import check_cluster
+                    from .cluster_checks import check_cluster
 
                     local = None if self._store else os.path.join(self._cwd, self.dest or ".")
                     check_cluster(client, local, self.id)
