@@ -134,7 +134,7 @@ def test_a_worker_killed_mid_object_costs_no_complete_range_twice(client, tmp_pa
         asked = _ranges(server, "/big.bin")
     assert (status.state, status.finished, status.errors) == (State.FINISHED, 1, 0)
     assert _file_sha(tmp_path / "big.bin") == _sha(data)
-    assert done_before
+    assert done_before and len(done_before) < len(plan_ranges(BIG, 32, 1 << 20))  # mid-object
     for complete in done_before:  # written before the kill: never asked again
         assert asked.count(complete) == 1, complete
     client.wait_for_workers(2, timeout=60)
@@ -215,3 +215,28 @@ def test_place_part_checks_size_and_checksum(tmp_path):
     finally:
         os.close(fd)
     assert path.read_bytes() == b"abc" and not part.exists()
+
+
+def test_connections_and_bytes_per_hour_hold_for_the_ranges(client, tmp_path):
+    data = make_random_bytes(8 << 20, seed=8)
+    rate = 8 << 20  # bytes per second, over the whole cluster
+    with LocalServer({"big.bin": data}) as server:
+        began = time.monotonic()
+        job = Job.single(
+            server.url + "/big.bin",
+            tmp_path,
+            executor=client,
+            segment_threshold=4 << 20,
+            connections=3,
+            bytes_per_hour=rate * 3600,
+        )
+        status = job.start().wait(timeout=60)
+        elapsed = time.monotonic() - began
+        sent = sum(r.bytes_sent for r in server.requests)
+        asked = _ranges(server, "/big.bin")
+        assert server.max_concurrent <= 3  # one lease of the cluster's 3 per range request
+    assert (status.finished, status.errors) == (1, 0)
+    assert len(asked) > 1 and _covered_once(asked, 8 << 20)
+    assert _file_sha(tmp_path / "big.bin") == _sha(data)
+    # a token bucket per range task holds a share of the rate: the sum never exceeds it
+    assert sent <= rate * elapsed + rate

@@ -165,6 +165,8 @@ class _Object:
     validator: str
     total: int
     identity: tuple[int, int]
+    #: Range tasks of the object: each takes this share of the object's rate limit.
+    tasks: int = 1
 
 
 # --------------------------------------------------------------------------- worker side
@@ -186,7 +188,9 @@ def run_ranges(spec: Any, obj: _Object, n: int, ranges: list[tuple[int, int]]) -
         marks = RangeMarks(spec.root, os.path.relpath(obj.path, spec.root).replace(os.sep, "/"))
         written = marks.done(obj.validator, obj.total)
         todo = [r for r in ranges if tuple(r) not in written]
-        limiter = TokenBucket(spec.rate, burst=spec.rate) if spec.rate else None
+        # the object holds one batch's share of bytes_per_hour, split among its tasks
+        rate = spec.rate / max(1, obj.tasks) if spec.rate else None
+        limiter = TokenBucket(rate, burst=rate) if rate else None
         session = spec.session_factory() if spec.session_factory is not None else None
         options = spec.big_common
         part = part_path(obj.path)
@@ -232,6 +236,8 @@ def run_ranges(spec: Any, obj: _Object, n: int, ranges: list[tuple[int, int]]) -
             return ("aborted",)
         return ("error", "DownloadAborted", ctx.why or "aborted")
     except Exception as exc:  # noqa: BLE001 - reported with the object, redacted
+        if ctx.abort.is_set() and ctx.why == "aborted":
+            return ("aborted",)
         return ("error", type(exc).__name__, _describe(exc, obj.link))
     finally:
         ctx.send()
@@ -312,6 +318,7 @@ class SplitObject:
         plan = plan_ranges(found.total, threads * RANGES_PER_THREAD, smallest)
         todo = [r for r in plan if r not in written]
         st = os.fstat(fd)
+        groups = [todo[i : i + RANGES_PER_TASK] for i in range(0, len(todo), RANGES_PER_TASK)]
         obj = _Object(
             task.link,
             task.name,
@@ -320,8 +327,8 @@ class SplitObject:
             found.validator,
             found.total,
             (st.st_dev, st.st_ino),
+            tasks=len(groups),
         )
-        groups = [todo[i : i + RANGES_PER_TASK] for i in range(0, len(todo), RANGES_PER_TASK)]
         log.info(
             "job %s: %s (%d bytes) in %d ranges across the cluster, %d already here",
             spec.job_id,
@@ -359,10 +366,10 @@ class SplitObject:
             os.ftruncate(fd, 0)
             _unlink_ours(part, fd)
             return ("error", changed[0][2])
+        if any(o[0] == "aborted" for o in outcomes) or self.run.job._abort.is_set():
+            return ("aborted",)  # the .part and its marks stay for the next run
         if errors:
             return ("error", errors[0][2])
-        if any(o[0] == "aborted" for o in outcomes):
-            return ("aborted",)
         if marks.done(found.validator, found.total) != set(plan):
             return ("error", f"DownloadError: not every range of {task.name} was written")
         checksum = parse_checksum(task.checksum) if task.checksum else None

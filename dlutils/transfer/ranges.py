@@ -196,6 +196,10 @@ def _fetch(t: _Transfer, start: int, end: int, validator: str, total: int) -> No
         except BaseException as exc:
             if body is not None:
                 _quietly(body.close)
+            if s.abort is not None and s.abort.is_set() and not isinstance(exc, DownloadAborted):
+                raise DownloadAborted(
+                    f"bytes {start}-{end} of {s.remote.display} were aborted; {t.s.part!r} is kept"
+                ) from exc
             if t._stopped() or isinstance(exc, DownloadAborted):
                 raise
             retryable, retry_after = t._classify(exc)
