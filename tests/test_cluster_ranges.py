@@ -75,7 +75,11 @@ def test_a_big_object_is_fetched_in_ranges_on_both_workers(client, tmp_path):
     with LocalServer({"big.bin": data}) as server:
         with distributed.get_task_stream(client) as stream:
             job = Job.single(
-                server.url + "/big.bin", tmp_path, executor=client, segment_threshold=4 << 20
+                server.url + "/big.bin",
+                tmp_path,
+                executor=client,
+                segment_threshold=4 << 20,
+                segments=8,  # 2 ranges at once per task: 12 tasks over 4 threads
             )
             status = job.start().wait(timeout=120)
         assert (status.state, status.finished, status.errors) == (State.FINISHED, 1, 0)
@@ -100,7 +104,11 @@ def test_an_object_replaced_between_ranges_is_an_error_and_nothing_is_placed(cli
     with LocalServer({"big.bin": data}) as server:
         server.rate_limit = 512 << 10
         job = Job.single(
-            server.url + "/big.bin", tmp_path, executor=client, segment_threshold=4 << 20
+            server.url + "/big.bin",
+            tmp_path,
+            executor=client,
+            segment_threshold=4 << 20,
+            segments=4,  # a range a task: most wait for a free thread
         ).start()
         _wait_until(lambda: job.status().bytes > 0)
         server.put("big.bin", make_random_bytes(BIG, seed=3))  # a new version, same size
@@ -118,7 +126,11 @@ def test_a_worker_killed_mid_object_costs_no_complete_range_twice(client, tmp_pa
     with LocalServer({"big.bin": data}) as server:
         server.rate_limit = 1 << 20
         job = Job.single(
-            server.url + "/big.bin", tmp_path, executor=client, segment_threshold=4 << 20
+            server.url + "/big.bin",
+            tmp_path,
+            executor=client,
+            segment_threshold=4 << 20,
+            segments=4,  # a range a task: most wait for a free thread
         ).start()
         folder = tmp_path / FOLDER / "ranges"
         _wait_until(lambda: folder.exists() and any(len(os.listdir(d)) for d in folder.iterdir()))
@@ -142,7 +154,7 @@ def test_a_worker_killed_mid_object_costs_no_complete_range_twice(client, tmp_pa
 
 def test_abort_keeps_the_part_and_the_next_job_fetches_only_missing_ranges(client, tmp_path):
     data = make_random_bytes(BIG, seed=5)
-    link_opts = {"executor": client, "segment_threshold": 4 << 20}
+    link_opts = {"executor": client, "segment_threshold": 4 << 20, "segments": 4}
     with LocalServer({"big.bin": data}) as server:
         server.rate_limit = 1 << 20
         job = Job.single(server.url + "/big.bin", tmp_path, **link_opts).start()

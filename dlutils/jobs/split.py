@@ -9,7 +9,8 @@ job's threshold (``blob_threshold``, else ``segment_threshold``) is planned on t
 * the client creates ``NAME.part`` at the object's size with the engine's safe open and
   holds its lock (another dlutils process asking for the same file waits), then sends
   the ranges as tasks ``dlutils-<job>-range-<n>`` (no link in the key), a few ranges a
-  task, fetched at once over the task's threads;
+  task fetched at once over the task's threads: the object's ``segments`` (its
+  connections) spread over the cluster's worker threads;
 * each range is fetched on a worker by :func:`dlutils.transfer.ranges.fetch_range`,
   pinned to the validator (a changed object raises
   :class:`~dlutils.RemoteChangedError`), holding a lease of the job's ``connections``
@@ -64,8 +65,6 @@ log = logging.getLogger("dlutils")
 RANGES_PER_THREAD = 8
 #: No range is smaller than this (but the last).
 MIN_RANGE = 1 << 20
-#: Ranges one task fetches at once.
-RANGES_PER_TASK = 4
 
 
 def splittable(task: _Task, store: bool) -> bool:
@@ -167,6 +166,8 @@ class _Object:
     identity: tuple[int, int]
     #: Range tasks of the object: each takes this share of the object's rate limit.
     tasks: int = 1
+    #: Ranges a task fetches at once: the object's ``segments`` spread over the cluster.
+    lanes: int = 4
 
 
 # --------------------------------------------------------------------------- worker side
@@ -227,7 +228,7 @@ def run_ranges(spec: Any, obj: _Object, n: int, ranges: list[tuple[int, int]]) -
                 received = 0
             else:
                 with ThreadPoolExecutor(
-                    min(RANGES_PER_TASK, len(todo)), thread_name_prefix=f"{spec.job_id}-r{n}"
+                    min(obj.lanes, len(todo)), thread_name_prefix=f"{spec.job_id}-r{n}"
                 ) as pool:
                     received = sum(pool.map(one, range(len(todo))))
         return ("done", received, ctx.worker.address)
@@ -318,7 +319,9 @@ class SplitObject:
         plan = plan_ranges(found.total, threads * RANGES_PER_THREAD, smallest)
         todo = [r for r in plan if r not in written]
         st = os.fstat(fd)
-        groups = [todo[i : i + RANGES_PER_TASK] for i in range(0, len(todo), RANGES_PER_TASK)]
+        # the object's segments (connections) spread over the cluster's threads
+        lanes = max(1, math.ceil(max(1, spec.big_common.segments) / threads))
+        groups = [todo[i : i + lanes] for i in range(0, len(todo), lanes)]
         obj = _Object(
             task.link,
             task.name,
@@ -328,6 +331,7 @@ class SplitObject:
             found.total,
             (st.st_dev, st.st_ino),
             tasks=len(groups),
+            lanes=lanes,
         )
         log.info(
             "job %s: %s (%d bytes) in %d ranges across the cluster, %d already here",
