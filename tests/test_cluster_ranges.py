@@ -95,8 +95,16 @@ def test_a_big_object_is_fetched_in_ranges_on_both_workers(client, tmp_path):
         assert len(asked) > 2 and _covered_once(asked, BIG)
         pinned = [r for r in server.requests_for("/big.bin") if r.range not in (None, "bytes=0-0")]
         assert all(r.headers.get("If-Range") for r in pinned)
-    assert not [n for n in os.listdir(tmp_path) if n.endswith(".part")]
-    assert not os.listdir(RangeMarks(str(tmp_path), "big.bin").folder.rsplit(os.sep, 1)[0])
+        assert not [n for n in os.listdir(tmp_path) if n.endswith(".part")]
+        assert not os.path.exists(tmp_path / FOLDER / "ranges")
+        # recorded as a batch records it: the next job finds it current, fetches nothing
+        server.clear_log()
+        again = Job.single(
+            server.url + "/big.bin", tmp_path, executor=client, segment_threshold=4 << 20
+        )
+        status = again.start().wait(timeout=60)
+        assert (status.finished, status.skipped, status.errors) == (1, 1, 0)
+        assert sum(r.bytes_sent for r in server.requests) == 0
 
 
 def test_an_object_replaced_between_ranges_is_an_error_and_nothing_is_placed(client, tmp_path):

@@ -147,10 +147,11 @@ class RangeMarks:
                 os.unlink(os.path.join(self.folder, name))
             except OSError:
                 pass
-        try:
-            os.rmdir(self.folder)
-        except OSError:
-            pass
+        for folder in (self.folder, os.path.dirname(self.folder)):  # the second if empty
+            try:
+                os.rmdir(folder)
+            except OSError:
+                pass
 
 
 @dataclass(frozen=True)
