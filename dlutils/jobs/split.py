@@ -18,8 +18,9 @@ job's threshold (``blob_threshold``, else ``segment_threshold``) is planned on t
   folder (:class:`RangeMarks`), so a task run again (its worker died) or a later job
   does not fetch it again;
 * when every range is in, the client checks the size (and the checksum when one is
-  given, or sent by the server as ``Content-MD5`` or ``X-Goog-Hash``), ``os.replace``\\ s
-  the ``.part`` into place and records the object like a batch would.
+  given, or sent by the server for the whole object: the md5 of a single-part S3 ETag,
+  ``X-Goog-Hash``...), ``os.replace``\\ s the ``.part`` into place and records the
+  object like a batch would.
 
 An abort stops the range tasks (the job's control entry) and keeps the ``.part`` and its
 marks for the next run. Object-store destinations (``s3://``) and other schemes keep the
@@ -378,7 +379,9 @@ class SplitObject:
         if marks.done(found.validator, found.total) != set(plan):
             return ("error", f"DownloadError: not every range of {task.name} was written")
         checksum = parse_checksum(task.checksum) if task.checksum else None
-        attrs = attrs_from_headers(redact(task.link), found.headers)
+        # Content-MD5 of a range answer may be the range's own: not the object's digest
+        headers = {k: v for k, v in found.headers.items() if k.lower() != "content-md5"}
+        attrs = attrs_from_headers(redact(task.link), headers)
         attrs = dataclasses.replace(attrs, size=found.total)
         if checksum is None:
             for algorithm in ("sha256", "md5", "crc32c"):  # what the server said, if anything
