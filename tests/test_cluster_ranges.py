@@ -260,3 +260,34 @@ def test_connections_and_bytes_per_hour_hold_for_the_ranges(client, tmp_path):
     assert _file_sha(tmp_path / "big.bin") == _sha(data)
     # a token bucket per range task holds a share of the rate: the sum never exceeds it
     assert sent <= rate * elapsed + rate
+
+
+def test_a_hub_file_above_blob_threshold_in_ranges_checked_by_its_sha256(client, tmp_path):
+    from dlutils import sandbox
+
+    data = make_random_bytes(BIG, seed=9)
+    hub = sandbox.hub()  # HF_ENDPOINT on the client only: the workers get it with the job
+    try:
+        hub.add_repo("demo/big", {"big.bin": data, "small.txt": b"small"})
+        opts = {"executor": client, "blob_threshold": "4MiB", "segments": 8}
+        with distributed.get_task_stream(client) as stream:
+            job = Job.hf(tmp_path / "a", dataset="demo/big", **opts).start()
+            status = job.wait(timeout=120)
+        assert (status.finished, status.errors) == (2, 0), status.download_errors
+        assert _file_sha(tmp_path / "a" / "big.bin") == _sha(data)
+        keys = [str(t["key"]) for t in stream.data]
+        assert sum(bool(re.fullmatch(rf"dlutils-{job.id}-range-\d+", k)) for k in keys) >= 2
+        asked = [
+            tuple(map(int, re.fullmatch(r"bytes=(\d+)-(\d+)", r.range).groups()))
+            for r in hub.storage.requests
+            if r.range and r.range != "bytes=0-0"
+        ]
+        assert _covered_once(asked, BIG)  # from the storage host the hub redirects to
+        # the storage host serves other bytes of the same size: the LFS sha256 catches it
+        hub.corrupt(data)
+        status = Job.hf(tmp_path / "b", dataset="demo/big", **opts).start().wait(timeout=120)
+        assert (status.finished, status.errors) == (1, 1)
+        assert "ChecksumMismatchError" in status.download_errors[0][1]
+        assert sorted(os.listdir(tmp_path / "b")) == [".dlutils-records", "small.txt"]
+    finally:
+        sandbox.stop_all()

@@ -1,7 +1,8 @@
 """Big objects of a cluster job split into range tasks across workers.
 
-On a Dask cluster with a local (shared) destination, an http(s) object of at least the
-job's threshold (``blob_threshold``, else ``segment_threshold``) is planned on the client:
+On a Dask cluster with a local (shared) destination, an http(s) object or a Hub file of
+at least the job's threshold (``blob_threshold``, else ``segment_threshold``) is planned
+on the client:
 
 * one ranged request (:func:`dlutils.transfer.ranges.probe`) learns its size, its
   validator and that ranges are accepted; without all three it goes to one worker as a
@@ -23,8 +24,8 @@ job's threshold (``blob_threshold``, else ``segment_threshold``) is planned on t
   object like a batch would.
 
 An abort stops the range tasks (the job's control entry) and keeps the ``.part`` and its
-marks for the next run. Object-store destinations (``s3://``) and other schemes keep the
-one-worker path.
+marks for the next run. Object-store destinations (``s3://``) and other schemes (``s3://``,
+``gs://``, ``ais://`` links) keep the one-worker path.
 """
 
 from __future__ import annotations
@@ -68,14 +69,25 @@ RANGES_PER_THREAD = 8
 MIN_RANGE = 1 << 20
 
 
+#: The links whose objects may be split: their sources expose the engine's Remote.
+SPLIT_SCHEMES = ("http://", "https://", "hf://")
+
+
 def splittable(task: _Task, store: bool) -> bool:
-    """Whether ``task`` may be split into ranges: an http(s) object into a local folder."""
-    return not store and not task.error and task.link.lower().startswith(("http://", "https://"))
+    """Whether ``task`` may be split into ranges: an http(s) or hub file into a local folder."""
+    return not store and not task.error and task.link.lower().startswith(SPLIT_SCHEMES)
 
 
 def remote_of(link: str, options: Any, session: Any = None) -> Any:
-    """The engine's :class:`~dlutils.transfer.Remote` of an http(s) ``link``, as
-    :func:`dlutils.sources.http.fetch_http` makes it from the same options."""
+    """The engine's :class:`~dlutils.transfer.Remote` of ``link``, as its source's fetch
+    (:func:`~dlutils.sources.http.fetch_http`, :func:`~dlutils.sources.hf.fetch_hf`) makes
+    it from the same options."""
+    if link.lower().startswith("hf://"):
+        from ..sources.hf.download import file_remote
+
+        if session is not None:
+            options = options.replace(session=session)
+        return file_remote(link, options)
     from ..sources.http import open_remote
 
     return open_remote(
@@ -379,6 +391,9 @@ class SplitObject:
         if marks.done(found.validator, found.total) != set(plan):
             return ("error", f"DownloadError: not every range of {task.name} was written")
         checksum = parse_checksum(task.checksum) if task.checksum else None
+        listed = task.remote_attrs
+        if checksum is None and listed is not None and listed.sha256:  # a hub's LFS sha256
+            checksum = parse_checksum(f"sha256:{listed.sha256}")
         # Content-MD5 of a range answer may be the range's own: not the object's digest
         headers = {k: v for k, v in found.headers.items() if k.lower() != "content-md5"}
         attrs = attrs_from_headers(redact(task.link), headers)
