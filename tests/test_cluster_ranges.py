@@ -291,3 +291,21 @@ def test_a_hub_file_above_blob_threshold_in_ranges_checked_by_its_sha256(client,
         assert sorted(os.listdir(tmp_path / "b")) == [".dlutils-records", "small.txt"]
     finally:
         sandbox.stop_all()
+
+
+def test_marks_of_another_plan_do_not_stop_the_object(client, tmp_path):
+    """A rerun on a cluster of another size plans other ranges: the old marks stay valid
+    bytes but are not the plan's; the object is still placed (failed before the fix)."""
+    data = make_random_bytes(BIG, seed=10)
+    with LocalServer({"big.bin": data}) as server:
+        etag = f'"{hashlib.md5(data, usedforsecurity=False).hexdigest()}"'
+        part = tmp_path / "big.bin.part"
+        part.write_bytes(data[:100] + bytes(BIG - 100))
+        RangeMarks(str(tmp_path), "big.bin").mark(0, 99, etag, BIG)
+        job = Job.single(
+            server.url + "/big.bin", tmp_path, executor=client, segment_threshold=4 << 20
+        )
+        status = job.start().wait(timeout=120)
+    assert (status.finished, status.errors) == (1, 0), status.download_errors
+    assert _file_sha(tmp_path / "big.bin") == _sha(data)
+    assert not part.exists() and not (tmp_path / FOLDER / "ranges").exists()
