@@ -309,3 +309,26 @@ def test_marks_of_another_plan_do_not_stop_the_object(client, tmp_path):
     assert (status.finished, status.errors) == (1, 0), status.download_errors
     assert _file_sha(tmp_path / "big.bin") == _sha(data)
     assert not part.exists() and not (tmp_path / FOLDER / "ranges").exists()
+
+
+def test_a_range_cut_off_is_retried_on_its_worker(client, tmp_path):
+    from dlutils.localserver import reset_after
+
+    data = make_random_bytes(BIG, seed=11)
+    with LocalServer({"big.bin": data}) as server:
+        for _ in range(3):  # the first may go to the probe, the others cut ranges
+            server.add_fault("big.bin", reset_after(1000))
+        job = Job.single(
+            server.url + "/big.bin",
+            tmp_path,
+            executor=client,
+            segment_threshold=4 << 20,
+            backoff=0.01,
+        )
+        status = job.start().wait(timeout=120)
+        asked = _ranges(server, "/big.bin")
+        cut = [r for r in server.requests_for("/big.bin") if r.fault is not None]
+    assert (status.finished, status.errors) == (1, 0), status.download_errors
+    assert _file_sha(tmp_path / "big.bin") == _sha(data)
+    assert len(cut) == 3 and not server.pending_faults("big.bin")
+    assert len(asked) > len(set(asked)) or len(asked) > len(plan_ranges(BIG, 32, 1 << 20))
