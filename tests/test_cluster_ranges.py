@@ -168,6 +168,8 @@ def test_abort_keeps_the_part_and_the_next_job_fetches_only_missing_ranges(clien
         job = Job.single(server.url + "/big.bin", tmp_path, **link_opts).start()
         folder = tmp_path / FOLDER / "ranges"
         _wait_until(lambda: folder.exists() and any(len(os.listdir(d)) for d in folder.iterdir()))
+        # live progress of the object: the sum of its ranges (each is 1 MiB)
+        _wait_until(lambda: any(t.downloaded > 1 << 20 for t in job.status().current_tasks))
         job.abort()
         status = job.wait(timeout=30)
         assert status.state is State.ABORTED and (status.finished, status.errors) == (0, 0)

@@ -214,6 +214,8 @@ class _Counting:
     tasks: list[_Task]
     counted: set[int] = field(default_factory=set)
     received: dict[tuple[int, str], int] = field(default_factory=dict)  # (place, run) -> bytes
+    #: One big object in range tasks: its runs are its ranges, and its progress their sum.
+    split: bool = False
 
 
 class _ClusterRun:
@@ -246,6 +248,8 @@ class _ClusterRun:
                     counting.received[(place, run)] = done
                     job._bytes += done - before
                     job._bar_bytes(expected=done - before, received=done - before)
+                if counting.split:
+                    done = sum(counting.received.values())
                 job._current[name] = [name, done, total]
             for index, place, run, name, skipped, size, received in msg.get("done", ()):
                 counting = self.batches.get(index)
@@ -406,6 +410,7 @@ class _ClusterRun:
                     job._scheduled += len(batch)
                     self.batches[index] = _Counting(batch)  # current once a worker says so
                 if found is not None:  # a big object: its ranges across the workers
+                    self.batches[index].split = True
                     threading.Thread(
                         target=self._split,
                         args=(spec, view, root, index, batch[0], found),
