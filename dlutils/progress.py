@@ -106,6 +106,8 @@ class Throttled(Callback):
         self._pending = 0
         self._last = clock()
         self._lock = threading.Lock()
+        #: Whether the background thread watches this callback: asked once, not per chunk.
+        self._watched = False
 
     def set_size(self, size: int | None) -> None:
         self.inner.set_size(size)
@@ -116,20 +118,28 @@ class Throttled(Callback):
             now = self.clock()
             if now - self._last < self.interval:
                 held = True
+                watch = self.background and not self._watched
+                self._watched = self._watched or watch
             else:
                 held = False
                 pending, self._pending, self._last = self._pending, 0, now
         if held:
-            if self.background:
+            if watch:
                 _flusher.watch(self)
             return
         if pending:
             self.inner.update(pending)
 
     def _flush_if_due(self) -> bool:
-        """Deliver held bytes older than the interval; True while some remain held."""
+        """Deliver held bytes older than the interval; True while some remain held.
+
+        With none held, it leaves the background thread's watch, in the same step as
+        it looks (so an update that holds bytes right after asks to be watched again).
+        """
         with self._lock:
             if not self._pending:
+                self._watched = False
+                _flusher.forget(self)
                 return False
             now = self.clock()
             if now - self._last < self.interval:
@@ -169,6 +179,10 @@ class _Flusher:
                 )
                 self._thread.start()
 
+    def forget(self, throttled: Throttled) -> None:
+        with self._lock:
+            self._watched.discard(throttled)
+
     def _loop(self) -> None:
         while True:
             time.sleep(self.period)
@@ -176,12 +190,11 @@ class _Flusher:
                 watched = list(self._watched)
             for throttled in watched:
                 try:
-                    still_held = throttled._flush_if_due()
+                    throttled._flush_if_due()  # it leaves the watch once nothing is held
                 except Exception:  # noqa: BLE001 - a broken callback must not stop the others
-                    still_held = False
-                if not still_held:
-                    with self._lock:
-                        self._watched.discard(throttled)
+                    with throttled._lock:
+                        throttled._watched = False  # a later held update asks again
+                        self.forget(throttled)
 
 
 _flusher = _Flusher()

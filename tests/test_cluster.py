@@ -509,3 +509,17 @@ def test_a_cluster_job_streams_into_an_s3_prefix(s3, tmp_path):
 def test_memory_is_refused_on_a_cluster(client):
     with pytest.raises(InvalidInputError, match="this process's memory"):
         Job.single("http://127.0.0.1:9/a.bin", "memory://bucket/x/", executor=client).start()
+
+
+def test_bytes_of_a_run_lost_with_its_worker_are_counted_once():
+    # A run reported 40 KiB of a 64 KiB object, then died with its worker; Dask's rerun
+    # fetched the object again and finished it. The job counts the object's bytes once
+    # (seen in the full suite under load: status.bytes above the files' total).
+    counting = cluster._Counting(tasks=[])
+    size = 64 << 10
+    added = counting.credit(0, "lost", 40 << 10, size)
+    added += counting.credit(0, "rerun", 30 << 10, size)
+    added += counting.credit(0, "rerun", size, size)
+    added += counting.credit(0, "rerun", size, size)  # the final report repeats it
+    assert added == size
+    assert counting.credit(1, "only", 10, None) == 10  # no size known: as reported

@@ -492,3 +492,38 @@ def test_an_executor_shut_down_under_the_job_ends_it_with_an_error(shards, tmp_p
     assert status_.state is State.FINISHED and not status_.all_dispatched
     assert status_.errors == 1 and status_.download_errors[0][0] == "<listing>"
     assert "shutdown" in status_.download_errors[0][1]
+
+
+def test_status_counters_are_exact_while_objects_finish_concurrently(http_server, tmp_path):
+    """Bytes are counted per task and join the job's count when a task ends: a status read
+    at any moment neither loses nor counts twice the bytes of a task that is ending."""
+    sizes = {f"c/f-{i:03d}.bin": 3000 + 7 * i for i in range(120)}
+    for name, size in sizes.items():
+        http_server.put(name, bytes([len(name) % 251]) * size)
+    job = Job.range(http_server.url + "/c/f-{000..119}.bin", tmp_path, connections=8)
+    seen: list[tuple[int, int]] = []
+    beyond: list[tuple[int, int]] = []
+    done = threading.Event()
+
+    def poll():
+        while not done.is_set():
+            s = job.status()
+            running = sum(t.downloaded for t in s.current_tasks)
+            seen.append((s.bytes, s.finished))
+            if running > s.bytes:  # the running tasks' bytes are part of the total
+                beyond.append((running, s.bytes))
+        seen.append((job.status().bytes, job.status().finished))
+
+    poller = threading.Thread(target=poll)
+    job.start()
+    poller.start()
+    final = job.wait(60)
+    done.set()
+    poller.join()
+    assert (final.finished, final.errors) == (120, 0)
+    assert beyond == []
+    assert final.bytes == sum(sizes.values())
+    assert all(b <= sum(sizes.values()) for b, _ in seen)
+    assert [b for b, _ in seen] == sorted(b for b, _ in seen)  # never goes back
+    assert [f for _, f in seen] == sorted(f for _, f in seen)
+    assert seen[-1] == (sum(sizes.values()), 120)

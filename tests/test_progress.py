@@ -237,6 +237,64 @@ def test_throttled_delivers_held_bytes_in_the_background_during_a_stall():
     assert sum(received) == 15
 
 
+def test_throttled_is_watched_again_after_the_background_let_it_go():
+    """The background thread drops a callback with nothing held; bytes held later (a second
+    stall) are delivered by it all the same."""
+    received = []
+
+    class Recorder(Callback):
+        def update(self, nbytes):
+            received.append(nbytes)
+
+    th = Throttled(Recorder(), interval=0.05)
+    deadline = time.monotonic() + 10
+    for expected in (10, 25, 45):  # three stalls, each after bytes held within the interval
+        th._last = time.monotonic()  # the next update is held, whatever the machine's pace
+        th.update(expected - sum(received))
+        while sum(received) < expected:
+            assert time.monotonic() < deadline, f"held bytes never delivered: {received}"
+            time.sleep(0.01)
+        while th._watched:  # let the background thread see it has nothing more
+            assert time.monotonic() < deadline, "the background thread kept it forever"
+            time.sleep(0.01)
+    assert sum(received) == 45
+
+
+def test_throttled_fed_by_threads_with_the_background_running_loses_nothing():
+    received = []
+    lock = threading.Lock()
+
+    class Recorder(Callback):
+        def update(self, nbytes):
+            with lock:
+                received.append(nbytes)
+
+    th = Throttled(Recorder(), interval=0.001)
+    start = threading.Barrier(8)
+
+    def work():
+        start.wait()
+        for _ in range(2000):
+            th.update(3)
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=work) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(old)
+    th.flush()
+    deadline = time.monotonic() + 10
+    while th._watched:  # a delivery the background thread took may still be on its way
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert sum(received) == 8 * 2000 * 3
+
+
 # ---------------------------------------------------------------------------------------------
 # labels, and the job's bar of bytes
 # ---------------------------------------------------------------------------------------------

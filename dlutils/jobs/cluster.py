@@ -216,6 +216,22 @@ class _Counting:
     received: dict[tuple[int, str], int] = field(default_factory=dict)  # (place, run) -> bytes
     #: One big object in range tasks: its runs are its ranges, and its progress their sum.
     split: bool = False
+    #: place -> bytes counted for it over all its runs, never more than its size: a run
+    #: lost with its worker and the run that finishes the object count its bytes once.
+    credited: dict[int, int] = field(default_factory=dict)
+
+    def credit(self, place: int, run: str, done: int, size: int | None) -> int:
+        """The bytes to add to the job for a run's ``done`` so far (``size``: the cap)."""
+        before = self.received.get((place, run), 0)
+        if done <= before:
+            return 0
+        self.received[(place, run)] = done
+        so_far = self.credited.get(place, 0)
+        added = done - before
+        if size is not None:
+            added = max(0, min(added, size - so_far))
+        self.credited[place] = so_far + added
+        return added
 
 
 class _ClusterRun:
@@ -243,13 +259,12 @@ class _ClusterRun:
                 counting = self.batches.get(index)
                 if counting is None or place in counting.counted:
                     continue
-                before = counting.received.get((place, run), 0)
-                if done > before:
-                    counting.received[(place, run)] = done
-                    job._bytes += done - before
-                    job._bar_bytes(expected=done - before, received=done - before)
+                added = counting.credit(place, run, done, total)
+                if added:
+                    job._bytes += added
+                    job._bar_bytes(expected=added, received=added)
                 if counting.split:
-                    done = sum(counting.received.values())
+                    done = counting.credited.get(place, 0)
                 job._current[name] = [name, done, total]
             for index, place, run, name, skipped, size, received in msg.get("done", ()):
                 counting = self.batches.get(index)
@@ -271,10 +286,10 @@ class _ClusterRun:
         if place in counting.counted:
             return
         counting.counted.add(place)
-        before = counting.received.pop((place, run), 0)
-        if got > before:
-            job._bytes += got - before
-            job._bar_bytes(expected=got - before, received=got - before)
+        added = counting.credit(place, run, got, size if isinstance(size, int) else None)
+        if added:
+            job._bytes += added
+            job._bar_bytes(expected=added, received=added)
         job._finished_cnt += 1
         job._skipped += bool(skipped)
         job._current.pop(name, None)
@@ -547,10 +562,9 @@ class _ClusterRun:
                     self.batches[index] = _Counting([task])
                 self._settle(index, None, exc)
             return
-        with self.job._lock:  # the bytes the workers reported, as the one run "ranges"
+        with self.job._lock:  # what the ranges reported is what the run "ranges" had so far
             counting = self.batches[index]
-            reported = sum(counting.received.values())
-            counting.received = {(0, "ranges"): reported}
+            counting.received[(0, "ranges")] = counting.credited.get(0, 0)
         self._settle(index, [result], None)
 
     def _known(self, view: RecordsView | None, root: str, task: _Task) -> tuple[Any, Any]:

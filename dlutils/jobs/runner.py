@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ..budget import ConnectionBudget
+from ..checksums import parse_checksum
 from ..destinations import is_store, resolve
 from ..errors import DownloadAborted, InvalidInputError, JobStateError, UnsafePathError
 from ..limits import TokenBucket
@@ -28,8 +29,10 @@ from ..options import Options, dask_client, make_options, runs_here
 from ..progress import Callback, TqdmCallback
 from ..sources import fetch
 from ..transfer import MAX_SEGMENTS, AbortEvent, Fetched, TransferOptions
+from ..transports import choose
 from . import tasks as plans
 from .elsewhere import check_sendable, client_environment, environment
+from .folders import Folders
 from .records import open_manifest
 from .registry import given_id, register
 from .status import JobStatus, State, TaskInfo
@@ -108,6 +111,8 @@ class Job:
         self._thread: threading.Thread | None = None
         self._bar: Any = None
         self._bar_lock = threading.Lock()
+        #: The objects' folders, checked once each (see :mod:`dlutils.jobs.folders`).
+        self._folders = Folders(self.dest or ".")
 
     # -- request types -----------------------------------------------------------
 
@@ -348,6 +353,27 @@ class Job:
             big_common = big_common.replace(segment_threshold=max(1, self._blob_threshold))
         if opts.progress:
             self._open_bar()
+        lane: Any = None
+        if live and own and limiter is None and not self._store and _lane_suits(opts, common):
+            from .lane import Lane  # imports pycurl: only when it is the transport
+
+            def handoff(task: _Task, retries: int | None, pause: float) -> None:
+                # the engine's, on the job's threads: after the lane's failed attempt, with
+                # the retries left and the pause before the next attempt
+                given = common if retries is None else common.replace(retries=retries)
+                future = executor.submit(self._execute, task, given, limiter, pause)
+                future.add_done_callback(
+                    lambda f, t=task: self._task_done(t, f, window, counted_bytes=True)
+                )
+
+            lane = Lane(
+                self,
+                slots=workers,
+                common=common,
+                window=window,
+                handoff=handoff,
+                checksum_of=lambda task: parse_checksum(task.checksum),
+            )
         where = "<manifest>"
         try:
             manifest.check()  # a manifest planted as a link would write elsewhere: refuse the job
@@ -368,6 +394,12 @@ class Job:
                     continue
                 if not self._acquire(window):
                     break
+                if lane is not None and lane.takes(task):
+                    with self._lock:
+                        self._scheduled += 1
+                        self._inflight += 1
+                    lane.put(task)
+                    continue
                 try:
                     if live:
                         future = executor.submit(self._execute, task, common, limiter)
@@ -393,10 +425,14 @@ class Job:
                 self._errors += 1
                 self._download_errors.append((where, _describe(exc, "")))
         finally:
+            if lane is not None:
+                lane.finish()
             with self._lock:
                 while self._inflight:
                     self._idle.wait(0.5)
                 complete = self._all_dispatched and not self._abort.is_set()
+            if lane is not None:
+                lane.join()
             if complete and self._sync is not None:
                 try:
                     self._sync(self, manifest)
@@ -441,14 +477,18 @@ class Job:
             return False
         return True
 
-    def _execute(self, task: _Task, common: TransferOptions, limiter: Any) -> Fetched:
-        if self._abort.is_set():
+    def _execute(
+        self, task: _Task, common: TransferOptions, limiter: Any, pause: float = 0.0
+    ) -> Fetched:
+        if self._abort.is_set() or (pause and self._abort.wait(pause)):
             raise DownloadAborted("job aborted before this object started")
         _raise_if_unusable(task)
+        if not self._store:
+            self._folders.prepare(task.name, task.path)
         entry = [task.name, 0, task.size]
         with self._lock:
             self._current[task.name] = entry
-        progress = _TaskProgress(self, entry)
+        progress = _TaskProgress(self, entry)  # its bytes join the job's when it closes
         # The object's own event: the job's abort reaches it, and it times each attempt.
         abort = AbortEvent(self._abort, time_limit=self._opts.timeout)
         held = None
@@ -467,8 +507,6 @@ class Job:
                 held.close()
             abort.close()
             progress.close()
-            with self._lock:
-                self._current.pop(task.name, None)
 
     def _task_done(
         self,
@@ -627,6 +665,9 @@ class Job:
     def status(self) -> JobStatus:
         """A consistent snapshot of the job's counters and tasks."""
         with self._lock:
+            # Each running task's entry read once (their bytes move without this lock):
+            # the total and the tasks shown agree.
+            current = [tuple(entry) for entry in self._current.values()]
             return JobStatus(
                 id=self.id,
                 description=self.description,
@@ -636,13 +677,11 @@ class Job:
                 finished=self._finished_cnt,
                 skipped=self._skipped,
                 errors=self._errors,
-                bytes=self._bytes,
+                bytes=self._bytes + sum(done for _, done, _ in current),
                 started_time=_utc(self._started),
                 finished_time=_utc(self._finished),
                 all_dispatched=self._all_dispatched,
-                current_tasks=tuple(
-                    TaskInfo(name, done, total) for name, done, total in self._current.values()
-                ),
+                current_tasks=tuple(TaskInfo(name, done, total) for name, done, total in current),
                 finished_tasks=tuple(self._recent),
                 download_errors=tuple(sorted(self._download_errors)),
                 deleted=self._deleted,
@@ -659,17 +698,25 @@ class Job:
 
 
 class _TaskProgress(Callback):
-    """Feeds one task's bytes to its job's counters and, for big files, a bar of its own."""
+    """Counts one task's bytes and feeds them, for big files, to a bar of its own.
+
+    The bytes go to the task's entry in the job's ``_current`` under a lock of this
+    task only (the status adds the entries up); the job's lock is taken once, when the
+    task closes and its bytes join the job's count. Bytes delivered after that (a late
+    delivery of the throttled callback) go to the job's count directly.
+    """
 
     def __init__(self, job: Job, entry: list[Any]):
         self.job = job
         self.entry = entry
         self.bar: TqdmCallback | None = None
         self.announced = 0  # bytes this task added to the job bar's total
+        self.closed = False
+        self._lock = threading.Lock()
 
     def set_size(self, size: int | None) -> None:
         expected = 0
-        with self.job._lock:
+        with self._lock:
             self.entry[2] = size
             if size is not None:  # a restart announces the size again: count it once
                 expected = max(size, self.entry[1]) - self.announced
@@ -680,21 +727,32 @@ class _TaskProgress(Callback):
             self.bar.set_size(size)
 
     def update(self, nbytes: int) -> None:
-        with self.job._lock:
-            self.entry[1] += nbytes
-            self.job._bytes += nbytes
-            # more than announced (or nothing was): the total grows with what came
-            expected = max(0, self.entry[1] - self.announced)
-            self.announced += expected
+        with self._lock:
+            late = self.closed
+            if not late:
+                self.entry[1] += nbytes
+                # more than announced (or nothing was): the total grows with what came
+                expected = max(0, self.entry[1] - self.announced)
+                self.announced += expected
+        if late:
+            with self.job._lock:
+                self.job._bytes += nbytes
+            expected = nbytes
         self.job._bar_bytes(expected=expected, received=nbytes)
         if self.bar is not None:
             self.bar.update(nbytes)
 
     def close(self) -> None:
         # resumed, skipped or failed: its share of the total is what it received
-        with self.job._lock:
+        with self._lock:
+            self.closed = True
             expected, self.announced = self.entry[1] - self.announced, self.entry[1]
-        self.job._bar_bytes(expected=expected)
+        job = self.job
+        with job._lock:  # one step: the status counts these bytes once, before or after
+            if job._current.get(self.entry[0]) is self.entry:
+                del job._current[self.entry[0]]
+            job._bytes += self.entry[1]
+        job._bar_bytes(expected=expected)
         if self.bar is not None:
             self.bar.close()
 
@@ -718,6 +776,20 @@ def _execute_elsewhere(
     finally:
         if abort is not None:
             abort.close()
+
+
+def _lane_suits(opts: Options, common: TransferOptions) -> bool:
+    """Whether a job's small http(s) objects may go through a :class:`Lane` (libcurl)."""
+    if not _LANE:
+        return False
+    try:
+        return choose(opts.transport, session=common.session) == "curl"
+    except InvalidInputError:
+        return False
+
+
+#: Small http(s) objects of a job go through one libcurl multi handle (see dlutils.jobs.lane).
+_LANE = True
 
 
 class _NoManifest:

@@ -30,7 +30,7 @@ from typing import Any
 from ..budget import current_budget
 from ..checksums import Checksum, parse_checksum
 from ..control import AbortEvent, opening, register_socket
-from ..errors import DownloadError, InvalidInputError
+from ..errors import InvalidInputError
 from ..progress import Callback, Throttled, as_callback
 from ..retry import RetryPolicy
 from .checks import object_headers
@@ -177,15 +177,6 @@ def download(
         raise InvalidInputError(f"destination {path!r} is a folder; give a file path inside it")
     if segments < 1:
         raise InvalidInputError(f"segments={segments!r} is not valid: use an int >= 1")
-    folder = os.path.dirname(path) or "."
-    try:
-        os.makedirs(folder, exist_ok=True)
-    except OSError as exc:
-        if first is not None:
-            _quietly(first.close)
-        raise DownloadError(
-            f"cannot create the folder {folder!r} for {path!r}: {exc.strerror or exc}"
-        ) from exc
     settings = _Settings(
         remote=remote,
         path=path,

@@ -4,6 +4,7 @@ name (:class:`_Writes`, a side of the transfer), or left for resume."""
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import time
@@ -60,13 +61,42 @@ def _remove_if_empty(part: str, fd: int) -> None:
         pass
 
 
-def _lock_part(s: _Settings) -> int | None:
-    """Open and exclusively lock the ``.part`` file; ``None`` if another process placed it."""
+def _open_part(s: _Settings) -> int:
+    """Open (create) the ``.part``; its folder is created only when missing, so the objects
+    of a folder that exists cost no ``mkdir``."""
+    made = False
     while True:
         try:  # never through a link: a .part planted as a symlink would write elsewhere
-            fd = open_working_file(s.part, os.O_RDWR | os.O_CREAT, what="partial file")
+            return open_working_file(s.part, os.O_RDWR | os.O_CREAT, what="partial file")
+        except FileNotFoundError as exc:
+            if made:
+                raise DownloadError(f"cannot write {s.part!r}: {exc.strerror or exc}") from exc
+            folder = os.path.dirname(s.path) or "."
+            try:
+                os.makedirs(folder, exist_ok=True)
+            except OSError as made_exc:
+                raise DownloadError(
+                    f"cannot create the folder {folder!r} for {s.path!r}: "
+                    f"{made_exc.strerror or made_exc}"
+                ) from made_exc
+            made = True
         except OSError as exc:
+            if exc.errno == errno.ENOTDIR:  # a file where a folder should be
+                folder = os.path.dirname(s.path) or "."
+                raise DownloadError(
+                    f"cannot create the folder {folder!r} for {s.path!r}: {exc.strerror or exc}"
+                ) from exc
             raise DownloadError(f"cannot write {s.part!r}: {exc.strerror or exc}") from exc
+
+
+def _lock_part(s: _Settings, *, wait: bool = True) -> int | None:
+    """Open and exclusively lock the ``.part`` file; ``None`` if another process placed it.
+
+    With ``wait=False``, a ``.part`` another process holds raises :class:`BlockingIOError`
+    at once instead of being waited for.
+    """
+    while True:
+        fd = _open_part(s)
         if fcntl is None:
             return fd
         waited = False
@@ -75,6 +105,9 @@ def _lock_part(s: _Settings) -> int | None:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
+                if not wait:
+                    os.close(fd)
+                    raise
                 if not waited:
                     log.debug("waiting for another process downloading %s", s.path)
                     waited = True

@@ -396,31 +396,15 @@ class CurlRemote:
         url = _wire_url(url)
         exchange = _Exchange(handles, url, redact(url), (self.connect_timeout, self.read_timeout))
         try:
-            easy.setopt(pycurl.URL, url)
-            easy.setopt(pycurl.NOSIGNAL, 1)
-            easy.setopt(pycurl.FOLLOWLOCATION, 0)
-            easy.setopt(pycurl.BUFFERSIZE, BUFFER_SIZE)
-            easy.setopt(pycurl.CONNECTTIMEOUT_MS, max(1, int(self.connect_timeout * 1000)))
-            easy.setopt(pycurl.HEADERFUNCTION, exchange.on_header)
-            easy.setopt(pycurl.WRITEFUNCTION, exchange.on_write)
-            bundle = _ca_bundle() if url[:6].lower() == "https:" else None
-            if bundle:  # a folder of hashed certificates works too, as with requests
-                easy.setopt(pycurl.CAPATH if os.path.isdir(bundle) else pycurl.CAINFO, bundle)
-            if not any(k.lower() == "user-agent" for k in headers):
-                easy.setopt(pycurl.USERAGENT, _user_agent())
-            _check_headers(headers)
-            # None leaves a header out (as in requests); an empty one is sent as "Name;".
-            sent = [f"{k}: {v}" if str(v) else f"{k};" for k, v in headers.items() if v is not None]
-            if not any(k.lower() == "accept" for k in headers):
-                sent.append("Accept: */*")
-            easy.setopt(pycurl.HTTPHEADER, [_latin1(line, "header") for line in sent])
-            if auth is not None:
-                easy.setopt(pycurl.HTTPAUTH, pycurl.HTTPAUTH_BASIC)
-                # Apart, so that a ':' in either stays theirs; latin-1, as requests sends them.
-                easy.setopt(pycurl.USERNAME, _latin1(auth[0], "auth user"))
-                easy.setopt(pycurl.PASSWORD, _latin1(auth[1], "auth password"))
-            else:
-                easy.setopt(pycurl.NETRC, pycurl.NETRC_OPTIONAL)
+            configure(
+                easy,
+                url,
+                headers,
+                auth,
+                self.connect_timeout,
+                exchange.on_header,
+                exchange.on_write,
+            )
             register_socket(_Canceller(exchange))  # type: ignore[arg-type]
             handles.multi.add_handle(easy)
             handles.attached = True
@@ -471,6 +455,46 @@ class CurlRemote:
         else:
             message = f"{status} {exchange.reason} for url: {self.display} (expected 200 or 206)"
         raise requests.HTTPError(message, response=_response(exchange, headers, content))
+
+
+def configure(
+    easy: Any,
+    url: str,
+    headers: Mapping[str, Any],
+    auth: tuple[str, str] | None,
+    connect_timeout: float,
+    on_header: Callable[[bytes], Any],
+    on_write: Callable[[bytes], Any],
+) -> None:
+    """Set a fresh (or reset) easy handle up for one GET of ``url`` (a wire link, see
+    :func:`_wire_url`), as every libcurl request of dlutils is made: no redirect
+    followed, nothing decoded, requests' headers, user agent and CA bundle; ``auth``
+    (basic) or else ``~/.netrc``."""
+    easy.setopt(pycurl.URL, url)
+    easy.setopt(pycurl.NOSIGNAL, 1)
+    easy.setopt(pycurl.FOLLOWLOCATION, 0)
+    easy.setopt(pycurl.BUFFERSIZE, BUFFER_SIZE)
+    easy.setopt(pycurl.CONNECTTIMEOUT_MS, max(1, int(connect_timeout * 1000)))
+    easy.setopt(pycurl.HEADERFUNCTION, on_header)
+    easy.setopt(pycurl.WRITEFUNCTION, on_write)
+    bundle = _ca_bundle() if url[:6].lower() == "https:" else None
+    if bundle:  # a folder of hashed certificates works too, as with requests
+        easy.setopt(pycurl.CAPATH if os.path.isdir(bundle) else pycurl.CAINFO, bundle)
+    if not any(k.lower() == "user-agent" for k in headers):
+        easy.setopt(pycurl.USERAGENT, _user_agent())
+    _check_headers(headers)
+    # None leaves a header out (as in requests); an empty one is sent as "Name;".
+    sent = [f"{k}: {v}" if str(v) else f"{k};" for k, v in headers.items() if v is not None]
+    if not any(k.lower() == "accept" for k in headers):
+        sent.append("Accept: */*")
+    easy.setopt(pycurl.HTTPHEADER, [_latin1(line, "header") for line in sent])
+    if auth is not None:
+        easy.setopt(pycurl.HTTPAUTH, pycurl.HTTPAUTH_BASIC)
+        # Apart, so that a ':' in either stays theirs; latin-1, as requests sends them.
+        easy.setopt(pycurl.USERNAME, _latin1(auth[0], "auth user"))
+        easy.setopt(pycurl.PASSWORD, _latin1(auth[1], "auth password"))
+    else:
+        easy.setopt(pycurl.NETRC, pycurl.NETRC_OPTIONAL)
 
 
 def _noop() -> None:
