@@ -154,6 +154,7 @@ def test_a_worker_killed_mid_object_costs_no_complete_range_twice(client, tmp_pa
         asked = _ranges(server, "/big.bin")
     assert (status.state, status.finished, status.errors) == (State.FINISHED, 1, 0)
     assert _file_sha(tmp_path / "big.bin") == _sha(data)
+    assert status.bytes <= BIG  # a range cut off by the kill and fetched again: once
     assert done_before and len(done_before) < len(plan_ranges(BIG, 32, 1 << 20))  # mid-object
     for complete in done_before:  # written before the kill: never asked again
         assert asked.count(complete) == 1, complete
@@ -185,6 +186,7 @@ def test_abort_keeps_the_part_and_the_next_job_fetches_only_missing_ranges(clien
     assert (status.state, status.finished, status.errors) == (State.FINISHED, 1, 0)
     assert _file_sha(tmp_path / "big.bin") == _sha(data)
     assert not set(asked) & kept  # the ranges written before the abort: not asked again
+    assert status.bytes == BIG - sum(end + 1 - start for start, end in kept)
     assert _covered_once(asked + sorted(kept), BIG)
 
 
