@@ -50,11 +50,13 @@ from typing import Any
 from ..destinations import _URL
 from ..errors import DownloadError
 from ..transfer import MAX_SEGMENTS
+from ..transfer.ranges import Probe
 from .cluster_batch import _Control, _Spec, run_batch
 from .cluster_checks import check_cluster, check_shared, cluster_threads, workers_missing
 from .elsewhere import client_environment
 from .records import RecordsView, compact
 from .shared import _describe, _transport_timeout
+from .split import SplitObject, probe_task, splittable
 from .status import State, TaskInfo
 from .tasks import _Task
 
@@ -81,20 +83,6 @@ class _Items(list):
 
     def __repr__(self) -> str:
         return f"<{len(self)} objects>"
-
-
-def _batches(tasks: Iterator[_Task], size: int) -> Iterator[list[_Task]]:
-    batch: list[_Task] = []
-    for task in tasks:
-        if task.big:  # alone, with its segments: one worker's connections
-            yield [task]
-            continue
-        batch.append(task)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 def _absolute(task: _Task, cwd: str) -> _Task:
@@ -125,6 +113,8 @@ class _Counting:
     tasks: list[_Task]
     counted: set[int] = field(default_factory=set)
     received: dict[tuple[int, str], int] = field(default_factory=dict)  # (place, run) -> bytes
+    #: One big object in range tasks: its runs are its ranges, and its progress their sum.
+    split: bool = False
     #: place -> bytes counted for it over all its runs, never more than its size: a run
     #: lost with its worker and the run that finishes the object count its bytes once.
     credited: dict[int, int] = field(default_factory=dict)
@@ -149,6 +139,7 @@ class _ClusterRun:
         self.client = client
         self.batches: dict[int, _Counting] = {}
         self.inflight = 0
+        self.ranges = 0
         self.cond = threading.Condition(job._lock)
 
     # -- reports from the workers (on the client's event loop)
@@ -171,6 +162,8 @@ class _ClusterRun:
                 if added:
                     job._bytes += added
                     job._bar_bytes(expected=added, received=added)
+                if counting.split:
+                    done = counting.credited.get(place, 0)
                 job._current[name] = [name, done, total]
             for index, place, run, name, skipped, size, received in msg.get("done", ()):
                 counting = self.batches.get(index)
@@ -204,12 +197,16 @@ class _ClusterRun:
     # -- batch results
 
     def batch_done(self, index: int, future: Any) -> None:
-        job = self.job
         try:
             outcome = None if future.cancelled() else future.exception()
             results = future.result() if outcome is None and not future.cancelled() else None
         except BaseException as exc:  # noqa: BLE001 - cancelled, or lost with its worker
             outcome, results = exc, None
+        self._settle(index, results, outcome)
+
+    def _settle(self, index: int, results: list[tuple] | None, outcome: Any) -> None:
+        """Count a batch's results (``None``: it failed whole, with ``outcome``)."""
+        job = self.job
         with job._lock:
             counting = self.batches.pop(index)
             for place, task in enumerate(counting.tasks):
@@ -306,7 +303,7 @@ class _ClusterRun:
         lanes: int,
     ) -> None:
         """Send the batches, at most ``window`` in flight; wait for them; synchronise."""
-        job, client = self.job, self.client
+        job = self.job
         size = batch_size(job._total, threads)
         log.info(
             "job %s on %d Dask worker threads: batches of %d, %d in flight, %d at once each",
@@ -317,7 +314,7 @@ class _ClusterRun:
             lanes,
         )
         try:
-            for index, batch in enumerate(_batches(job._tasks(), size)):
+            for index, (batch, found) in enumerate(self._route(spec, size)):
                 with job._lock:
                     while self.inflight >= window and not job._abort.is_set():
                         self.cond.wait(0.2)
@@ -326,24 +323,16 @@ class _ClusterRun:
                     self.inflight += 1
                     job._scheduled += len(batch)
                     self.batches[index] = _Counting(batch)  # current once a worker says so
-                sent = [_absolute(task, job._cwd) for task in batch]  # other processes' folders
-                items = _Items((task, *self._known(view, root, task)) for task in sent)
-                try:
-                    future = client.submit(
-                        run_batch,
-                        spec,
-                        index,
-                        items,
-                        key=f"dlutils-{job.id}-batch-{index}",
-                        pure=False,
-                    )
-                except BaseException:
-                    with job._lock:  # never sent: not in flight, not scheduled
-                        self.inflight -= 1
-                        job._scheduled -= len(batch)
-                        del self.batches[index]
-                    raise
-                future.add_done_callback(lambda f, i=index: self.batch_done(i, f))
+                if found is not None:  # a big object: its ranges across the workers
+                    self.batches[index].split = True
+                    threading.Thread(
+                        target=self._split,
+                        args=(spec, view, root, index, batch[0], found),
+                        name=f"{job.id}-split-{index}",
+                        daemon=True,
+                    ).start()
+                    continue
+                self._send(spec, view, root, index, batch)
             else:
                 with job._lock:
                     job._all_dispatched = True
@@ -376,6 +365,108 @@ class _ClusterRun:
             finally:
                 if after is not None:
                     after.close()
+
+    def _send(
+        self, spec: _Spec, view: RecordsView | None, root: str, index: int, batch: list[_Task]
+    ) -> None:
+        """Submit one batch (already counted in flight) as task ``dlutils-<job>-batch-<n>``."""
+        job, client = self.job, self.client
+        sent = [_absolute(task, job._cwd) for task in batch]  # other processes' folders
+        items = _Items((task, *self._known(view, root, task)) for task in sent)
+        try:
+            future = client.submit(
+                run_batch,
+                spec,
+                index,
+                items,
+                key=f"dlutils-{job.id}-batch-{index}",
+                pure=False,
+            )
+        except BaseException:
+            with job._lock:  # never sent: not in flight, not scheduled
+                self.inflight -= 1
+                job._scheduled -= len(batch)
+                del self.batches[index]
+            raise
+        future.add_done_callback(lambda f, i=index: self.batch_done(i, f))
+
+    def _route(self, spec: _Spec, size: int) -> Iterator[tuple[list[_Task], Probe | None]]:
+        """The job's batches, and its big http(s) objects alone with what the client's one
+        request learnt of them (:mod:`dlutils.jobs.split`): ``(batch, probe or None)``.
+
+        An object is a candidate when it is marked big, its size is known to reach the
+        threshold (``blob_threshold``, else ``segment_threshold``), or its size is unknown
+        and the job was given either threshold: the client asks it, one request each.
+        """
+        job, opts = self.job, self.job._opts
+        threshold = job._blob_threshold
+        if threshold is None:
+            threshold = spec.big_common.segment_threshold
+        ask_unknown = job._blob_threshold is not None or opts.segment_threshold is not None
+
+        def routed() -> Iterator[_Task | tuple[_Task, Probe]]:
+            for task in job._tasks():
+                size = task.size
+                if size is None and task.remote_attrs is not None:
+                    size = task.remote_attrs.size
+                candidate = task.big or (size >= threshold if size is not None else ask_unknown)
+                if candidate and splittable(task, spec.store):
+                    placed = _absolute(task, job._cwd)
+                    found = probe_task(placed, spec, threshold)
+                    if found is not None:
+                        yield placed, found
+                        continue
+                yield task
+
+        batch: list[_Task] = []
+        for item in routed():
+            if isinstance(item, tuple):
+                yield [item[0]], item[1]
+                continue
+            if item.big:  # alone, with its segments: one worker's connections
+                yield [item], None
+                continue
+            batch.append(item)
+            if len(batch) >= size:
+                yield batch, None
+                batch = []
+        if batch:
+            yield batch, None
+
+    def next_range(self) -> int:
+        """The number of the next range task of this job."""
+        with self.job._lock:
+            self.ranges += 1
+            return self.ranges - 1
+
+    def _split(
+        self,
+        spec: _Spec,
+        view: RecordsView | None,
+        root: str,
+        index: int,
+        task: _Task,
+        found: Probe,
+    ) -> None:
+        """One big object's ranges across the workers (in a thread of the client)."""
+        try:
+            result = SplitObject(self, spec, root, index, task, found)()
+        except Exception as exc:  # noqa: BLE001 - the object's error
+            result = ("error", _describe(exc, task.link))
+        if result is None:  # its .part is another process's now: the usual way
+            try:
+                self._send(spec, view, root, index, [task])
+            except Exception as exc:  # noqa: BLE001 - the cluster went away
+                with self.job._lock:
+                    self.inflight += 1
+                    self.job._scheduled += 1
+                    self.batches[index] = _Counting([task])
+                self._settle(index, None, exc)
+            return
+        with self.job._lock:  # what the ranges reported is what the run "ranges" had so far
+            counting = self.batches[index]
+            counting.received[(0, "ranges")] = counting.credited.get(0, 0)
+        self._settle(index, [result], None)
 
     def _known(self, view: RecordsView | None, root: str, task: _Task) -> tuple[Any, Any]:
         if view is None:

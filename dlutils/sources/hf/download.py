@@ -469,3 +469,16 @@ def _download_all(
     if failures:
         raise JobFailedError(failures, paths)
     return paths
+
+
+def file_remote(link: str, options: TransferOptions) -> Any:
+    """The engine's :class:`~dlutils.transfer.Remote` of one hub file (``hf://...``), as
+    :func:`fetch_hf` opens it: the token for the hub only, its redirects followed one hop
+    at a time. For callers that fetch the file's ranges themselves (a cluster job)."""
+    o = options
+    ref = parse_hf(link)
+    if not ref.path or ref.path.endswith("/"):
+        raise InvalidInputError(f"hf link {ref.link!r} names no file; write it as {_FORM}")
+    hub = _Hub(o.endpoint, o.token, o.headers, o.session, o.timeout, o.retry_policy(), o.abort)
+    url = resolve_url(ref, endpoint=hub.endpoint)
+    return _file_remote(hub, url, None, o.headers, o.session, o.transport or "requests")
