@@ -30,6 +30,9 @@ Batches fetch through :func:`dlutils.sources.fetch` with each object's destinati
 given, so an object-store destination (``s3://``) goes straight into the store from each
 worker. Three things are for local destinations only: :func:`check_shared`, the records
 of :mod:`dlutils.jobs.records` (a store keeps its own), and :func:`_absolute`.
+
+This module is the client's side; :mod:`dlutils.jobs.cluster_batch` is the workers' (what
+a batch runs), :mod:`dlutils.jobs.cluster_checks` the checks before a job starts.
 """
 
 from __future__ import annotations
@@ -38,31 +41,23 @@ import dataclasses
 import logging
 import math
 import os
-import secrets
 import threading
 import time
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from typing import Any
 
-from ..budget import ConnectionBudget
 from ..destinations import _URL
-from ..errors import DownloadAborted, DownloadError, InvalidInputError
-from ..limits import TokenBucket
-from ..progress import Callback
-from ..sources import fetch
-from ..transfer import MAX_SEGMENTS, AbortEvent, Fetched, TransferOptions
+from ..errors import DownloadError
+from ..transfer import MAX_SEGMENTS
 from ..transfer.ranges import Probe
-from .elsewhere import client_environment, environment
-from .records import FOLDER, BatchRecords, RecordsView, compact
-from .runner import (
-    _describe,
-    _raise_if_unusable,
-    _task_extras,
-    _transport_timeout,
-)
+from .cluster_batch import _Control, _Spec, run_batch
+from .cluster_checks import check_cluster, check_shared, cluster_threads, workers_missing
+from .cluster_counts import _Counting, _Counts
+from .elsewhere import client_environment
+from .records import RecordsView, compact
+from .shared import _describe, _transport_timeout
 from .split import SplitObject, probe_task, splittable
-from .status import State, TaskInfo
+from .status import State
 from .tasks import _Task
 
 __all__ = ["run_on_cluster", "check_cluster", "check_shared", "workers_missing"]
@@ -77,35 +72,10 @@ BATCH_LISTED = 100
 BATCHES_PER_THREAD = 4
 #: Objects a batch fetches at once (each on a thread of its own in the worker).
 LANES = 4
-#: Seconds between a worker's reports, and between its looks at the job's control entry.
-REPORT_EVERY = 0.25
 #: Seconds between the client's heartbeats.
 BEAT_EVERY = 1.0
 #: Seconds without a heartbeat after which workers stop the job's batches (client gone).
 STALE_AFTER = 15.0
-
-
-@dataclass(frozen=True)
-class _Spec:
-    """What every batch of one job needs: sent with each batch (a few hundred bytes)."""
-
-    job_id: str
-    root: str
-    # what may hold a header or token: never in a repr (a worker logs a failed task's)
-    common: TransferOptions = field(repr=False)
-    big_common: TransferOptions = field(repr=False)
-    settings: dict[str, str] = field(repr=False)
-    time_limit: float | None = None
-    lanes: int = 1
-    connections: int | None = None
-    rate: float | None = None  # bytes/s of each batch (a fair share), None: no limit
-    session_factory: Any = field(default=None, repr=False)
-    #: An object-store destination (``s3://``): no local records, the store's own checks.
-    store: bool = False
-    stale_after: float = 15.0
-    control: tuple[str, str] = ("dlutils", "")
-    semaphore: str = ""
-    topic: str = ""
 
 
 class _Items(list):
@@ -113,77 +83,6 @@ class _Items(list):
 
     def __repr__(self) -> str:
         return f"<{len(self)} objects>"
-
-
-# --------------------------------------------------------------------------- client side
-
-
-def cluster_threads(client: Any) -> dict[str, int]:
-    """Worker address -> threads, of the workers connected now."""
-    return dict(client.nthreads())
-
-
-def workers_missing(client: Any, marker: str, token: str) -> dict[str, str]:
-    """The workers that do not see the file ``marker`` holding ``token``: address -> why."""
-    answers = client.run(_read_marker, marker)
-    return {addr: why for addr, got in answers.items() if (why := _compare(got, token))}
-
-
-def _compare(got: str, token: str) -> str:
-    if got == token:
-        return ""
-    return got if got.startswith("cannot") else "sees another file there"
-
-
-def _read_marker(marker: str) -> str:
-    try:
-        with open(marker, encoding="utf-8") as fh:
-            return fh.read()
-    except OSError as exc:
-        return f"cannot read it ({type(exc).__name__})"
-
-
-def check_shared(client: Any, root: str, job_id: str) -> None:
-    """Refuse a destination some worker does not see as the client does, naming them.
-
-    The client writes a marker file of random content in ``root``'s records folder and
-    every worker must read it back; a worker on another host without the shared
-    filesystem (or with another one mounted there) cannot.
-    """
-    folder = os.path.join(root, FOLDER)
-    os.makedirs(folder, exist_ok=True)
-    marker = os.path.join(folder, f"{job_id}-probe")
-    token = secrets.token_hex(16)
-    with open(marker, "w", encoding="utf-8") as fh:
-        fh.write(token)
-    try:
-        missing = workers_missing(client, marker, token)
-    finally:
-        os.unlink(marker)
-    if missing:
-        named = "; ".join(f"{addr}: {why}" for addr, why in sorted(missing.items()))
-        raise InvalidInputError(
-            f"dest {root!r} is not the same folder on every worker of the cluster ({named}): "
-            "give a folder on a filesystem every worker mounts at the same path"
-        )
-
-
-def check_cluster(client: Any, dest: str | None, job_id: str) -> None:
-    """Before a job starts on ``client``'s cluster: it has workers, and they see ``dest``.
-
-    Raises
-    ------
-    dlutils.InvalidInputError
-        No worker is connected, or some worker does not see ``dest`` as the client does
-        (:func:`check_shared`, naming it).
-    """
-    if not sum(cluster_threads(client).values()):
-        raise InvalidInputError(
-            "executor: the Dask cluster has no workers; start some, or wait for them with "
-            "client.wait_for_workers(n)"
-        )
-    if dest is not None:  # None: an object store, checked reachable by the job already
-        check_shared(client, os.path.abspath(dest), job_id)
 
 
 def _absolute(task: _Task, cwd: str) -> _Task:
@@ -207,34 +106,7 @@ def batch_size(total: int | None, threads: int) -> int:
     return max(1, min(BATCH_MAX, math.ceil(total / (threads * BATCHES_PER_THREAD))))
 
 
-@dataclass
-class _Counting:
-    """The client's counts of one batch: which places were counted, bytes per run."""
-
-    tasks: list[_Task]
-    counted: set[int] = field(default_factory=set)
-    received: dict[tuple[int, str], int] = field(default_factory=dict)  # (place, run) -> bytes
-    #: One big object in range tasks: its runs are its ranges, and its progress their sum.
-    split: bool = False
-    #: place -> bytes counted for it over all its runs, never more than its size: a run
-    #: lost with its worker and the run that finishes the object count its bytes once.
-    credited: dict[int, int] = field(default_factory=dict)
-
-    def credit(self, place: int, run: str, done: int, size: int | None) -> int:
-        """The bytes to add to the job for a run's ``done`` so far (``size``: the cap)."""
-        before = self.received.get((place, run), 0)
-        if done <= before:
-            return 0
-        self.received[(place, run)] = done
-        so_far = self.credited.get(place, 0)
-        added = done - before
-        if size is not None:
-            added = max(0, min(added, size - so_far))
-        self.credited[place] = so_far + added
-        return added
-
-
-class _ClusterRun:
+class _ClusterRun(_Counts):
     def __init__(self, job: Any, client: Any):
         self.job = job
         self.client = client
@@ -243,98 +115,7 @@ class _ClusterRun:
         self.ranges = 0
         self.cond = threading.Condition(job._lock)
 
-    # -- reports from the workers (on the client's event loop)
-
-    def on_event(self, event: Any) -> None:
-        try:
-            _, msg = event
-            self._report(msg)
-        except Exception:  # noqa: BLE001 - a bad report must not stop the client's loop
-            log.exception("job %s: a report from a worker could not be read", self.job.id)
-
-    def _report(self, msg: Mapping[str, Any]) -> None:
-        job = self.job
-        with job._lock:
-            for index, place, run, name, done, total in msg.get("current", ()):
-                counting = self.batches.get(index)
-                if counting is None or place in counting.counted:
-                    continue
-                added = counting.credit(place, run, done, total)
-                if added:
-                    job._bytes += added
-                    job._bar_bytes(expected=added, received=added)
-                if counting.split:
-                    done = counting.credited.get(place, 0)
-                job._current[name] = [name, done, total]
-            for index, place, run, name, skipped, size, received in msg.get("done", ()):
-                counting = self.batches.get(index)
-                if counting is not None:
-                    self._count_done(counting, place, run, name, skipped, size, received)
-
-    def _count_done(
-        self,
-        counting: _Counting,
-        place: int,
-        run: str,
-        name: str,
-        skipped: bool,
-        size: Any,
-        got: int,
-    ) -> None:
-        """Count one object placed (hold the job's lock); a second report of it is ignored."""
-        job = self.job
-        if place in counting.counted:
-            return
-        counting.counted.add(place)
-        added = counting.credit(place, run, got, size if isinstance(size, int) else None)
-        if added:
-            job._bytes += added
-            job._bar_bytes(expected=added, received=added)
-        job._finished_cnt += 1
-        job._skipped += bool(skipped)
-        job._current.pop(name, None)
-        job._recent.append(TaskInfo(name, size or 0, size))
-
-    # -- batch results
-
-    def batch_done(self, index: int, future: Any) -> None:
-        try:
-            outcome = None if future.cancelled() else future.exception()
-            results = future.result() if outcome is None and not future.cancelled() else None
-        except BaseException as exc:  # noqa: BLE001 - cancelled, or lost with its worker
-            outcome, results = exc, None
-        self._settle(index, results, outcome)
-
-    def _settle(self, index: int, results: list[tuple] | None, outcome: Any) -> None:
-        """Count a batch's results (``None``: it failed whole, with ``outcome``)."""
-        job = self.job
-        with job._lock:
-            counting = self.batches.pop(index)
-            for place, task in enumerate(counting.tasks):
-                if place in counting.counted:
-                    continue
-                job._current.pop(task.name, None)
-                if results is None:
-                    if job._abort.is_set():
-                        job._scheduled -= 1
-                    else:
-                        job._errors += 1
-                        message = _describe(outcome or DownloadError("batch cancelled"), task.link)
-                        job._download_errors.append((task.name, message))
-                    continue
-                kind, *rest = results[place]
-                if kind == "done":
-                    skipped, size, received, run = rest
-                    self._count_done(counting, place, run, task.name, skipped, size, received)
-                elif kind == "aborted":
-                    job._scheduled -= 1
-                else:
-                    job._errors += 1
-                    job._download_errors.append((task.name, rest[0]))
-            self.inflight -= 1
-            self.cond.notify_all()
-
-    # -- the run
+    # -- the run (the counting of reports and results: see dlutils.jobs.cluster_counts)
 
     def run(self) -> None:
         job, client, opts = self.job, self.client, self.job._opts
@@ -641,278 +422,3 @@ def run_on_cluster(job: Any, client: Any) -> None:
         job._close_bar()
         job._log_end()
         job._done.set()
-
-
-# --------------------------------------------------------------------------- worker side
-
-
-class _Control:
-    """The job's entry in the scheduler's metadata: a heartbeat and the abort flag.
-
-    (A Dask ``Variable`` would do, but reading one that is gone logs an error in the
-    scheduler at every look.)
-    """
-
-    def __init__(self, client: Any, key: tuple[str, str]):
-        self.client, self.key = client, list(key)
-
-    def set(self, state: dict[str, Any] | None) -> None:
-        self.client.set_metadata(self.key, state)
-
-    def get(self) -> dict[str, Any] | None:
-        state = self.client.get_metadata(self.key, default=None)
-        return state if isinstance(state, dict) else None
-
-
-class _SharedBudget(ConnectionBudget):
-    """The job's ``connections`` across the cluster: a lease of a Dask ``Semaphore`` each."""
-
-    def __init__(self, semaphore: Any, slots: int):
-        super().__init__(slots)
-        self._semaphore = semaphore
-
-    def try_acquire(self) -> bool:
-        return bool(self._semaphore.acquire(timeout=0))
-
-    def acquire(self, abort: threading.Event | None = None) -> None:
-        while not self._semaphore.acquire(timeout=0.2):
-            if abort is not None and abort.is_set():
-                raise DownloadAborted("aborted while waiting for a free connection")
-
-    def release(self) -> None:
-        self._semaphore.release()
-
-    def stop(self) -> None:
-        """Stop the semaphore's lease refreshing here (the client closes the semaphore);
-        its periodic callback would otherwise keep it alive in this worker."""
-        callback = getattr(self._semaphore, "refresh_callback", None)
-        if callback is not None:
-            self._semaphore.loop.add_callback(callback.stop)
-
-
-class _Context:
-    """One job in one worker process: its abort event, budget, and the reports to send."""
-
-    def __init__(self, spec: _Spec):
-        from distributed import Semaphore, get_client, get_worker
-
-        self.spec = spec
-        self.worker = get_worker()
-        client = get_client()
-        self.control = _Control(client, spec.control)
-        self.abort = AbortEvent()
-        self.budget = (
-            _SharedBudget(
-                Semaphore(max_leases=spec.connections, name=spec.semaphore),
-                spec.connections,
-            )
-            if spec.connections
-            else None
-        )
-        self.lock = threading.Lock()
-        self.current: dict[tuple[int, int, str], list[Any]] = {}
-        self.done: list[list[Any]] = []
-        self.running = 0
-        self.idle_since: float | None = None
-        self.why = ""
-        self.last: list[Any] = [None, time.monotonic()]  # the beat seen, and when
-        self._look(self.last)  # an abort already set: no transfer starts
-        self.thread = threading.Thread(target=self._loop, name=f"{spec.job_id}-watch", daemon=True)
-        self.thread.start()
-
-    def _look(self, last: list[Any]) -> None:
-        """Read the control entry; set the abort when told, or when the client is gone.
-
-        An entry that cannot be read (emptied, or the scheduler unreachable) is a heartbeat
-        missed: only :attr:`_Spec.stale_after` seconds of them stop the transfers.
-        """
-        try:
-            state = self.control.get()
-        except Exception:  # noqa: BLE001 - the scheduler is unreachable for now
-            state = None
-        now = time.monotonic()
-        if state is not None and state.get("abort"):
-            self._stop("aborted")
-        if state is not None and state.get("beat") != last[0]:
-            last[0], last[1] = state.get("beat"), now
-        elif now - last[1] > self.spec.stale_after:
-            self._stop(f"no heartbeat from the job's client for {self.spec.stale_after:g} s")
-
-    def _stop(self, why: str) -> None:
-        if not self.abort.is_set():
-            self.why = why
-            log.warning("job %s: %s; stopping its transfers here", self.spec.job_id, why)
-            self.abort.set()
-
-    def _loop(self) -> None:
-        last = self.last
-        while True:
-            self.send()
-            with _CONTEXTS_LOCK, self.lock:
-                if self.running == 0 and (
-                    self.abort.is_set() or time.monotonic() - (self.idle_since or 0) > 5.0
-                ):
-                    if _CONTEXTS.get(self.spec.job_id) is self:
-                        del _CONTEXTS[self.spec.job_id]
-                    if self.budget is not None:
-                        self.budget.stop()
-                    return
-            self._look(last)
-            time.sleep(REPORT_EVERY)
-
-    def send(self) -> None:
-        with self.lock:
-            current = [[*key, *entry] for key, entry in self.current.items()]
-            done, self.done = self.done, []
-        if current or done:
-            msg = {"current": current, "done": done}
-            try:
-                self.worker.log_event(self.spec.topic, msg)
-            except Exception:  # noqa: BLE001 - the batch's result carries it all anyway
-                log.debug("job %s: cannot send a report", self.spec.job_id, exc_info=True)
-
-
-_CONTEXTS: dict[str, _Context] = {}
-_CONTEXTS_LOCK = threading.Lock()
-
-
-def _context(spec: _Spec) -> _Context:
-    with _CONTEXTS_LOCK:
-        ctx = _CONTEXTS.get(spec.job_id)
-        if ctx is None:
-            ctx = _CONTEXTS[spec.job_id] = _Context(spec)
-        with ctx.lock:
-            ctx.running += 1
-        return ctx
-
-
-class _Progress(Callback):
-    """One object's bytes, into its worker's next report."""
-
-    def __init__(self, ctx: _Context, key: tuple[int, int, str], name: str, size: Any):
-        self.ctx, self.key = ctx, key
-        self.entry = [name, 0, size]
-        with ctx.lock:
-            ctx.current[key] = self.entry
-
-    def set_size(self, size: int | None) -> None:
-        self.entry[2] = size
-
-    def update(self, nbytes: int) -> None:
-        self.entry[1] += nbytes
-
-
-def run_batch(spec: _Spec, index: int, items: list[tuple[_Task, Any, Any]]) -> list[tuple]:
-    """A batch on a worker: fetch each object, record it, report it; never raises.
-
-    Returns one tuple per object, in order: ``("done", skipped, size, received, run)``,
-    ``("error", message)`` or ``("aborted",)``. What fails the whole batch (its records
-    cannot be written, say) is every object's error: a task that raised would have its
-    arguments logged by the worker.
-    """
-    try:
-        return _run_batch(spec, index, items)
-    except Exception as exc:  # noqa: BLE001 - reported per object, redacted
-        log.warning("job %s: batch %d failed: %s", spec.job_id, index, _describe(exc, ""))
-        return [("error", _describe(exc, ""))] * len(items)
-
-
-def _run_batch(spec: _Spec, index: int, items: list[tuple[_Task, Any, Any]]) -> list[tuple]:
-    from concurrent.futures import ThreadPoolExecutor
-
-    ctx = _context(spec)
-    run = secrets.token_hex(4)
-    known: dict[Any, Any] = {}
-    for task, record, partial in items:
-        key = os.path.relpath(task.path, spec.root).replace(os.sep, "/")
-        if record is not None:
-            known[key] = record
-        if partial is not None:
-            known[("partial", key)] = partial
-    records = None if spec.store else BatchRecords(spec.root, f"{spec.job_id}-b{index:06d}", known)
-    # starts empty; an idle spell saves at most one second of the share (the burst)
-    limiter = TokenBucket(spec.rate, burst=spec.rate) if spec.rate else None
-    session_local = threading.local()
-
-    def one(place: int) -> tuple:
-        task = items[place][0]
-        path = task.path  # absolute: made so on the client
-        if ctx.abort.is_set():
-            return ("aborted",)
-        earlier = records.placed_earlier(path) if records is not None else None
-        if earlier is not None:  # placed by a run of this batch that died: no request
-            got = earlier.get("received")
-            if got is None:  # placed, and killed before it said how many bytes came: all
-                got = earlier["size"]
-            result = (
-                (True, earlier["size"], 0)
-                if earlier.get("skipped")
-                else (False, earlier["size"], int(got))
-            )
-            records.commit(path, result[0], result[2])
-            with ctx.lock:
-                ctx.done.append([index, place, run, task.name, *result])
-            return ("done", *result, run)
-        progress = _Progress(ctx, (index, place, run), task.name, task.size)
-        abort = AbortEvent(ctx.abort, time_limit=spec.time_limit)
-        held = None
-        try:
-            _raise_if_unusable(task)
-            held = ctx.budget.hold(abort) if ctx.budget is not None else None
-            options = spec.big_common if task.big else spec.common
-            if spec.session_factory is not None:
-                if getattr(session_local, "session", None) is None:
-                    session_local.session = spec.session_factory()
-                options = options.replace(session=session_local.session)
-            fetched: Fetched = fetch(
-                task.link,
-                path,
-                options.replace(
-                    **_task_extras(task),
-                    manifest=records,
-                    progress=progress,
-                    abort=abort,
-                    limiter=limiter,
-                ),
-            )
-        except DownloadAborted:
-            if ctx.abort.is_set():
-                return ("aborted",)
-            return ("error", _describe(DownloadAborted(ctx.why or "aborted"), task.link))
-        except Exception as exc:  # noqa: BLE001 - the object's error, reported with it
-            return ("error", _describe(exc, task.link))
-        finally:
-            if held is not None:
-                held.close()
-            abort.close()
-            with ctx.lock:
-                ctx.current.pop((index, place, run), None)
-        if records is not None:
-            records.commit(path, fetched.skipped, fetched.received)
-        result = (fetched.skipped, fetched.size, fetched.received)
-        with ctx.lock:
-            ctx.done.append([index, place, run, task.name, *result])
-        return ("done", *result, run)
-
-    results: list[tuple] = []
-    try:
-        with environment(spec.settings):
-            lanes = min(spec.lanes, len(items))
-            if lanes <= 1:
-                results = [one(place) for place in range(len(items))]
-            else:
-                with ThreadPoolExecutor(
-                    lanes, thread_name_prefix=f"{spec.job_id}-b{index}"
-                ) as pool:
-                    results = list(pool.map(one, range(len(items))))
-        return results
-    finally:
-        if records is not None and results and not any(r[0] == "aborted" for r in results):
-            records.finish()
-        elif records is not None:
-            records.abandon()  # stopped: the log stays for a run to come
-        ctx.send()
-        with _CONTEXTS_LOCK, ctx.lock:
-            ctx.running -= 1
-            if ctx.running == 0:
-                ctx.idle_since = time.monotonic()

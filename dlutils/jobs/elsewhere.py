@@ -10,19 +10,28 @@ safe, all decided on the client before anything starts:
   time of one task;
 * the job resolves a relative destination against the client's folder (see
   :class:`dlutils.Job`).
+
+:func:`_submit_elsewhere` (a method of :class:`~dlutils.Job`: ``self`` is the job) sends
+one task so, to be run there by :func:`_execute_elsewhere`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import pickle
 import threading
 from collections.abc import Iterator, Mapping
+from concurrent.futures import Future
 from typing import Any
 
 from ..errors import InvalidInputError
+from ..sources import fetch
+from ..transfer import AbortEvent, Fetched
 from ..transfer.options import TransferOptions
+from .shared import _raise_if_unusable, _task_extras
+from .tasks import _Task
 
 __all__ = ["WORKER_ENVIRONMENT", "check_sendable", "client_environment", "environment"]
 
@@ -111,3 +120,47 @@ def environment(settings: Mapping[str, str]) -> Iterator[None]:
                         os.environ.pop(name, None)
                     else:
                         os.environ[name] = held[2]
+
+
+def _submit_elsewhere(
+    self, executor: Any, task: _Task, common: TransferOptions, settings: dict[str, str]
+) -> Future:
+    """Send ``task`` to another process: its path absolute, the client's settings with it.
+
+    It shows in ``current_tasks`` (0 bytes: its progress is known when it completes)
+    until it is done.
+    """
+    path = task.path if self._store else os.path.join(self._cwd, task.path)
+    sent = dataclasses.replace(task, path=path) if path != task.path else task
+    with self._lock:  # before submit: a quick task may be done before it returns
+        self._current[task.name] = [task.name, 0, task.size]
+    try:
+        future = executor.submit(_execute_elsewhere, sent, common, self._opts.timeout, settings)
+    except BaseException:
+        with self._lock:
+            self._current.pop(task.name, None)
+        raise
+    with self._lock:  # _task_done (its callback, added next) removes both entries
+        self._elsewhere[future] = task.name
+    return future
+
+
+def _execute_elsewhere(
+    task: _Task,
+    common: TransferOptions,
+    time_limit: float | None,
+    settings: Mapping[str, str] | None = None,
+) -> Fetched:
+    """The task run by an executor of other processes: no shared progress, abort or limiter.
+
+    ``settings``: the client's environment settings the sources read (endpoints),
+    applied while the task runs.
+    """
+    _raise_if_unusable(task)
+    abort = AbortEvent(time_limit=time_limit) if time_limit else None
+    try:
+        with environment(settings or {}):
+            return fetch(task.link, task.path, common.replace(**_task_extras(task), abort=abort))
+    finally:
+        if abort is not None:
+            abort.close()

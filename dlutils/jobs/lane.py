@@ -69,7 +69,8 @@ from ..transports.curl import (
 
 if TYPE_CHECKING:
     from ..checksums import Checksum
-    from .runner import Job, _TaskProgress
+    from .bars import _TaskProgress
+    from .runner import Job
     from .tasks import _Task
 
 __all__ = ["Lane", "POLL"]
@@ -354,7 +355,7 @@ class Lane:
 
     def _start(self, task: _Task) -> _Small | None:
         """The object made ready (folder, locked ``.part``), or ``None``: failed or handed off."""
-        from .runner import _TaskProgress
+        from .bars import _TaskProgress
 
         job = self.job
         try:

@@ -8,13 +8,11 @@ and reports. All transfer logic lives below it.
 from __future__ import annotations
 
 import collections
-import dataclasses
 import logging
 import os
 import secrets
 import threading
 import time
-from collections.abc import Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any
@@ -22,19 +20,20 @@ from typing import Any
 from ..budget import ConnectionBudget
 from ..checksums import parse_checksum
 from ..destinations import is_store, resolve
-from ..errors import DownloadAborted, InvalidInputError, JobStateError, UnsafePathError
+from ..errors import DownloadAborted, InvalidInputError, JobStateError
 from ..limits import TokenBucket
 from ..names import redact, redact_text
-from ..options import Options, dask_client, make_options, runs_here
-from ..progress import Callback, TqdmCallback
+from ..options import Options, dask_client, runs_here
 from ..sources import fetch
 from ..transfer import MAX_SEGMENTS, AbortEvent, Fetched, TransferOptions
 from ..transports import choose
-from . import tasks as plans
-from .elsewhere import check_sendable, client_environment, environment
+from . import bars, constructors, elsewhere
+from .bars import _TaskProgress
+from .elsewhere import check_sendable, client_environment
 from .folders import Folders
 from .records import open_manifest
 from .registry import given_id, register
+from .shared import _describe, _raise_if_unusable, _task_extras, _transport_timeout
 from .status import JobStatus, State, TaskInfo
 from .tasks import Plan, _Task
 
@@ -48,8 +47,6 @@ DEFAULT_WORKERS = 8
 _STOP_WAIT = 2.0
 #: How many finished tasks a status keeps (the counters cover all of them).
 RECENT_TASKS = 32
-#: Files at least this big get a progress bar of their own.
-FILE_BAR_THRESHOLD = 16 << 20
 
 
 class Job:
@@ -114,172 +111,14 @@ class Job:
         #: The objects' folders, checked once each (see :mod:`dlutils.jobs.folders`).
         self._folders = Folders(self.dest or ".")
 
-    # -- request types -----------------------------------------------------------
+    # -- request types (see dlutils.jobs.constructors) ---------------------------
 
-    # -- request types (see dlutils.jobs.tasks) ----------------------------------
-
-    @classmethod
-    def single(
-        cls,
-        link: str,
-        dest: str | os.PathLike,
-        object_name: str | None = None,
-        *,
-        options: Options | None = None,
-        **opts: Any,
-    ) -> Job:
-        """One link, saved as ``object_name`` (default: the link's last path element).
-
-        ``options`` and ``**opts``: the job's options, :class:`dlutils.Options` (its
-        fields as keywords, such as ``connections=4, timeout="30s"``).
-        """
-        dest = resolve(dest)
-        return cls(plans.single(link, dest, object_name), dest, _options(options, opts))
-
-    @classmethod
-    def multi(
-        cls,
-        objects: Iterable[str] | Mapping[str, str],
-        dest: str | os.PathLike,
-        *,
-        options: Options | None = None,
-        **opts: Any,
-    ) -> Job:
-        """A list of links (named after their last path element) or a dict name -> link.
-
-        Two links that would be saved under the same name are an error listing
-        every clash (the AIStore downloader silently keeps the last one). ``options``
-        and ``**opts``: the job's options (:class:`dlutils.Options`).
-        """
-        dest = resolve(dest)
-        return cls(plans.multi(objects, dest), dest, _options(options, opts))
-
-    @classmethod
-    def range(
-        cls,
-        template: str,
-        dest: str | os.PathLike,
-        subdir: str | None = None,
-        *,
-        options: Options | None = None,
-        **opts: Any,
-    ) -> Job:
-        """A brace template of links, expanded lazily (see :mod:`dlutils.templates`).
-
-        The ranges must vary in the last path element, so that every link gets a
-        name of its own; ``subdir`` is joined in front of the names. ``options`` and
-        ``**opts``: the job's options (:class:`dlutils.Options`).
-        """
-        dest = resolve(dest)
-        return cls(plans.range_(template, dest, subdir), dest, _options(options, opts))
-
-    @classmethod
-    def backend(
-        cls,
-        bucket_uri: str,
-        dest: str | os.PathLike,
-        prefix: str = "",
-        suffix: str = "",
-        sync: bool = False,
-        *,
-        options: Options | None = None,
-        **opts: Any,
-    ) -> Job:
-        """Everything in a bucket (``s3://``, ``gs://``, ``ais://``) under a prefix.
-
-        Local names are the object names relative to the folder in ``bucket_uri``
-        (``s3://bucket/train/`` puts ``train/a/0.tar`` at ``dest/a/0.tar``); ``prefix``
-        and ``suffix`` filter them. Objects already current are skipped with no
-        request. With ``sync=True``, once the whole listing has been seen, local files
-        this job's bucket put there (as the folder's manifest records) whose objects
-        are gone are deleted; files from elsewhere, or changed by hand, are kept.
-        ``options`` and ``**opts``: the job's options (:class:`dlutils.Options`).
-        """
-        dest = resolve(dest)
-        options = _options(options, opts)
-        plan = plans.backend(bucket_uri, dest, prefix, suffix, sync, options)
-        return cls(plan, dest, options)
-
-    @classmethod
-    def hf(
-        cls,
-        dest: str | os.PathLike,
-        dataset: str | None = None,
-        model: str | None = None,
-        file: str | None = None,
-        revision: str = "main",
-        token: str | None = None,
-        parquet: bool = False,
-        include: str | Iterable[str] | None = None,
-        exclude: str | Iterable[str] | None = None,
-        blob_threshold: int | str | None = None,
-        *,
-        options: Options | None = None,
-        **opts: Any,
-    ) -> Job:
-        """A HuggingFace dataset or model repository (or one ``file`` of it).
-
-        Files keep their folders under ``dest``; sizes and LFS sha256 from the listing
-        are the expected size and checksum and the freshness record, so a re-run
-        fetches nothing unchanged. ``token`` (or ``HF_TOKEN``) goes to the hub only.
-        With ``parquet=True``, a dataset's parquet export is fetched instead, as
-        ``<config>/<split>/NNNN.parquet``. ``include``/``exclude`` are glob patterns.
-        Files of at least ``blob_threshold`` bytes (an int or ``"1GiB"``) are fetched
-        one at a time over several connections, the others together in the pool.
-        ``options`` and ``**opts``: the job's options (:class:`dlutils.Options`).
-        """
-        dest = resolve(dest)
-        if token is not None:
-            opts = {**opts, "token": token}
-        options = _options(options, opts)
-        token = options.token
-        plan = plans.hub(
-            dest,
-            dataset=dataset,
-            model=model,
-            file=file,
-            revision=revision,
-            token=token,
-            parquet=parquet,
-            include=include,
-            exclude=exclude,
-            blob_threshold=blob_threshold,
-            options=options,
-        )
-        return cls(plan, dest, options)
-
-    @classmethod
-    def from_request(cls, body: Mapping[str, Any], dest: str | os.PathLike) -> Job:
-        """A job from an AIStore downloader request body (a dict, as parsed from JSON).
-
-        ``type`` is ``single`` (``link``, ``object_name``), ``multi`` (``objects``: a
-        list of links or a map name -> link), ``range`` (``template``, ``subdir``) or
-        ``backend`` (``bucket``, ``prefix``, ``suffix``, ``sync``, also spelt
-        ``synchronize``); common fields are ``description``, ``timeout`` (a duration
-        such as ``"1m30s"``: the time one attempt at one object may take, see
-        :func:`dlutils.download`), ``limits`` (``connections``, ``bytes_per_hour``) and
-        ``headers``.
-
-        As in the AIStore downloader, a link or template without a scheme is an
-        ``http://`` link (``"randomwebsite.com/some_dir/object{200..300}log.txt"``), a
-        ``subdir`` may end with ``/``, and a backend ``bucket`` with no provider (or
-        provider ``"ais"``) is an AIStore bucket of the cluster ``AIS_ENDPOINT`` names.
-
-        Examples
-        --------
-        >>> import tempfile
-        >>> from dlutils import Job
-        >>> with tempfile.TemporaryDirectory() as dest:
-        ...     job = Job.from_request({
-        ...         "type": "range",
-        ...         "bucket": {"name": "test"},
-        ...         "template": "randomwebsite.com/some_dir/object{200..300}log.txt",
-        ...         "subdir": "some/subdir/",
-        ...     }, dest)
-        ...     print(job.status().total, job.description.split(" -> ")[0])
-        101 http://randomwebsite.com/some_dir/object{200..300}log.txt
-        """
-        return plans.read_request(body)(cls, dest)
+    single = classmethod(constructors.single)
+    multi = classmethod(constructors.multi)
+    range = classmethod(constructors.range)
+    backend = classmethod(constructors.backend)
+    hf = classmethod(constructors.hf)
+    from_request = classmethod(constructors.from_request)
 
     # -- running -----------------------------------------------------------------
 
@@ -309,7 +148,7 @@ class Job:
                 )
                 client = dask_client(self._opts.executor)
                 if client is not None:  # workers, and the same dest on each, or refused
-                    from .cluster import check_cluster
+                    from .cluster_checks import check_cluster
 
                     local = None if self._store else os.path.join(self._cwd, self.dest or ".")
                     check_cluster(client, local, self.id)
@@ -542,27 +381,11 @@ class Job:
             with self._bar_lock:
                 self._bar.set_postfix_str(f"{files}, {errors} errors", refresh=False)
 
-    def _submit_elsewhere(
-        self, executor: Any, task: _Task, common: TransferOptions, settings: dict[str, str]
-    ) -> Future:
-        """Send ``task`` to another process: its path absolute, the client's settings with it.
+    _open_bar = bars._open_bar
+    _bar_bytes = bars._bar_bytes
+    _close_bar = bars._close_bar
 
-        It shows in ``current_tasks`` (0 bytes: its progress is known when it completes)
-        until it is done.
-        """
-        path = task.path if self._store else os.path.join(self._cwd, task.path)
-        sent = dataclasses.replace(task, path=path) if path != task.path else task
-        with self._lock:  # before submit: a quick task may be done before it returns
-            self._current[task.name] = [task.name, 0, task.size]
-        try:
-            future = executor.submit(_execute_elsewhere, sent, common, self._opts.timeout, settings)
-        except BaseException:
-            with self._lock:
-                self._current.pop(task.name, None)
-            raise
-        with self._lock:  # _task_done (its callback, added next) removes both entries
-            self._elsewhere[future] = task.name
-        return future
+    _submit_elsewhere = elsewhere._submit_elsewhere
 
     def _record_deletion(self, name: str) -> None:
         with self._lock:
@@ -570,37 +393,6 @@ class Job:
             self._finished_cnt += 1
             self._total = (self._total or 0) + 1
             self._recent.append(TaskInfo(name, 0, 0))
-
-    def _open_bar(self) -> None:
-        """One bar of bytes for the job (files done as its postfix): it moves during a large
-        file. Its total grows as the objects' sizes become known."""
-        from tqdm.auto import tqdm
-
-        self._bar = tqdm(
-            total=0,
-            unit="B",
-            unit_scale=True,
-            unit_divisor=1024,
-            desc=self.id,
-            dynamic_ncols=True,
-        )
-
-    def _bar_bytes(self, expected: int = 0, received: int = 0) -> None:
-        """``expected`` more bytes to come (negative: fewer than said), ``received`` came."""
-        bar = self._bar
-        if bar is None or not (expected or received):
-            return
-        with self._bar_lock:
-            if expected:
-                bar.total = max(bar.total + expected, bar.n + received)
-            if received:
-                bar.update(received)  # tqdm redraws at most every 0.1 s
-
-    def _close_bar(self) -> None:
-        if self._bar is not None:
-            with self._bar_lock:
-                self._bar.total = self._bar.n  # what was not received will not come
-                self._bar.close()
 
     # -- control and status ------------------------------------------------------
 
@@ -697,87 +489,6 @@ class Job:
         return f"<Job {self.id} {status.state.value} {self.description!r}>"
 
 
-class _TaskProgress(Callback):
-    """Counts one task's bytes and feeds them, for big files, to a bar of its own.
-
-    The bytes go to the task's entry in the job's ``_current`` under a lock of this
-    task only (the status adds the entries up); the job's lock is taken once, when the
-    task closes and its bytes join the job's count. Bytes delivered after that (a late
-    delivery of the throttled callback) go to the job's count directly.
-    """
-
-    def __init__(self, job: Job, entry: list[Any]):
-        self.job = job
-        self.entry = entry
-        self.bar: TqdmCallback | None = None
-        self.announced = 0  # bytes this task added to the job bar's total
-        self.closed = False
-        self._lock = threading.Lock()
-
-    def set_size(self, size: int | None) -> None:
-        expected = 0
-        with self._lock:
-            self.entry[2] = size
-            if size is not None:  # a restart announces the size again: count it once
-                expected = max(size, self.entry[1]) - self.announced
-                self.announced += expected
-        self.job._bar_bytes(expected=expected)
-        if self.job._opts.progress and size and size >= FILE_BAR_THRESHOLD and self.bar is None:
-            self.bar = TqdmCallback(self.entry[0], leave=False)
-            self.bar.set_size(size)
-
-    def update(self, nbytes: int) -> None:
-        with self._lock:
-            late = self.closed
-            if not late:
-                self.entry[1] += nbytes
-                # more than announced (or nothing was): the total grows with what came
-                expected = max(0, self.entry[1] - self.announced)
-                self.announced += expected
-        if late:
-            with self.job._lock:
-                self.job._bytes += nbytes
-            expected = nbytes
-        self.job._bar_bytes(expected=expected, received=nbytes)
-        if self.bar is not None:
-            self.bar.update(nbytes)
-
-    def close(self) -> None:
-        # resumed, skipped or failed: its share of the total is what it received
-        with self._lock:
-            self.closed = True
-            expected, self.announced = self.entry[1] - self.announced, self.entry[1]
-        job = self.job
-        with job._lock:  # one step: the status counts these bytes once, before or after
-            if job._current.get(self.entry[0]) is self.entry:
-                del job._current[self.entry[0]]
-            job._bytes += self.entry[1]
-        job._bar_bytes(expected=expected)
-        if self.bar is not None:
-            self.bar.close()
-
-
-def _execute_elsewhere(
-    task: _Task,
-    common: TransferOptions,
-    time_limit: float | None,
-    settings: Mapping[str, str] | None = None,
-) -> Fetched:
-    """The task run by an executor of other processes: no shared progress, abort or limiter.
-
-    ``settings``: the client's environment settings the sources read (endpoints),
-    applied while the task runs.
-    """
-    _raise_if_unusable(task)
-    abort = AbortEvent(time_limit=time_limit) if time_limit else None
-    try:
-        with environment(settings or {}):
-            return fetch(task.link, task.path, common.replace(**_task_extras(task), abort=abort))
-    finally:
-        if abort is not None:
-            abort.close()
-
-
 def _lane_suits(opts: Options, common: TransferOptions) -> bool:
     """Whether a job's small http(s) objects may go through a :class:`Lane` (libcurl)."""
     if not _LANE:
@@ -803,64 +514,5 @@ class _NoManifest:
         pass
 
 
-def _transport_timeout(limit: float | None) -> tuple[float, float] | None:
-    """The (connect, read) silence a transport allows under a job's time limit per attempt.
-
-    The job's limit is enforced by the engine; the transport's own limits stay the
-    sources' defaults (30 s to connect, 120 s of silence), lowered to just above the
-    job's limit so that they never fire first and turn a timeout into a retry.
-    """
-    if limit is None:
-        return None
-    return (min(30.0, limit + 1.0), min(120.0, limit + 1.0))
-
-
-def _raise_if_unusable(task: _Task) -> None:
-    if task.error:
-        raise task.error_type(task.error)
-    if os.path.isdir(task.path):
-        # The sources read an existing folder as "save inside it"; a job always means the
-        # file itself, so two objects such as 'x' and 'x/x' must not share one file.
-        raise UnsafePathError(
-            f"object {task.name!r} would be saved at {task.path!r}, which is a folder "
-            "(it holds other objects whose names start with this one)"
-        )
-
-
-def _task_extras(task: _Task) -> dict[str, Any]:
-    extras: dict[str, Any] = {}
-    if task.remote_attrs is not None:
-        extras["remote_attrs"] = task.remote_attrs
-    if task.checksum:
-        extras["checksum"] = task.checksum
-    if task.size is not None:
-        extras["expected_size"] = task.size
-    return extras
-
-
-def _describe(exc: BaseException, link: str) -> str:
-    """The error of one object as its status shows it: type, message, link; no credential."""
-    message = f"{type(exc).__name__}: {exc}"
-    if link and link in message:
-        message = message.replace(link, redact(link))
-    message = redact_text(message)  # whatever library wrote it, in whatever form
-    shown = redact(link) if link else ""
-    if shown and shown not in message:
-        message = f"{message} ({shown})"
-    return message
-
-
 def _utc(moment: float | None) -> datetime | None:
     return datetime.fromtimestamp(moment, tz=timezone.utc) if moment is not None else None
-
-
-def _options(options: Options | None, opts: Mapping[str, Any]) -> Options:
-    """The job's options: ``options`` (if given) with the keywords ``opts`` over it."""
-    if options is not None and not isinstance(options, Options):
-        raise InvalidInputError(
-            f"options={options!r} is not valid: use dlutils.Options(...), such as "
-            "options=Options(connections=4, timeout='30s')"
-        )
-    if not opts and options is not None:
-        return options
-    return make_options(opts, base=options)

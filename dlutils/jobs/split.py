@@ -51,7 +51,7 @@ from ..transfer.ranges import Probe, fetch_range, place_part, plan_ranges, probe
 from ..workfiles import open_working_file
 from .elsewhere import environment
 from .records import FOLDER, BatchRecords
-from .runner import _describe
+from .shared import _describe
 from .tasks import _Task
 
 try:
@@ -195,7 +195,7 @@ def run_ranges(spec: Any, obj: _Object, n: int, ranges: list[tuple[int, int]]) -
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    from .cluster import _context, _Progress
+    from .cluster_batch import _context, _Progress
 
     ctx = _context(spec)
     run = f"{secrets.token_hex(4)}-r{n}"
@@ -256,7 +256,7 @@ def run_ranges(spec: Any, obj: _Object, n: int, ranges: list[tuple[int, int]]) -
         return ("error", type(exc).__name__, _describe(exc, obj.link))
     finally:
         ctx.send()
-        from .cluster import _CONTEXTS_LOCK
+        from .cluster_batch import _CONTEXTS_LOCK
 
         with _CONTEXTS_LOCK, ctx.lock:
             for key in [k for k in ctx.current if k[0] == obj.index and str(k[2]).startswith(run)]:
