@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -65,6 +66,9 @@ class _Transfer(_Journaled, _Writes, _Stream, _Segments):
         self.discards = 0
         #: Segment threads still running after the download stopped (they own ``fd``).
         self.lingering: list[Any] = []
+        #: Seconds a request takes to its headers (a moving average; None: none measured):
+        #: a range is split only when a new request pays for itself (see segments).
+        self.latency: float | None = None
 
     def close(self) -> None:
         """Close the ``.part``, or leave that to the last segment thread still writing it."""
@@ -136,8 +140,11 @@ class _Transfer(_Journaled, _Writes, _Stream, _Segments):
         self, start: int, end: int | None, if_range: str | None, stop: threading.Event | None = None
     ) -> Body:
         self._check_abort()
+        began = time.monotonic()
         with opening(self.s.abort, stop):
             body = self.s.remote.open(start, end, if_range=if_range)
+        took = time.monotonic() - began
+        self.latency = took if self.latency is None else 0.7 * self.latency + 0.3 * took
         if self.headers is None and body.status in (200, 206):
             self.headers, self.validator = body.headers, body.validator
         return body

@@ -7,6 +7,7 @@ import logging
 import math
 import os
 import threading
+import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from typing import Any
 
@@ -131,6 +132,8 @@ class _Segments:
                 try:
                     if body is None:
                         body = self._open(start + done, end, validator, stop)
+                        with lock:
+                            began[index] = (time.monotonic(), seg[2])
                         problem = self._range_problem(body, start + done, end, total, validator)
                         if problem is not None:
                             raise self._failure(
@@ -191,21 +194,45 @@ class _Segments:
             slots[0] += 1
             return True
 
+        def rate_of(index: int, now: float) -> float | None:
+            """Bytes per second of range ``index`` since its request answered (hold the lock)."""
+            since, done_then = began.get(index, (None, 0))
+            got = plan[index][2] - done_then
+            if since is None or got <= 0 or now <= since:
+                return None
+            return got / (now - since)
+
         def split_largest() -> int | None:
             """Split the running range with the most bytes left; the new range's index."""
             with lock:
-                best, most = None, 0
+                if self.latency is None and any(i not in began for i in active.values()):
+                    return None  # how long a request takes is known when this one answers
+                best, most, best_index = None, 0, -1
                 for index in active.values():
+                    if self.latency and index not in began:
+                        continue  # not answered yet: a new request would wait as long
                     seg = plan[index]
                     left = seg[1] + 1 - (seg[0] + seg[2])
                     if left > most:
-                        best, most = seg, left
+                        best, most, best_index = seg, left, index
                 # Both halves hold more than a chunk: the chunk the running fetch is
                 # reading now ends below the new range.
                 if best is None or most < max(
                     self.s.tunables.split_min, 2 * self.s.tunables.chunk_size + 4
                 ):
                     return None
+                # A new request pays only if the half it takes would still need more than
+                # two of its waits for headers at the range's pace: on a server slow to
+                # answer each request (or one that reads the whole object for each range),
+                # splitting costs more than it saves.
+                if self.latency:
+                    now = time.monotonic()
+                    rate = rate_of(best_index, now)
+                    if rate is None:  # no pace yet: split only a range silent for long
+                        if now - began[best_index][0] < 4 * self.latency:
+                            return None
+                    elif most < 4 * self.latency * rate:
+                        return None
                 middle = best[0] + best[2] + most // 2
                 plan.append([middle, best[1], 0])
                 best[1] = middle - 1
@@ -232,10 +259,13 @@ class _Segments:
                     shared.release()
 
         self.segments_used = 0
+        # index -> (when its request answered, its bytes done then): each range's pace.
+        began: dict[int, tuple[float, int]] = {}
         measured_at, measured = s.clock(), self.received
         grown_at_rate = 0.0
         try:
             if first is not None and queue and queue[0] == 0:
+                began[0] = (time.monotonic(), plan[0][2])
                 start(queue.pop(0), first)
             first = None
             add(len(queue))
