@@ -20,6 +20,13 @@ from concurrent.futures import ProcessPoolExecutor
 
 import pytest
 from servers_s3 import moto_server_fixture, s3_fixture  # noqa: F401 - fixtures
+from stores_support import (
+    blob,
+    memory_fs_fixture,  # noqa: F401 - fixture
+    open_uploads,
+    s3_bytes,
+    s3_keys,
+)
 
 import dlutils
 from dlutils import CacheMismatchWarning, InvalidInputError, Job
@@ -39,34 +46,6 @@ MiB = 1 << 20
 
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def blob(n: int, seed: int = 0) -> bytes:
-    return hashlib.sha256(str(seed).encode()).digest() * (n // 32) + b"z" * (n % 32)
-
-
-@pytest.fixture
-def memory_fs():
-    import fsspec
-
-    fs = fsspec.filesystem("memory")
-    fs.store.clear()
-    fs.pseudo_dirs[:] = [""]
-    yield fs
-    fs.store.clear()
-
-
-def s3_bytes(s3, key: str) -> bytes:
-    return s3.client.get_object(Bucket=s3.name, Key=key)["Body"].read()
-
-
-def s3_keys(s3) -> list[str]:
-    listing = s3.client.list_objects_v2(Bucket=s3.name)
-    return sorted(item["Key"] for item in listing.get("Contents", []))
-
-
-def open_uploads(s3) -> list:
-    return s3.client.list_multipart_uploads(Bucket=s3.name).get("Uploads", [])
 
 
 def body_gets(server) -> list:

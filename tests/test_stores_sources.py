@@ -29,6 +29,13 @@ from servers_gcs import (  # noqa: F401 - fixtures
     upload,
 )
 from servers_s3 import _new_bucket, moto_server_fixture, s3_fixture  # noqa: F401 - fixtures
+from stores_support import (
+    blob,
+    memory_fs_fixture,  # noqa: F401 - fixture
+    open_uploads,
+    s3_bytes,
+    s3_keys,
+)
 
 import dlutils
 from dlutils import InvalidInputError, Job
@@ -46,21 +53,6 @@ MiB = 1 << 20
 
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def blob(n: int, seed: int = 0) -> bytes:
-    return hashlib.sha256(str(seed).encode()).digest() * (n // 32) + b"z" * (n % 32)
-
-
-@pytest.fixture
-def memory_fs():
-    import fsspec
-
-    fs = fsspec.filesystem("memory")
-    fs.store.clear()
-    fs.pseudo_dirs[:] = [""]
-    yield fs
-    fs.store.clear()
 
 
 @pytest.fixture
@@ -94,19 +86,6 @@ def moto_log(monkeypatch):
 def body_gets(log, bucket: str) -> list:
     """GETs of an object of ``bucket`` (not listings, not the bucket itself)."""
     return [r for r in log() if r[0] == "GET" and r[1] == bucket and r[2]]
-
-
-def s3_bytes(bucket, key: str) -> bytes:
-    return bucket.client.get_object(Bucket=bucket.name, Key=key)["Body"].read()
-
-
-def s3_keys(bucket) -> list[str]:
-    listing = bucket.client.list_objects_v2(Bucket=bucket.name)
-    return sorted(item["Key"] for item in listing.get("Contents", []))
-
-
-def open_uploads(bucket) -> list:
-    return bucket.client.list_multipart_uploads(Bucket=bucket.name).get("Uploads", [])
 
 
 def test_an_s3_object_into_another_bucket_and_a_rerun_gets_no_body(s3, other, moto_log):
