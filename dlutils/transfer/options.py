@@ -48,6 +48,22 @@ class TransferOptions:
     ``token`` GCS's and the Hub's, ``endpoint`` AIStore's and the Hub's, ``headers``
     are not sent to S3). ``transport=None`` is each source's own default (requests; for
     S3, boto3).
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from dlutils import sandbox
+    >>> from dlutils.sources import fetch
+    >>> from dlutils.transfer import TransferOptions
+    >>> server, folder = sandbox.web_server(), tempfile.mkdtemp() + "/"
+    >>> options = TransferOptions(retries=2, transport="curl")
+    >>> fetched = fetch(server.url + "/shards/shard-0000.tar", folder, options)
+    >>> os.path.basename(fetched.path), fetched.skipped
+    ('shard-0000.tar', False)
+    >>> fetch(server.url + "/shards/shard-0000.tar", folder, options).skipped
+    True
+    >>> server.stop()
+    >>> import shutil; shutil.rmtree(folder)
     """
 
     cache: bool | str = True

@@ -30,7 +30,14 @@ __all__ = ["Tunables", "current", "tuned"]
 
 @dataclass(frozen=True)
 class Tunables:
-    """How the engine reads, splits, grows and records; the defaults suit real links."""
+    """How the engine reads, splits, grows and records; the defaults suit real links.
+
+    Examples
+    --------
+    >>> from dlutils.transfer import Tunables
+    >>> Tunables().initial_segments, Tunables(split_min=8 << 20).split_min
+    (8, 8388608)
+    """
 
     #: Bytes asked for per read: large enough that Python's per-chunk cost is negligible,
     #: small enough that 32 ranges in flight stay within the memory target (1 MiB: ~20 MB
@@ -72,6 +79,15 @@ def tuned(**changes: Any) -> Iterator[Tunables]:
 
     Process-wide (a job's worker threads see it too); the previous values come back on
     exit. An unknown name raises :class:`TypeError`.
+
+    Examples
+    --------
+    >>> from dlutils import transfer
+    >>> with transfer.tuned(chunk_size=64 * 1024) as now:
+    ...     now.chunk_size, transfer.tunables.current().chunk_size
+    (65536, 65536)
+    >>> transfer.tunables.current().chunk_size == transfer.Tunables().chunk_size
+    True
     """
     global _now
     with _lock:
